@@ -1,0 +1,80 @@
+"""`EngineArgs`: every knob of the engine in one frozen record, vLLM's names.
+
+`LLM(model, **kwargs)` and `lab serve` build one of these; the engine splits it into the
+scheduler's and the cache's configs. Device and dtype "auto" are resolved here, once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from lab.engine.config import CacheConfig, SchedulerConfig
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float": torch.float32,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class EngineArgs:
+    model: str = "tiny"  # a preset name or a local Hugging Face checkpoint directory
+    tokenizer: str | None = None  # a directory with tokenizer.json; default: the model's own
+    dtype: str = "auto"  # "auto" = bfloat16 on CUDA, float32 on CPU
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    seed: int = 0  # dummy-weight init and unseeded sampling
+    max_model_len: int | None = None  # context length; default and upper bound: the model's
+    block_size: int = 16
+    gpu_memory_utilization: float = 0.90
+    num_gpu_blocks: int | None = None  # fixed KV block count (overrides memory-based sizing)
+    cpu_kv_cache_space_gib: float = 1.0  # KV cache size on CPU when num_gpu_blocks is unset
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    enable_chunked_prefill: bool = True
+    scheduling_policy: str = "fcfs"  # "fcfs" or "priority"
+    hf_overrides: dict = field(default_factory=dict)  # config.json fields to override (e.g. num_hidden_layers)
+
+    def __post_init__(self) -> None:
+        if self.dtype != "auto" and self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
+        if self.cpu_kv_cache_space_gib <= 0:
+            raise ValueError(f"cpu_kv_cache_space_gib must be > 0, got {self.cpu_kv_cache_space_gib}")
+        # Build the sub-configs now so their validation errors surface at construction.
+        self.scheduler_config()
+        self.cache_config()
+
+    def scheduler_config(self) -> SchedulerConfig:
+        return SchedulerConfig(
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            enable_chunked_prefill=self.enable_chunked_prefill,
+            policy=self.scheduling_policy,
+        )
+
+    def cache_config(self) -> CacheConfig:
+        return CacheConfig(
+            block_size=self.block_size,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            num_gpu_blocks=self.num_gpu_blocks,
+        )
+
+    def resolve_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' was requested but no CUDA device is available")
+        return device
+
+    def resolve_dtype(self, device: torch.device) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return _DTYPES[self.dtype]

@@ -1,0 +1,89 @@
+"""Paged attention, pure torch: the correctness oracle for the GPU kernels to come.
+
+Layout (as vLLM's): a step's T new tokens are flattened across sequences; sequence i owns
+rows `query_start_loc[i]:query_start_loc[i+1]`. Its keys live in the paged cache: token at
+position p is in block `block_tables[i][p // block_size]`, row `p % block_size`. A layer first
+writes its new K/V rows at `slot_mapping` and then attends over the whole context, so prefill,
+chunked prefill and decode take the same path.
+
+Cache tensors have shape (num_blocks, block_size, *per_token_shape).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class AttentionMetadata:
+    query_start_loc: list[int]  # B + 1 offsets into the flat token dimension
+    seq_lens: list[int]  # per sequence: tokens in context after this step (computed + new)
+    block_tables: list[list[int]]  # per sequence: its KV block ids, in position order
+    slot_mapping: torch.Tensor  # (T,) int64: flat cache row of each new token
+    block_size: int
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.seq_lens)
+
+    def query_lens(self) -> list[int]:
+        q = self.query_start_loc
+        return [q[i + 1] - q[i] for i in range(len(q) - 1)]
+
+    @property
+    def is_pure_decode(self) -> bool:
+        return all(n == 1 for n in self.query_lens())
+
+
+def write_to_cache(cache: torch.Tensor, slot_mapping: torch.Tensor, values: torch.Tensor) -> None:
+    """Store `values` (T, *per_token_shape) at the flat rows `slot_mapping` of `cache`."""
+    flat = cache.view(-1, *cache.shape[2:])  # (num_blocks * block_size, *per_token_shape)
+    flat.index_copy_(0, slot_mapping, values.to(cache.dtype))
+
+
+def gather_from_cache(cache: torch.Tensor, block_table: list[int], seq_len: int) -> torch.Tensor:
+    """The first `seq_len` cached rows of one sequence, in position order: (seq_len, *shape)."""
+    block_size = cache.shape[1]
+    num_blocks = (seq_len + block_size - 1) // block_size
+    ids = torch.tensor(block_table[:num_blocks], dtype=torch.long, device=cache.device)
+    return cache.index_select(0, ids).flatten(0, 1)[:seq_len]
+
+
+def causal_mask(q_len: int, seq_len: int, device: torch.device) -> torch.Tensor:
+    """(q_len, seq_len) bool: query j sits at position seq_len - q_len + j and sees keys <= it."""
+    q_pos = torch.arange(seq_len - q_len, seq_len, device=device)[:, None]
+    k_pos = torch.arange(seq_len, device=device)[None, :]
+    return k_pos <= q_pos
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """Masked softmax attention in float32. q (Q, H, D), k (L, H, D), v (L, H, Dv) -> (Q, H, Dv)."""
+    scores = torch.einsum("qhd,khd->hqk", q.float(), k.float()) * scale
+    scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return torch.einsum("hqk,khd->qhd", probs, v.float()).to(q.dtype)
+
+
+def paged_attention(
+    q: torch.Tensor,  # (T, H, D)
+    k_cache: torch.Tensor,  # (num_blocks, block_size, Hkv, D)
+    v_cache: torch.Tensor,  # (num_blocks, block_size, Hkv, Dv)
+    meta: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """Grouped-query attention of the step's queries over their paged contexts: (T, H, Dv)."""
+    num_heads, num_kv_heads = q.shape[1], k_cache.shape[2]
+    group = num_heads // num_kv_heads
+    out = q.new_empty(q.shape[0], num_heads, v_cache.shape[-1])
+    for i in range(meta.num_seqs):
+        start, end = meta.query_start_loc[i], meta.query_start_loc[i + 1]
+        seq_len = meta.seq_lens[i]
+        k = gather_from_cache(k_cache, meta.block_tables[i], seq_len)  # (L, Hkv, D)
+        v = gather_from_cache(v_cache, meta.block_tables[i], seq_len)
+        if group > 1:
+            k = k.repeat_interleave(group, dim=1)  # (L, H, D)
+            v = v.repeat_interleave(group, dim=1)
+        mask = causal_mask(end - start, seq_len, q.device)
+        out[start:end] = attend(q[start:end], k, v, mask, scale)
+    return out

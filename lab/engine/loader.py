@@ -1,0 +1,125 @@
+"""Load a model: a preset with seeded dummy weights, or a local Hugging Face checkpoint directory.
+
+Contract: `load_model(model, dtype, device, seed, hf_overrides) -> LoadedModel`.
+  - `model` is a preset name (`presets.PRESETS`) or a directory with config.json and either
+    model.safetensors or a sharded model.safetensors.index.json; anything else is a ValueError
+    naming the presets. Nothing is downloaded.
+  - The module is built on the meta device and materialized straight on `device` in `dtype`
+    (routers stay float32), so a large preset never takes a CPU float32 detour.
+  - Presets: dummy weights, like `vllm --load-format dummy`: normal(0, 0.02) matrices, ones for
+    norm weights, zeros for biases. Each tensor draws from its own generator seeded by (seed, name)
+    on `device`: same seed and device type -> same weights (CPU and CUDA streams differ).
+  - Checkpoints: tensors stream from safetensors into `load_weights`, which names missing,
+    mis-shaped and unexpected tensors. Then `process_weights_after_loading()`; eval mode.
+`hf_overrides` patch the HF config dict before parsing (e.g. {"num_hidden_layers": 2}).
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from lab.engine.model_config import ModelConfig
+from lab.engine.models import get_model_class
+from lab.engine.presets import PRESETS, get_preset
+
+DUMMY_STD = 0.02  # std of dummy matrices, as HF's initializer_range
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    config: ModelConfig
+    checkpoint_dir: Path | None
+    preset: str | None
+
+
+def load_model(
+    model: str | Path,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    seed: int = 0,
+    hf_overrides: dict | None = None,
+) -> LoadedModel:
+    device = torch.device(device)
+    name = str(model)
+    if name in PRESETS:
+        config = ModelConfig.from_hf_dict({**get_preset(name), **(hf_overrides or {})})
+        module = build_model(config, dtype, device)
+        init_dummy_weights(module, seed)
+        checkpoint_dir, preset = None, name
+    elif Path(name).is_dir():
+        checkpoint_dir, preset = Path(name), None
+        config = ModelConfig.from_pretrained_dir(checkpoint_dir, hf_overrides)
+        module = build_model(config, dtype, device)
+        module.load_weights(iter_checkpoint(checkpoint_dir, device))
+    else:
+        raise ValueError(
+            f"model {name!r} is neither a preset ({', '.join(PRESETS)}) nor an existing checkpoint "
+            "directory: the path does not exist"
+        )
+    if hasattr(module, "process_weights_after_loading"):
+        module.process_weights_after_loading()
+    return LoadedModel(module.eval(), config, checkpoint_dir, preset)
+
+
+def build_model(config: ModelConfig, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """The model with uninitialized parameters on `device`: constructed on meta, then materialized."""
+    with torch.device("meta"):
+        module = get_model_class(config)(config)
+    for mod in module.modules():
+        keep_fp32 = getattr(mod, "fp32_params", ())
+        for pname, param in list(mod.named_parameters(recurse=False)):
+            dt = torch.float32 if pname in keep_fp32 else dtype
+            setattr(mod, pname, nn.Parameter(torch.empty(param.shape, dtype=dt, device=device), requires_grad=False))
+    # buffers (rotary inverse frequencies) were built on CPU in float32; move them without casting
+    return module.to(device)
+
+
+def _param_seed(seed: int, name: str) -> int:
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
+
+
+@torch.no_grad()
+def init_dummy_weights(module: nn.Module, seed: int, std: float = DUMMY_STD) -> None:
+    for name, param in module.named_parameters():
+        if param.ndim >= 2:
+            gen = torch.Generator(device=param.device)
+            gen.manual_seed(_param_seed(seed, name))
+            param.normal_(0.0, std, generator=gen)
+        elif name.endswith("bias"):  # linear biases and DeepSeek's e_score_correction_bias
+            param.zero_()
+        else:  # RMSNorm weights
+            param.fill_(1.0)
+
+
+def checkpoint_files(checkpoint_dir: Path) -> list[Path]:
+    index = checkpoint_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map")
+        if not weight_map:
+            raise ValueError(f"{index} has no weight_map")
+        files = [checkpoint_dir / f for f in sorted(set(weight_map.values()))]
+        absent = [str(f) for f in files if not f.is_file()]
+        if absent:
+            raise ValueError(f"{index} names shard files that do not exist: {absent}")
+        return files
+    single = checkpoint_dir / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise ValueError(f"{checkpoint_dir} has neither model.safetensors nor model.safetensors.index.json")
+
+
+def iter_checkpoint(checkpoint_dir: Path, device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every tensor of every shard, read straight to `device`, one at a time."""
+    target = str(device) if device.type == "cuda" else "cpu"
+    for path in checkpoint_files(checkpoint_dir):
+        with safe_open(str(path), framework="pt", device=target) as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)

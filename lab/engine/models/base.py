@@ -1,0 +1,101 @@
+"""The decoder-only skeleton every model shares; models only choose their attention and MLP.
+
+Contract (what the runner calls):
+    forward(input_ids (T,), positions (T,), kv_caches, meta) -> hidden (T, hidden_size)
+    compute_logits(hidden (N, hidden_size)) -> (N, vocab) float32
+    kv_cache_spec(dtype) -> KVCacheSpec          (also `kv_cache_spec_from_config(config, dtype)`)
+    load_weights(iterable of (HF name, tensor))  -> ValueError naming missing / mis-shaped tensors
+    process_weights_after_loading()              -> derived tensors (MLA's absorbed projections)
+Layer i reads and writes `kv_caches[i]`. Module names mirror the HF checkpoints
+(`model.layers.3.self_attn...`), so most parameters load under their own names.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from lab.engine.attention import AttentionMetadata
+from lab.engine.kv_cache import KVCacheSpec
+from lab.engine.model_config import ModelConfig
+from lab.engine.models.layers import Embedding, LMHead, RMSNorm
+from lab.engine.models.rope import RotaryEmbedding, Rotation
+from lab.engine.models.weights import collect_targets, load_into
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, self_attn: nn.Module, mlp: nn.Module, hidden_size: int, eps: float) -> None:
+        super().__init__()
+        self.self_attn = self_attn
+        self.mlp = mlp
+        self.input_layernorm = RMSNorm(hidden_size, eps)
+        self.post_attention_layernorm = RMSNorm(hidden_size, eps)
+
+    def forward(
+        self, hidden: torch.Tensor, rot: Rotation, kv_cache: tuple[torch.Tensor, ...], meta: AttentionMetadata
+    ) -> torch.Tensor:
+        hidden = hidden + self.self_attn(self.input_layernorm(hidden), rot, kv_cache, meta)
+        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+
+
+class DecoderStack(nn.Module):
+    """HF's `model.*`: embed_tokens, layers, norm (and the rotary angles, which hold no weights)."""
+
+    def __init__(self, config: ModelConfig, layers: list[DecoderLayer], rotary_emb: RotaryEmbedding) -> None:
+        super().__init__()
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(layers)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = rotary_emb
+
+
+class CausalLM(nn.Module):
+    """Subclasses build `self.model` (a DecoderStack) and define `kv_cache_spec_from_config`."""
+
+    def __init__(self, config: ModelConfig, model: DecoderStack) -> None:
+        super().__init__()
+        self.config = config
+        self.model = model
+        tied = model.embed_tokens if config.tie_word_embeddings else None
+        self.lm_head = LMHead(config.hidden_size, config.vocab_size, tied_to=tied)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[tuple[torch.Tensor, ...]],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
+        if len(kv_caches) != len(self.model.layers):
+            raise ValueError(f"got {len(kv_caches)} KV caches for {len(self.model.layers)} layers")
+        hidden = self.model.embed_tokens(input_ids)  # (T, hidden)
+        rot = self.model.rotary_emb(positions)
+        for layer, kv_cache in zip(self.model.layers, kv_caches):
+            hidden = layer(hidden, rot, kv_cache, meta)
+        return self.model.norm(hidden)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)
+
+    @classmethod
+    def kv_cache_spec_from_config(cls, config: ModelConfig, dtype: torch.dtype) -> KVCacheSpec:
+        raise NotImplementedError
+
+    def kv_cache_spec(self, dtype: torch.dtype) -> KVCacheSpec:
+        return self.kv_cache_spec_from_config(self.config, dtype)
+
+    def is_ignorable_weight(self, name: str) -> bool:
+        """Checkpoint tensors we knowingly skip: rotary buffers, a tied head's duplicate."""
+        return name.endswith("rotary_emb.inv_freq") or (self.config.tie_word_embeddings and name == "lm_head.weight")
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        load_into(self, collect_targets(self), weights, self.is_ignorable_weight)
+
+    def process_weights_after_loading(self) -> None:
+        """Derive tensors from loaded weights; call again after replacing weights (hot reload)."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "process_weights_after_loading"):
+                module.process_weights_after_loading()

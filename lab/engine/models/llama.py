@@ -1,0 +1,78 @@
+"""Dense Llama / Qwen2 (the R1-Distill models): GQA with RoPE, RMSNorm, SwiGLU.
+
+Contract: `LlamaForCausalLM(config)` follows `models/base.py`. Each layer caches K and V of its
+KV heads, (num_kv_heads, head_dim) each per token, and attends with the paged oracle
+`paged_attention`. q/k/v are one fused GEMM (`qkv_proj`); checkpoints load from HF's separate
+q_proj/k_proj/v_proj (with Qwen2's q/k/v bias). A tied head reuses the embedding matrix.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lab.engine.attention import AttentionMetadata, paged_attention, write_to_cache
+from lab.engine.kv_cache import KVCacheSpec
+from lab.engine.model_config import ModelConfig
+from lab.engine.models.base import CausalLM, DecoderLayer, DecoderStack
+from lab.engine.models.layers import GatedMLP, Linear
+from lab.engine.models.rope import RotaryEmbedding, Rotation
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        self.qkv_proj = Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.qkv_bias)
+        self.o_proj = Linear(self.q_size, config.hidden_size, bias=config.o_proj_bias)
+        self.scale = self.head_dim**-0.5
+
+    def forward(
+        self, hidden: torch.Tensor, rot: Rotation, kv_cache: tuple[torch.Tensor, ...], meta: AttentionMetadata
+    ) -> torch.Tensor:
+        num_tokens = hidden.shape[0]
+        q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = rot.apply(q.view(num_tokens, self.num_heads, self.head_dim))  # (T, H, D)
+        k = rot.apply(k.view(num_tokens, self.num_kv_heads, self.head_dim))  # (T, Hkv, D)
+        v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
+        k_cache, v_cache = kv_cache
+        write_to_cache(k_cache, meta.slot_mapping, k)
+        write_to_cache(v_cache, meta.slot_mapping, v)
+        out = paged_attention(q, k_cache, v_cache, meta, self.scale)  # (T, H, D)
+        return self.o_proj(out.reshape(num_tokens, self.q_size))
+
+    def weight_targets(self, prefix: str) -> dict[str, tuple[str, tuple]]:
+        """HF's q_proj / k_proj / v_proj are row blocks of our qkv_proj."""
+        rows = {
+            "q_proj": slice(0, self.q_size),
+            "k_proj": slice(self.q_size, self.q_size + self.kv_size),
+            "v_proj": slice(self.q_size + self.kv_size, self.q_size + 2 * self.kv_size),
+        }
+        kinds = ("weight", "bias") if self.qkv_proj.bias is not None else ("weight",)
+        targets = {f"{prefix}.{hf}.{kind}": (f"{prefix}.qkv_proj.{kind}", (r,)) for hf, r in rows.items() for kind in kinds}
+        for kind in ("weight", "bias") if self.o_proj.bias is not None else ("weight",):
+            targets[f"{prefix}.o_proj.{kind}"] = (f"{prefix}.o_proj.{kind}", ())
+        return targets
+
+
+class LlamaForCausalLM(CausalLM):
+    def __init__(self, config: ModelConfig) -> None:
+        layers = [
+            DecoderLayer(
+                LlamaAttention(config),
+                GatedMLP(config.hidden_size, config.intermediate_size, bias=config.mlp_bias),
+                config.hidden_size,
+                config.rms_norm_eps,
+            )
+            for _ in range(config.num_hidden_layers)
+        ]
+        rope = RotaryEmbedding(config.rotary_dim, config.rope_theta, config.rope_scaling, interleaved=False)
+        super().__init__(config, DecoderStack(config, layers, rope))
+
+    @classmethod
+    def kv_cache_spec_from_config(cls, config: ModelConfig, dtype: torch.dtype) -> KVCacheSpec:
+        kv = (config.num_key_value_heads, config.head_dim)
+        return KVCacheSpec(num_layers=config.num_hidden_layers, per_token_shapes=(kv, kv), dtype=dtype)

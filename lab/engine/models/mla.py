@@ -1,0 +1,131 @@
+"""DeepSeek Multi-head Latent Attention over a paged cache of latents.
+
+Contract: `MLAttention(config)(hidden (T, H), rot, (cache,), meta) -> (T, H)`. Per token the cache
+holds one row, [c_kv (kv_lora_rank) after kv_a_layernorm | k_pe (qk_rope_head_dim) after RoPE],
+shared by all heads: (kv_lora_rank + qk_rope_head_dim) elements instead of num_heads x
+(qk_head_dim + v_head_dim) for expanded K/V. kv_b_proj maps c_kv to every head's [k_nope | v].
+Two paths compute the same attention:
+  expanded: per sequence, expand the context's K/V from the latents with kv_b_proj (prefill).
+  absorbed: fold W_UK into the query (q_nope @ W_UK lives in latent space) and apply W_UV after
+    attending over the latents, so the cache is never expanded (decode; memory-bound).
+`mode` = "auto" takes absorbed for pure-decode steps and expanded otherwise; "absorbed" and
+"expanded" force one (tests compare them). The absorbed weights come from
+`process_weights_after_loading()`, which the loader calls. Softmax scale: qk_head_dim**-0.5 times
+DeepSeek's YaRN mscale**2. q_a/kv_a layernorms use eps 1e-6 whatever rms_norm_eps is, as HF does.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lab.engine.attention import AttentionMetadata, attend, causal_mask, gather_from_cache, write_to_cache
+from lab.engine.model_config import ModelConfig
+from lab.engine.models.layers import Linear, RMSNorm
+from lab.engine.models.rope import Rotation, mla_softmax_scale
+
+LATENT_NORM_EPS = 1e-6  # transformers' and DeepSeek's q_a/kv_a layernorms ignore rms_norm_eps
+MLA_MODES = ("auto", "absorbed", "expanded")
+
+
+class MLAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.kv_lora_rank = config.kv_lora_rank
+        self.qk_nope_head_dim, self.qk_rope_head_dim = config.qk_nope_head_dim, config.qk_rope_head_dim
+        self.qk_head_dim = config.qk_head_dim
+        self.v_head_dim = config.v_head_dim
+        hidden, heads = config.hidden_size, config.num_attention_heads
+        self.has_q_lora = config.q_lora_rank is not None
+        if not self.has_q_lora:
+            self.q_proj = Linear(hidden, heads * self.qk_head_dim, bias=False)
+        else:
+            self.q_a_proj = Linear(hidden, config.q_lora_rank, bias=config.qkv_bias)
+            self.q_a_layernorm = RMSNorm(config.q_lora_rank, LATENT_NORM_EPS)
+            self.q_b_proj = Linear(config.q_lora_rank, heads * self.qk_head_dim, bias=False)
+        self.kv_a_proj_with_mqa = Linear(hidden, self.kv_lora_rank + self.qk_rope_head_dim, bias=config.qkv_bias)
+        self.kv_a_layernorm = RMSNorm(self.kv_lora_rank, LATENT_NORM_EPS)
+        self.kv_b_proj = Linear(self.kv_lora_rank, heads * (self.qk_nope_head_dim + self.v_head_dim), bias=False)
+        self.o_proj = Linear(heads * self.v_head_dim, hidden, bias=config.o_proj_bias)
+        self.scale = mla_softmax_scale(self.qk_head_dim, config.rope_scaling)
+        self.mode = "auto"
+        # absorbed projections, derived from kv_b_proj by process_weights_after_loading()
+        self.register_buffer("w_uk", None, persistent=False)  # (H, qk_nope, R)
+        self.register_buffer("w_uv_t", None, persistent=False)  # (H, R, v)
+
+    def process_weights_after_loading(self) -> None:
+        w = self.kv_b_proj.weight.detach().view(self.num_heads, self.qk_nope_head_dim + self.v_head_dim, self.kv_lora_rank)
+        self.w_uk = w[:, : self.qk_nope_head_dim].contiguous()  # (H, qk_nope, R)
+        self.w_uv_t = w[:, self.qk_nope_head_dim :].transpose(1, 2).contiguous()  # (H, R, v)
+
+    def forward(
+        self, hidden: torch.Tensor, rot: Rotation, kv_cache: tuple[torch.Tensor, ...], meta: AttentionMetadata
+    ) -> torch.Tensor:
+        num_tokens = hidden.shape[0]
+        if self.has_q_lora:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(hidden)))
+        else:
+            q = self.q_proj(hidden)
+        q = q.view(num_tokens, self.num_heads, self.qk_head_dim)  # (T, H, qk_nope + qk_rope)
+        q_nope, q_pe = q.split([self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
+        q_pe = rot.apply(q_pe)
+        c_kv, k_pe = self.kv_a_proj_with_mqa(hidden).split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
+        c_kv = self.kv_a_layernorm(c_kv)  # (T, R)
+        k_pe = rot.apply(k_pe.unsqueeze(1)).squeeze(1)  # (T, rope): one key rotation shared by all heads
+        (cache,) = kv_cache
+        write_to_cache(cache, meta.slot_mapping, torch.cat([c_kv, k_pe], dim=-1))
+        if self.mode not in MLA_MODES:
+            raise ValueError(f"MLA mode must be one of {MLA_MODES}, got {self.mode!r}")
+        absorbed = self.mode == "absorbed" or (self.mode == "auto" and meta.is_pure_decode)
+        out = self._absorbed(q_nope, q_pe, cache, meta) if absorbed else self._expanded(q_nope, q_pe, cache, meta)
+        return self.o_proj(out.reshape(num_tokens, self.num_heads * self.v_head_dim))
+
+    def _expanded(self, q_nope: torch.Tensor, q_pe: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        q = torch.cat([q_nope, q_pe], dim=-1)  # (T, H, qk_head)
+        out = q.new_empty(q.shape[0], self.num_heads, self.v_head_dim)
+        for i in range(meta.num_seqs):
+            start, end, seq_len = meta.query_start_loc[i], meta.query_start_loc[i + 1], meta.seq_lens[i]
+            ctx = gather_from_cache(cache, meta.block_tables[i], seq_len)  # (L, R + rope)
+            c_kv, k_pe = ctx.split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
+            kv = self.kv_b_proj(c_kv).view(seq_len, self.num_heads, -1)  # (L, H, qk_nope + v)
+            k_nope, v = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
+            k = torch.cat([k_nope, k_pe[:, None, :].expand(-1, self.num_heads, -1)], dim=-1)  # (L, H, qk_head)
+            out[start:end] = attend(q[start:end], k, v, causal_mask(end - start, seq_len, q.device), self.scale)
+        return out
+
+    def _absorbed(self, q_nope: torch.Tensor, q_pe: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        if self.w_uk is None:
+            raise RuntimeError("absorbed MLA needs process_weights_after_loading() after the weights are loaded")
+        q_latent = torch.bmm(q_nope.transpose(0, 1), self.w_uk).transpose(0, 1)  # (T, H, R)
+        q = torch.cat([q_latent, q_pe], dim=-1)  # (T, H, R + rope): scores against whole cache rows
+        if meta.is_pure_decode:
+            out_latent = latent_decode_attention(q, cache, meta, self.kv_lora_rank, self.scale)
+        else:
+            out_latent = latent_attention(q, cache, meta, self.kv_lora_rank, self.scale)
+        return torch.bmm(out_latent.transpose(0, 1), self.w_uv_t).transpose(0, 1)  # (T, H, v)
+
+
+def latent_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata, rank: int, scale: float) -> torch.Tensor:
+    """Causal attention of q (T, H, R + rope) over each sequence's latent rows; values = c_kv. (T, H, R)."""
+    out = q.new_empty(q.shape[0], q.shape[1], rank)
+    for i in range(meta.num_seqs):
+        start, end, seq_len = meta.query_start_loc[i], meta.query_start_loc[i + 1], meta.seq_lens[i]
+        ctx = gather_from_cache(cache, meta.block_tables[i], seq_len).float()  # (L, R + rope)
+        scores = torch.einsum("qhd,kd->hqk", q[start:end].float(), ctx) * scale
+        scores = scores.masked_fill(~causal_mask(end - start, seq_len, q.device), float("-inf"))
+        out[start:end] = torch.einsum("hqk,kr->qhr", scores.softmax(dim=-1), ctx[:, :rank]).to(q.dtype)
+    return out
+
+
+def latent_decode_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata, rank: int, scale: float) -> torch.Tensor:
+    """One query per sequence, all sequences at once: contexts padded to the longest. (B, H, R)."""
+    block_size = cache.shape[1]
+    tables = [t[: (n + block_size - 1) // block_size] for t, n in zip(meta.block_tables, meta.seq_lens)]
+    width = max(len(t) for t in tables)
+    padded = torch.tensor([t + [t[0]] * (width - len(t)) for t in tables], dtype=torch.long, device=q.device)
+    ctx = cache[padded].flatten(1, 2).float()  # (B, width * block_size, R + rope)
+    scores = torch.einsum("bhd,bld->bhl", q.float(), ctx) * scale
+    seq_lens = torch.tensor(meta.seq_lens, device=q.device)
+    valid = torch.arange(ctx.shape[1], device=q.device)[None, :] < seq_lens[:, None]  # (B, L)
+    scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
+    return torch.einsum("bhl,blr->bhr", scores.softmax(dim=-1), ctx[..., :rank]).to(q.dtype)

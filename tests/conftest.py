@@ -1,0 +1,76 @@
+"""Shared fixtures of the spine tests (lab.track, lab.reproduce, lab.report, the CLI).
+
+Every test runs with MLflow telemetry off, no `LAB_*` variables from the outer shell, and its own
+`MLFLOW_TRACKING_URI` under `tmp_path`, so nothing touches the project's real store.
+`tracking_uri` gives a test a ready sqlite store: a copy of one database migrated once per session,
+because creating an MLflow sqlite schema takes seconds and a copy takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Set before anything imports mlflow (session fixtures included), not only per test.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+LAB_VARIABLES = ("LAB_RUN_DIR", "LAB_PROFILE", "LAB_PARENT_RUN_ID", "LAB_NOTEBOOK", "MLFLOW_ALLOW_FILE_STORE")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # MLflow's sqlite store triggers this SQLAlchemy deprecation itself; it is not ours to fix.
+    config.addinivalue_line("filterwarnings", "ignore:The ``noload`` loader strategy is deprecated")
+
+
+def sqlite_uri(db: Path) -> str:
+    return f"sqlite:///{db}"
+
+
+@pytest.fixture(autouse=True)
+def isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point MLflow at a per-test store path (created only if a test logs something)."""
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    for name in LAB_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    uri = sqlite_uri(tmp_path / "mlruns" / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(tracking_uri=sqlite_uri(db)).search_experiments()  # creates and migrates the schema
+    return db
+
+
+@pytest.fixture
+def tracking_uri(isolated_tracking: str, migrated_sqlite: Path) -> str:
+    """The per-test store, ready to use (same URI as MLFLOW_TRACKING_URI)."""
+    db = Path(isolated_tracking.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(migrated_sqlite, db)
+    return isolated_tracking
+
+
+@pytest.fixture
+def client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+@pytest.fixture
+def list_runs(client):
+    """`list_runs()` -> every active run of the per-test store, all experiments."""
+
+    def runs() -> list:
+        ids = [e.experiment_id for e in client.search_experiments()]
+        return list(client.search_runs(ids, max_results=1000)) if ids else []
+
+    return runs

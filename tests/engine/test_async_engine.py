@@ -1,0 +1,61 @@
+"""`AsyncLLM`: streamed deltas add up to the offline result; a consumer that leaves aborts."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lab.engine import LLM, SamplingParams
+from lab.engine.args import EngineArgs
+from lab.engine.async_engine import AsyncLLM
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = AsyncLLM.from_args(EngineArgs(model="tiny", num_gpu_blocks=128))
+    yield eng
+    eng.shutdown()
+
+
+def test_stream_deltas_concatenate_to_offline_output(engine):
+    params = SamplingParams(temperature=0, max_tokens=10, ignore_eos=True)
+
+    async def collect(prompt):
+        items = [o async for o in engine.generate(prompt, params)]
+        return items
+
+    async def main():
+        return await asyncio.gather(collect("Hello there"), collect("A longer prompt about GPUs"))
+
+    results = asyncio.run(main())
+    offline = LLM("tiny", num_gpu_blocks=64).generate(["Hello there", "A longer prompt about GPUs"], params)
+    for items, ref in zip(results, offline):
+        assert items[-1].finished and all(not o.finished for o in items[:-1])
+        assert "".join(o.new_text for o in items) == ref.text
+        assert sum((o.new_token_ids for o in items), []) == ref.token_ids
+
+
+def test_refused_request_raises_before_streaming(engine):
+    async def main():
+        async for _ in engine.generate([], SamplingParams()):
+            pass
+
+    with pytest.raises(ValueError, match="empty"):
+        asyncio.run(main())
+
+
+def test_consumer_leaving_aborts_and_frees_blocks(engine):
+    params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
+
+    async def main():
+        async for out in engine.generate("Count to a thousand", params, request_id="leaver"):
+            if len(out.token_ids) >= 3:
+                break
+        for _ in range(100):  # the abort is applied by the engine thread between steps
+            if not engine.engine.has_unfinished_requests():
+                return
+            await asyncio.sleep(0.02)
+
+    asyncio.run(main())
+    assert not engine.engine.has_unfinished_requests()
+    assert engine.engine.block_manager.num_free_blocks == engine.engine.num_blocks
