@@ -85,6 +85,16 @@ def test_quickstart_measures_a_real_load(smoke_run) -> None:
     assert (run_dir / "00_quickstart" / "telemetry.png").stat().st_size > 1000
 
 
+def test_quickstart_measures_the_default_model(smoke_run) -> None:
+    _, _, _, runs = smoke_run
+    (run,) = [r for r in runs if r.data.tags.get("lab.notebook") == "00_quickstart"]
+    m = run.data.metrics
+    # smoke.yaml: 4 prompts of 16 tokens, 8 generated tokens each (EOS ignored).
+    assert (m["generate_num_requests"], m["generate_prompt_tokens"], m["generate_output_tokens"]) == (4, 64, 32)
+    assert m["generate_output_tokens_per_s"] == pytest.approx(32 / m["generate_wall_s"], rel=1e-6)
+    assert 0 < m["generate_ttft_mean_s"] <= m["generate_e2e_mean_s"] <= m["generate_wall_s"]
+
+
 # --- failures ---------------------------------------------------------------------------------
 @pytest.fixture
 def lab_dirs(tmp_path: Path) -> tuple[Path, Path]:

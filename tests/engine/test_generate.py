@@ -64,7 +64,7 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=MAX_NEW, ignore_eos=True)
 
 def test_greedy_matches_transformers_batched(reference):
     kind, path, prompts, expected = reference
-    llm = LLM(str(path), num_gpu_blocks=64, block_size=4)
+    llm = LLM(str(path), dtype="float32", num_gpu_blocks=64, block_size=4)
     outs = llm.generate(prompts, GREEDY)
     assert [o.token_ids for o in outs] == expected, kind
     assert all(o.finish_reason == "length" for o in outs)
@@ -74,7 +74,7 @@ def test_greedy_matches_transformers_batched(reference):
 def test_greedy_matches_under_chunked_prefill_and_small_budget(reference):
     kind, path, prompts, expected = reference
     # A 8-token budget splits the 26-token prompt over four steps and mixes chunks with decodes.
-    llm = LLM(str(path), num_gpu_blocks=64, block_size=4, max_num_batched_tokens=8, max_num_seqs=3)
+    llm = LLM(str(path), dtype="float32", num_gpu_blocks=64, block_size=4, max_num_batched_tokens=8, max_num_seqs=3)
     outs = llm.generate(prompts, GREEDY)
     assert [o.token_ids for o in outs] == expected, kind
 
@@ -83,7 +83,7 @@ def test_greedy_matches_under_preemption(reference):
     kind, path, prompts, expected = reference
     # 14 blocks of 4 tokens cannot hold all four requests at full length: some are preempted
     # (recomputed) and must still produce the same tokens.
-    llm = LLM(str(path), num_gpu_blocks=14, block_size=4, max_num_batched_tokens=64)
+    llm = LLM(str(path), dtype="float32", num_gpu_blocks=14, block_size=4, max_num_batched_tokens=64)
     outs = llm.generate(prompts, GREEDY)
     assert [o.token_ids for o in outs] == expected, kind
     assert sum(o.metrics.num_preemptions for o in outs) > 0
@@ -92,7 +92,7 @@ def test_greedy_matches_under_preemption(reference):
 
 def test_greedy_matches_under_priority_policy(reference):
     kind, path, prompts, expected = reference
-    llm = LLM(str(path), num_gpu_blocks=14, block_size=4, scheduling_policy="priority", max_num_seqs=2)
+    llm = LLM(str(path), dtype="float32", num_gpu_blocks=14, block_size=4, scheduling_policy="priority", max_num_seqs=2)
     outs = llm.generate(prompts, GREEDY, priority=[3, 0, 2, 1])
     assert [o.token_ids for o in outs] == expected, kind
     # Two seats: priorities 0 and 1 (prompts 1 and 3) start before 2 and 3 (prompts 2 and 0).
@@ -106,7 +106,7 @@ def test_prefill_logits_allclose(reference):
 
     kind, path, prompts, _ = reference
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    llm = LLM(str(path), num_gpu_blocks=64, block_size=4)
+    llm = LLM(str(path), dtype="float32", num_gpu_blocks=64, block_size=4)
     engine = llm.engine
     captured: list[torch.Tensor] = []
     original = engine.model.compute_logits
@@ -122,4 +122,4 @@ def test_prefill_logits_allclose(reference):
     with torch.inference_mode():
         for row, p in enumerate(prompts):
             ref = hf(torch.tensor([p])).logits[0, -1].float()
-            torch.testing.assert_close(ours[row], ref, atol=2e-4, rtol=1e-4)
+            torch.testing.assert_close(ours[row].cpu(), ref, atol=2e-4, rtol=1e-4)
