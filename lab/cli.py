@@ -22,10 +22,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lab.report.cli",  # lab report: reports/index.{html,md} and the claims table
     "lab.track.cli",  # lab track import|list: the MLflow store
     "lab.track.ui",  # lab ui: the MLflow UI on 127.0.0.1
-    # Later issues register here, each from its own module, e.g.
-    #   "lab.engine.cli"  -> lab serve      "lab.gateway.cli" -> lab gateway
-    #   "lab.up"          -> lab up         "lab.bench.cli"   -> lab bench
-    #   "lab.scale.cli"   -> lab scale
+    "lab.scale.cli",  # lab scale simulate: the fleet simulator and scaling policies
+    "lab.server.cli",  # lab serve: one OpenAI-compatible engine replica
+    "lab.bench.cli",  # lab bench serve: load-test any OpenAI-compatible endpoint
+    "lab.gateway.cli",  # lab gateway: the QoS gateway in front of OpenAI-compatible replicas
+    # Later issues register here, each from its own module (e.g. "lab.up" -> lab up).
 )
 
 

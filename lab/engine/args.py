@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lab.engine.attention import ATTENTION_BACKENDS
 from lab.engine.config import CacheConfig, SchedulerConfig
+from lab.engine.models.moe import MOE_BACKENDS
 
 _DTYPES = {
     "float32": torch.float32,
@@ -37,6 +39,11 @@ class EngineArgs:
     enable_chunked_prefill: bool = True
     scheduling_policy: str = "fcfs"  # "fcfs" or "priority"
     hf_overrides: dict = field(default_factory=dict)  # config.json fields to override (e.g. num_hidden_layers)
+    # Hot-path optimizations, each with its plain path beside it (the correctness reference):
+    enforce_eager: bool = False  # True: no CUDA graphs for decode (CPU is always eager)
+    attention_backend: str = "auto"  # "reference" (per-sequence loops), "torch" (vectorized), "triton"; auto: triton on CUDA, torch on CPU
+    fused_ops: bool = True  # Triton RMSNorm / RoPE / SiLU-mul on CUDA (False: the torch ops; CPU always torch)
+    moe_backend: str = "auto"  # "loop" (per-expert GEMMs, host sync) or "grouped" (torch._grouped_mm); auto: grouped on Hopper+
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in _DTYPES:
@@ -47,6 +54,10 @@ class EngineArgs:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
         if self.cpu_kv_cache_space_gib <= 0:
             raise ValueError(f"cpu_kv_cache_space_gib must be > 0, got {self.cpu_kv_cache_space_gib}")
+        if self.attention_backend not in ("auto", *ATTENTION_BACKENDS):
+            raise ValueError(f"attention_backend must be 'auto' or one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
+        if self.moe_backend not in ("auto", *MOE_BACKENDS):
+            raise ValueError(f"moe_backend must be 'auto' or one of {MOE_BACKENDS}, got {self.moe_backend!r}")
         # Build the sub-configs now so their validation errors surface at construction.
         self.scheduler_config()
         self.cache_config()
@@ -78,3 +89,29 @@ class EngineArgs:
         if self.dtype == "auto":
             return torch.bfloat16 if device.type == "cuda" else torch.float32
         return _DTYPES[self.dtype]
+
+    def resolve_attention_backend(self, device: torch.device) -> str:
+        if self.attention_backend != "auto":
+            if self.attention_backend == "triton" and device.type != "cuda":
+                raise ValueError("attention_backend='triton' needs a CUDA device")
+            return self.attention_backend
+        from lab.engine.kernels import kernels_available
+
+        return "triton" if kernels_available(device) else "torch"
+
+    def resolve_moe_backend(self, device: torch.device) -> str:
+        if self.moe_backend != "auto":
+            return self.moe_backend
+        hopper = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9  # grouped GEMM kernels
+        return "grouped" if hopper else "loop"
+
+    def use_fused_ops(self, device: torch.device) -> bool:
+        from lab.engine.kernels import kernels_available
+
+        return self.fused_ops and kernels_available(device)
+
+    def use_cuda_graphs(self, device: torch.device) -> bool:
+        """Graphs need CUDA, the Triton kernels (padding-aware cache writes) and a sync-free MoE."""
+        if self.enforce_eager or device.type != "cuda":
+            return False
+        return self.resolve_attention_backend(device) == "triton" and self.resolve_moe_backend(device) == "grouped"

@@ -73,7 +73,11 @@ class AsyncLLM:
             added.set_result(None)
 
         self._submit(add)
-        await asyncio.wrap_future(added)
+        try:
+            await asyncio.wrap_future(added)
+        except asyncio.CancelledError:  # the consumer left during admission: the add may still apply
+            self.abort(request_id)
+            raise
         finished = False
         try:
             while True:
@@ -89,9 +93,18 @@ class AsyncLLM:
                 self.abort(request_id)
 
     def abort(self, request_id: str) -> None:
+        """Cancel a request and free its KV blocks; unknown or finished ids are ignored.
+
+        A consumer still iterating gets a last output with finish_reason "abort" (a server that
+        aborts on a drain timeout ends its streams cleanly); a consumer that left gets nothing.
+        """
+
         def do_abort() -> None:
-            self._streams.pop(request_id, None)
-            self.engine.abort_request(request_id)
+            out = self.engine.abort_request(request_id)
+            if out is None:
+                self._streams.pop(request_id, None)
+            else:
+                self._deliver(request_id, out)  # finished: also drops the stream
 
         self._submit(do_abort)
 

@@ -7,6 +7,12 @@ writes its new K/V rows at `slot_mapping` and then attends over the whole contex
 chunked prefill and decode take the same path.
 
 Cache tensors have shape (num_blocks, block_size, *per_token_shape).
+
+`AttentionMetadata` carries the step twice: as Python lists (read by this per-sequence oracle)
+and, when the runner builds them, as device tensors built once per step (padded block table,
+seq lens, query starts) that the vectorized and Triton paths read without any Python loop over
+sequences (`decode_attention.py`, `kernels/`). `backend` names which path a layer takes:
+"reference" (this file's loops), "torch" (vectorized torch) or "triton" (CUDA kernels).
 """
 from __future__ import annotations
 
@@ -20,8 +26,15 @@ class AttentionMetadata:
     query_start_loc: list[int]  # B + 1 offsets into the flat token dimension
     seq_lens: list[int]  # per sequence: tokens in context after this step (computed + new)
     block_tables: list[list[int]]  # per sequence: its KV block ids, in position order
-    slot_mapping: torch.Tensor  # (T,) int64: flat cache row of each new token
+    slot_mapping: torch.Tensor  # (T,) int64: flat cache row of each new token (-1: padding, skipped by kernels)
     block_size: int
+    # Built once per step on the device by `build_step_tensors` (None: only the oracle can run).
+    block_tables_tensor: torch.Tensor | None = None  # (B, W) int32, rows padded with block 0
+    seq_lens_tensor: torch.Tensor | None = None  # (B,) int32; 0 for padding rows of a graph batch
+    query_start_loc_tensor: torch.Tensor | None = None  # (B + 1,) int32
+    backend: str = "reference"  # "reference" | "torch" | "triton"
+    no_cached_context: bool = False  # every sequence starts at position 0: prefill may skip the cache read
+    pure_decode: bool | None = None  # set once per step by the runner; None: derived from the lists
 
     @property
     def num_seqs(self) -> int:
@@ -33,7 +46,28 @@ class AttentionMetadata:
 
     @property
     def is_pure_decode(self) -> bool:
+        if self.pure_decode is not None:
+            return self.pure_decode  # every layer asks: don't walk B query lengths L times a step
         return all(n == 1 for n in self.query_lens())
+
+
+ATTENTION_BACKENDS = ("reference", "torch", "triton")
+
+
+def build_step_tensors(meta: AttentionMetadata, device: torch.device, width: int | None = None) -> None:
+    """Fill meta's tensor fields from its lists: one host-to-device copy per tensor, no per-token work.
+
+    `width` pads the block table to a fixed number of columns (a CUDA graph needs fixed shapes);
+    by default it is the longest table needed this step.
+    """
+    bs = meta.block_size
+    needed = [(n + bs - 1) // bs for n in meta.seq_lens]
+    width = width if width is not None else max(needed, default=1)
+    width = max(width, 1)
+    rows = [t[:n] + [0] * (width - n) for t, n in zip(meta.block_tables, needed)]  # one tensor() call, not B
+    meta.block_tables_tensor = torch.tensor(rows, dtype=torch.int32).to(device, non_blocking=True)
+    meta.seq_lens_tensor = torch.tensor(meta.seq_lens, dtype=torch.int32).to(device, non_blocking=True)
+    meta.query_start_loc_tensor = torch.tensor(meta.query_start_loc, dtype=torch.int32).to(device, non_blocking=True)
 
 
 def write_to_cache(cache: torch.Tensor, slot_mapping: torch.Tensor, values: torch.Tensor) -> None:

@@ -8,6 +8,7 @@ error that names the problem, before it can disturb the requests already running
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,9 @@ from lab.engine.detokenizer import IncrementalDetokenizer
 from lab.engine.kv_cache import allocate_kv_cache
 from lab.engine.kv_sizing import blocks_from_budget, cuda_kv_budget_bytes, profile_peak_activation_bytes
 from lab.engine.loader import load_model
+from lab.engine.cuda_graphs import DecodeGraphs
+from lab.engine.models.layers import set_fused_ops
+from lab.engine.models.moe import set_moe_backend
 from lab.engine.runner import ModelRunner
 from lab.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from lab.engine.sampling_params import SamplingParams
@@ -51,7 +55,13 @@ class LLMEngine:
         kv_caches = allocate_kv_cache(self.kv_cache_spec, self.num_blocks, args.block_size, self.device)
         self.block_manager = BlockManager(self.num_blocks, args.block_size)
         self.scheduler = Scheduler(args.scheduler_config(), self.block_manager)
-        self.runner = ModelRunner(self.model, kv_caches, args.block_size, self.device, self.eos_token_id)
+        self.attention_backend = args.resolve_attention_backend(self.device)
+        set_moe_backend(self.model, args.resolve_moe_backend(self.device))
+        set_fused_ops(self.model, args.use_fused_ops(self.device))
+        self.graphs = self._capture_graphs(kv_caches) if args.use_cuda_graphs(self.device) else None
+        self.runner = ModelRunner(
+            self.model, kv_caches, args.block_size, self.device, self.eos_token_id, self.attention_backend, self.graphs
+        )
         self._requests: dict[str, _Request] = {}
 
     # ---- admission -------------------------------------------------------------------------
@@ -199,6 +209,18 @@ class LLMEngine:
         if isinstance(eos, (list, tuple)):
             eos = eos[0] if eos else None
         return eos if eos is not None else self.tokenizer.eos_token_id
+
+    def _capture_graphs(self, kv_caches: list[tuple[torch.Tensor, ...]]) -> DecodeGraphs | None:
+        """Decode graphs in batch buckets; a capture that fails leaves the engine eager, with a warning."""
+        graphs = DecodeGraphs(
+            self.model, kv_caches, self.args.block_size, self.args.max_num_seqs, self.max_model_len, self.device
+        )
+        try:
+            graphs.capture()
+        except Exception as exc:  # the eager path is always correct; say why the fast one is off
+            warnings.warn(f"CUDA graph capture failed, running eager: {type(exc).__name__}: {exc}", stacklevel=2)
+            return None
+        return graphs
 
     def _size_kv_cache(self) -> int:
         args = self.args

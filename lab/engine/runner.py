@@ -3,7 +3,9 @@
 It owns everything with tensors in it: the model, the paged KV cache and the per-request
 random generators. Inputs are laid out flat (vLLM's layout): each scheduled chunk contributes
 its new tokens, and the model sees one (T,) batch with an `AttentionMetadata` describing where
-each sequence's rows and cache blocks are.
+each sequence's rows and cache blocks are. Unless the backend is "reference", the step's device
+tensors (padded block table, seq lens, query starts) are built once here, not per layer. Pure
+decode steps replay a CUDA graph when `graphs` (a `DecodeGraphs`) is given and the step fits.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lab.engine.attention import AttentionMetadata
+from lab.engine.attention import AttentionMetadata, build_step_tensors
 from lab.engine.sampler import Sampler
 from lab.engine.scheduler import ScheduledChunk, SchedulerOutput
 
@@ -33,12 +35,16 @@ class ModelRunner:
         block_size: int,
         device: torch.device,
         eos_token_id: int | None,
+        attention_backend: str = "reference",
+        graphs=None,  # lab.engine.cuda_graphs.DecodeGraphs, captured, or None for eager
     ) -> None:
         self.model = model
         self.kv_caches = kv_caches
         self.block_size = block_size
         self.device = device
         self.eos_token_id = eos_token_id
+        self.attention_backend = attention_backend
+        self.graphs = graphs
         self.sampler = Sampler()
         self._generators: dict[str, torch.Generator] = {}
 
@@ -52,8 +58,11 @@ class ModelRunner:
         sample_rows: list[int] = []
         sample_chunks: list[ScheduledChunk] = []
         bs = self.block_size
+        pure_decode, no_context = True, True
         for chunk in output.scheduled:
             seq = chunk.seq
+            pure_decode &= chunk.num_new_tokens == 1
+            no_context &= chunk.start_position == 0
             start, end = chunk.start_position, chunk.end_position
             tokens = seq.token_ids
             for pos in range(start, end):
@@ -73,7 +82,12 @@ class ModelRunner:
             block_tables=block_tables,
             slot_mapping=torch.tensor(slots, **to),
             block_size=bs,
+            backend=self.attention_backend,
+            no_cached_context=no_context,
+            pure_decode=pure_decode,
         )
+        if self.attention_backend != "reference":
+            build_step_tensors(meta, self.device)
         return ModelInputs(torch.tensor(ids, **to), torch.tensor(positions, **to), meta, sample_rows, sample_chunks)
 
     @torch.inference_mode()
@@ -82,7 +96,10 @@ class ModelRunner:
         if not output.scheduled:
             return {}
         inputs = self.prepare_inputs(output)
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        if self.graphs is not None and self.graphs.can_run(inputs.meta):
+            hidden = self.graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
+        else:
+            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         if not inputs.sample_rows:
             return {}
         rows = torch.tensor(inputs.sample_rows, dtype=torch.long, device=self.device)

@@ -40,9 +40,9 @@ class Sampler:
             for row, banned in enumerate(banned_token_ids):
                 if banned:
                     logits[row, banned] = float("-inf")
-        greedy = torch.tensor([p.greedy for p in params], device=logits.device)
         out = logits.argmax(dim=-1)
-        if not bool(greedy.all()):
+        if not all(p.greedy for p in params):  # decided on the host: no device sync for a greedy batch
+            greedy = torch.tensor([p.greedy for p in params], device=logits.device)
             out = torch.where(greedy, out, self._sample_random(logits, params, generators))
         return out.tolist()
 

@@ -66,7 +66,7 @@ CLAIMS: tuple[Claim, ...] = (
           "Prophet-driven stepped scaling (warn at 70 %, scale at 85 %, 15 % headroom) keeps peak load at",
           "<= 85", "%", SCALING, "peak_load_pct"),
     Claim("scale.cost", "operations", "Cloud cost saved by mixing spot and reserved instances",
-          "-35", "%", SCALING, "cost_reduction_pct"),
+          "-35", "%", SCALING, "spot_cost_change_pct"),  # reserved + spot vs all on demand, predictive policy
     # Benchmark on 16x A100.
     Claim("bench.qps", "benchmark (16x A100)", "Throughput, native -> full-power",
           "480 -> 2100", "QPS", BASELINE, "fullpower_qps", baseline_metric="baseline_qps"),

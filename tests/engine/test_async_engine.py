@@ -59,3 +59,41 @@ def test_consumer_leaving_aborts_and_frees_blocks(engine):
     asyncio.run(main())
     assert not engine.engine.has_unfinished_requests()
     assert engine.engine.block_manager.num_free_blocks == engine.engine.num_blocks
+
+
+def test_abort_ends_a_live_stream_with_finish_reason_abort(engine):
+    params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
+
+    async def main():
+        items = []
+        async for out in engine.generate("Abort me", params, request_id="aborted"):
+            items.append(out)
+            if len(items) == 2:
+                engine.abort("aborted")
+        return items
+
+    items = asyncio.run(main())
+    assert items[-1].finished and items[-1].finish_reason == "abort"
+    assert len(items[-1].token_ids) < 200
+    assert engine.engine.block_manager.num_free_blocks == engine.engine.num_blocks
+
+
+def test_consumer_cancelled_during_admission_aborts(engine):
+    params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
+
+    async def consume():
+        async for _ in engine.generate("Cancelled early", params, request_id="early"):
+            pass
+
+    async def main():
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0)  # the task submits its add and waits for the engine thread
+        task.cancel()
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not engine.engine.has_unfinished_requests():
+                return
+
+    asyncio.run(main())
+    assert not engine.engine.has_unfinished_requests()
+    assert engine.engine.block_manager.num_free_blocks == engine.engine.num_blocks

@@ -4,6 +4,8 @@ Contract: every block takes flat token rows (T, hidden) and returns (T, hidden),
 transformers does (RMSNorm in float32, weight applied after casting back), so float32 outputs
 match the reference to rounding. Parameter names follow the Hugging Face checkpoints except
 where two HF matrices are fused into one GEMM (gate_up_proj); `weights.py` maps the names.
+RMSNorm and the SwiGLU MLP have a `fused` switch (off by default: the plain path; `set_fused_ops`
+turns it on for a whole model on CUDA) that runs one Triton kernel per op (`kernels/fused_ops.py`).
 """
 from __future__ import annotations
 
@@ -39,15 +41,24 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
+        self.fused = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            from lab.engine.kernels.fused_ops import rms_norm_triton  # CUDA only; never imported on CPU
+
+            return rms_norm_triton(x, self.weight, self.eps)
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xf.to(x.dtype)
 
 
-def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+def silu_and_mul(gate_up: torch.Tensor, fused: bool = False) -> torch.Tensor:
     """(..., 2I) holding [gate | up] -> silu(gate) * up (..., I)."""
+    if fused:
+        from lab.engine.kernels.fused_ops import silu_and_mul_triton
+
+        return silu_and_mul_triton(gate_up)
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
 
@@ -60,9 +71,10 @@ class GatedMLP(nn.Module):
         self.intermediate_size = intermediate_size
         self.gate_up_proj = Linear(hidden_size, 2 * intermediate_size, bias=bias)
         self.down_proj = Linear(intermediate_size, hidden_size, bias=bias)
+        self.fused = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+        return self.down_proj(silu_and_mul(self.gate_up_proj(x), self.fused))
 
     def weight_targets(self, prefix: str) -> dict[str, tuple[str, tuple]]:
         """HF names of this MLP (separate gate/up) -> (our parameter, index into it)."""
@@ -86,3 +98,10 @@ class LMHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.tied_to[0].weight if self.tied_to is not None else self.weight
         return F.linear(hidden, weight).float()  # (N, vocab) float32 for the sampler
+
+
+def set_fused_ops(model: nn.Module, enabled: bool) -> None:
+    """Switch every module with a `fused` flag (RMSNorm, GatedMLP, FusedExperts, RotaryEmbedding)."""
+    for module in model.modules():
+        if hasattr(module, "fused"):
+            module.fused = enabled

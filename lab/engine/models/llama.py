@@ -2,7 +2,9 @@
 
 Contract: `LlamaForCausalLM(config)` follows `models/base.py`. Each layer caches K and V of its
 KV heads, (num_kv_heads, head_dim) each per token, and attends with the paged oracle
-`paged_attention`. q/k/v are one fused GEMM (`qkv_proj`); checkpoints load from HF's separate
+`paged_attention` on the "reference" backend; otherwise decode steps take the vectorized torch or
+Triton paged decode and prefill steps without cached context take torch SDPA. q/k/v are one
+fused GEMM (`qkv_proj`); checkpoints load from HF's separate
 q_proj/k_proj/v_proj (with Qwen2's q/k/v bias). A tied head reuses the embedding matrix.
 """
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lab.engine.attention import AttentionMetadata, paged_attention, write_to_cache
+from lab.engine.attention import AttentionMetadata, paged_attention
+from lab.engine.decode_attention import cache_write, gqa_decode_attention
+from lab.engine.prefill_attention import prefill_attention_sdpa
 from lab.engine.kv_cache import KVCacheSpec
 from lab.engine.model_config import ModelConfig
 from lab.engine.models.base import CausalLM, DecoderLayer, DecoderStack
@@ -39,9 +43,16 @@ class LlamaAttention(nn.Module):
         k = rot.apply(k.view(num_tokens, self.num_kv_heads, self.head_dim))  # (T, Hkv, D)
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = kv_cache
-        write_to_cache(k_cache, meta.slot_mapping, k)
-        write_to_cache(v_cache, meta.slot_mapping, v)
-        out = paged_attention(q, k_cache, v_cache, meta, self.scale)  # (T, H, D)
+        cache_write(k_cache, meta.slot_mapping, k, meta)
+        cache_write(v_cache, meta.slot_mapping, v, meta)
+        if meta.backend == "reference":
+            out = paged_attention(q, k_cache, v_cache, meta, self.scale)  # (T, H, D): the oracle
+        elif meta.is_pure_decode:
+            out = gqa_decode_attention(q, k_cache, v_cache, meta, self.scale)
+        elif meta.no_cached_context:
+            out = prefill_attention_sdpa(q, k, v, meta, self.scale)  # the new K/V are the whole context
+        else:
+            out = paged_attention(q, k_cache, v_cache, meta, self.scale)  # chunked prefill over cached context
         return self.o_proj(out.reshape(num_tokens, self.q_size))
 
     def weight_targets(self, prefix: str) -> dict[str, tuple[str, tuple]]:

@@ -7,7 +7,8 @@ shared by all heads: (kv_lora_rank + qk_rope_head_dim) elements instead of num_h
 Two paths compute the same attention:
   expanded: per sequence, expand the context's K/V from the latents with kv_b_proj (prefill).
   absorbed: fold W_UK into the query (q_nope @ W_UK lives in latent space) and apply W_UV after
-    attending over the latents, so the cache is never expanded (decode; memory-bound).
+    attending over the latents, so the cache is never expanded (decode; memory-bound). Decode
+    steps on the "torch"/"triton" backends read the step's device tensors (`decode_attention.py`).
 `mode` = "auto" takes absorbed for pure-decode steps and expanded otherwise; "absorbed" and
 "expanded" force one (tests compare them). The absorbed weights come from
 `process_weights_after_loading()`, which the loader calls. Softmax scale: qk_head_dim**-0.5 times
@@ -18,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lab.engine.attention import AttentionMetadata, attend, causal_mask, gather_from_cache, write_to_cache
+from lab.engine.attention import AttentionMetadata, attend, causal_mask, gather_from_cache
+from lab.engine.decode_attention import cache_write, mla_decode_attention
 from lab.engine.model_config import ModelConfig
 from lab.engine.models.layers import Linear, RMSNorm
 from lab.engine.models.rope import Rotation, mla_softmax_scale
@@ -73,7 +75,7 @@ class MLAttention(nn.Module):
         c_kv = self.kv_a_layernorm(c_kv)  # (T, R)
         k_pe = rot.apply(k_pe.unsqueeze(1)).squeeze(1)  # (T, rope): one key rotation shared by all heads
         (cache,) = kv_cache
-        write_to_cache(cache, meta.slot_mapping, torch.cat([c_kv, k_pe], dim=-1))
+        cache_write(cache, meta.slot_mapping, torch.cat([c_kv, k_pe], dim=-1), meta)
         if self.mode not in MLA_MODES:
             raise ValueError(f"MLA mode must be one of {MLA_MODES}, got {self.mode!r}")
         absorbed = self.mode == "absorbed" or (self.mode == "auto" and meta.is_pure_decode)
@@ -98,7 +100,9 @@ class MLAttention(nn.Module):
             raise RuntimeError("absorbed MLA needs process_weights_after_loading() after the weights are loaded")
         q_latent = torch.bmm(q_nope.transpose(0, 1), self.w_uk).transpose(0, 1)  # (T, H, R)
         q = torch.cat([q_latent, q_pe], dim=-1)  # (T, H, R + rope): scores against whole cache rows
-        if meta.is_pure_decode:
+        if meta.is_pure_decode and meta.backend != "reference":
+            out_latent = mla_decode_attention(q, cache, meta, self.kv_lora_rank, self.scale)  # no per-seq loop
+        elif meta.is_pure_decode:
             out_latent = latent_decode_attention(q, cache, meta, self.kv_lora_rank, self.scale)
         else:
             out_latent = latent_attention(q, cache, meta, self.kv_lora_rank, self.scale)

@@ -10,8 +10,13 @@ Routing (`MoEGate`, float32, as transformers' DeepseekV2/V3 routers):
   norm_topk_prob: weights / their sum; then x routed_scaling_factor.
 transformers' DeepseekV2 router ignores norm_topk_prob; released V2 checkpoints set it False, and
 here True normalizes, as DeepSeek's own V2 code and vLLM do.
-Experts are stacked (E, 2I, H) / (E, H, I); tokens are sorted by expert and each expert with
-tokens runs one GEMM on its slice (no loop over tokens).
+Experts are stacked (E, 2I, H) / (E, H, I); tokens are sorted by expert. Two ways to run them
+(`FusedExperts.backend`, set for the whole model by `set_moe_backend`):
+  "loop"    (the plain path, the oracle): each expert with tokens runs one GEMM on its slice; the
+            per-expert counts come to the host (`.tolist()`), one sync per layer, so no CUDA graph.
+  "grouped" one `torch._grouped_mm` per projection over all experts, group ends found on the device
+            (`searchsorted`): no host sync and no Python loop, so decode can be graph-captured, and
+            only experts that received tokens have their weights read.
 """
 from __future__ import annotations
 
@@ -64,15 +69,22 @@ class MoEGate(nn.Module):
         return weights * self.routed_scaling_factor, ids
 
 
+MOE_BACKENDS = ("loop", "grouped")
+
+
 class FusedExperts(nn.Module):
     def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int) -> None:
         super().__init__()
+        self.backend = "loop"
+        self.fused = False  # SiLU-and-multiply as one Triton kernel (models/layers.py)
         self.num_experts = num_experts
         self.intermediate_size = intermediate_size
         self.w13 = nn.Parameter(torch.empty(num_experts, 2 * intermediate_size, hidden_size))  # [gate | up]
         self.w2 = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size))
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        if self.backend == "grouped":
+            return self._grouped(x, weights, ids)
         num_tokens, top_k = ids.shape
         flat_ids = ids.reshape(-1)  # (T*k,)
         order = torch.argsort(flat_ids, stable=True)
@@ -86,6 +98,19 @@ class FusedExperts(nn.Module):
                 seg = slice(start, start + n)
                 ys[seg] = F.linear(silu_and_mul(F.linear(xs[seg], self.w13[e])), self.w2[e])
                 start += n
+        ys = (ys.float() * weights.reshape(-1)[order, None]).to(x.dtype)
+        return torch.zeros_like(x).index_add_(0, token_of, ys)
+
+    def _grouped(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        top_k = ids.shape[1]
+        flat_ids = ids.reshape(-1)  # (T*k,)
+        order = torch.argsort(flat_ids, stable=True)
+        token_of = order // top_k
+        experts = torch.arange(self.num_experts, device=x.device, dtype=flat_ids.dtype)
+        ends = torch.searchsorted(flat_ids[order], experts, right=True).to(torch.int32)  # (E,) group ends, on device
+        xs = x.index_select(0, token_of)  # (T*k, H), grouped by expert
+        h = torch._grouped_mm(xs, self.w13.transpose(-2, -1), offs=ends)  # (T*k, 2I)
+        ys = torch._grouped_mm(silu_and_mul(h, self.fused), self.w2.transpose(-2, -1), offs=ends)  # (T*k, H)
         ys = (ys.float() * weights.reshape(-1)[order, None]).to(x.dtype)
         return torch.zeros_like(x).index_add_(0, token_of, ys)
 
@@ -112,3 +137,12 @@ class DeepseekMoE(nn.Module):
         weights, ids = self.gate(x)
         out = self.experts(x, weights, ids)
         return out + self.shared_experts(x) if self.shared_experts is not None else out
+
+
+def set_moe_backend(model: nn.Module, backend: str) -> None:
+    """Choose "loop" (the oracle) or "grouped" for every `FusedExperts` of `model`."""
+    if backend not in MOE_BACKENDS:
+        raise ValueError(f"MoE backend must be one of {MOE_BACKENDS}, got {backend!r}")
+    for module in model.modules():
+        if isinstance(module, FusedExperts):
+            module.backend = backend

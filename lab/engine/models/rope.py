@@ -93,9 +93,14 @@ class Rotation:
     cos: torch.Tensor  # (T, dim/2) float32, times attention_factor
     sin: torch.Tensor
     interleaved: bool
+    fused: bool = False  # one Triton kernel (kernels/fused_ops.py) instead of ~10 torch ops
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """x (T, H, dim) rotated in float32, returned in x's dtype."""
+        if self.fused:
+            from lab.engine.kernels.fused_ops import rotate_triton
+
+            return rotate_triton(x, self.cos, self.sin, self.interleaved)
         xf = x.float()
         cos, sin = self.cos[:, None, :], self.sin[:, None, :]  # (T, 1, dim/2): same angle for every head
         if self.interleaved:
@@ -113,6 +118,7 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         self.dim = dim
         self.interleaved = interleaved
+        self.fused = False
         inv_freq, self.attention_factor = compute_inv_freq(dim, base, scaling)
         # built on CPU explicitly so it survives a meta-device model construction; moved by .to(device)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
@@ -120,4 +126,4 @@ class RotaryEmbedding(nn.Module):
     def forward(self, positions: torch.Tensor) -> Rotation:
         freqs = positions.float()[:, None] * self.inv_freq.float()[None, :]  # (T, dim/2)
         f = self.attention_factor
-        return Rotation(freqs.cos() * f, freqs.sin() * f, self.interleaved)
+        return Rotation(freqs.cos() * f, freqs.sin() * f, self.interleaved, self.fused)

@@ -1,0 +1,21 @@
+"""Triton kernels for the decode hot path; CUDA only.
+
+Nothing here is imported on a CPU: callers import a submodule lazily, after choosing the "triton"
+backend, which the engine only does on CUDA (`kernels_available()` says whether it may).
+  paged_decode.gqa_decode_triton   split-K paged decode attention, grouped-query heads
+  mla_decode.mla_decode_triton     split-K paged decode attention over MLA latents (absorbed)
+  kv_write.write_kv_triton         KV-cache row writes that skip padding slots (< 0)
+  split_k.combine_splits           merges split-K partial softmax states (shared by both)
+  fused_ops.*                      RMSNorm, RoPE and SiLU-and-multiply as one kernel each
+The pure-torch paths in `lab.engine.decode_attention` and `lab.engine.attention` are the oracles.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+
+def kernels_available(device: torch.device) -> bool:
+    """True when the Triton kernels can run on `device` (a CUDA device with triton installed)."""
+    return device.type == "cuda" and importlib.util.find_spec("triton") is not None

@@ -1,0 +1,105 @@
+"""Fused elementwise kernels for the decode step: RMSNorm, rotary embedding, SiLU-and-multiply.
+
+Why: at batch 1 a decode step is ~1,300 kernels, most of them elementwise (RMSNorm is six torch
+ops, RoPE about ten); inside a CUDA graph each still costs a few microseconds, which adds up to
+more than reading the weights. One kernel per op cuts that several-fold.
+
+Contract: each equals its torch counterpart in `models/layers.py` / `models/rope.py` to the
+rounding of the output dtype (same float32 math, same casts):
+  rms_norm_triton(x (T, N), weight (N,), eps)        == RMSNorm.forward
+  rotate_triton(x (T, H, D), cos, sin (T, D/2), interleaved) == Rotation.apply (new contiguous tensor)
+  silu_and_mul_triton(gate_up (T, 2I))                == layers.silu_and_mul
+Inputs may be strided views with a contiguous last dim (q, k, v are column slices of one GEMM).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, stride_x, stride_o, n, eps, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
+    r = tl.rsqrt(tl.sum(x * x, 0) / n + eps)
+    y = (x * r).to(out_ptr.dtype.element_ty)  # cast back before the weight, as transformers does
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0)
+    out = (w.to(tl.float32) * y.to(tl.float32)).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + row * stride_o + offs, out, mask=mask)
+
+
+def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    n = x.shape[-1]
+    x2 = x.reshape(-1, n)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    out = torch.empty(x2.shape, dtype=x.dtype, device=x.device)
+    if x2.shape[0]:
+        _rms_norm_kernel[(x2.shape[0],)](x2, weight, out, x2.stride(0), out.stride(0), n, eps,
+                                         BLOCK=triton.next_power_of_2(n), num_warps=4)
+    return out.view(x.shape)
+
+
+@triton.jit
+def _rotate_kernel(
+    x_ptr, cos_ptr, sin_ptr, out_ptr, stride_xt, stride_xh, num_heads,
+    HALF: tl.constexpr, BLOCK: tl.constexpr, INTERLEAVED: tl.constexpr,
+):
+    t = tl.program_id(0)
+    h = tl.program_id(1)
+    i = tl.arange(0, BLOCK)
+    mask = i < HALF
+    cos = tl.load(cos_ptr + t * HALF + i, mask=mask, other=0.0)
+    sin = tl.load(sin_ptr + t * HALF + i, mask=mask, other=0.0)
+    if INTERLEAVED:  # pairs (2i, 2i+1)
+        i1 = 2 * i
+        i2 = 2 * i + 1
+    else:  # pairs (i, i + D/2)
+        i1 = i
+        i2 = i + HALF
+    base = x_ptr + t * stride_xt + h * stride_xh
+    x1 = tl.load(base + i1, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(base + i2, mask=mask, other=0.0).to(tl.float32)
+    obase = out_ptr + (t * num_heads + h) * (2 * HALF)
+    tl.store(obase + i1, (x1 * cos - x2 * sin).to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(obase + i2, (x2 * cos + x1 * sin).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def rotate_triton(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool) -> torch.Tensor:
+    num_tokens, num_heads, dim = x.shape
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    out = torch.empty(num_tokens, num_heads, dim, dtype=x.dtype, device=x.device)
+    if num_tokens:
+        _rotate_kernel[(num_tokens, num_heads)](
+            x, cos.contiguous(), sin.contiguous(), out, x.stride(0), x.stride(1), num_heads,
+            HALF=dim // 2, BLOCK=triton.next_power_of_2(dim // 2), INTERLEAVED=interleaved, num_warps=1,
+        )
+    return out
+
+
+@triton.jit
+def _silu_mul_kernel(x_ptr, out_ptr, stride_x, n, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    col = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = col < n
+    gate = tl.load(x_ptr + row * stride_x + col, mask=mask, other=0.0).to(tl.float32)
+    up = tl.load(x_ptr + row * stride_x + n + col, mask=mask, other=0.0)
+    silu = (gate / (1.0 + tl.exp(-gate))).to(out_ptr.dtype.element_ty)  # F.silu rounds to the dtype, then * up
+    out = (silu.to(tl.float32) * up.to(tl.float32)).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + row * n + col, out, mask=mask)
+
+
+def silu_and_mul_triton(gate_up: torch.Tensor) -> torch.Tensor:
+    n = gate_up.shape[-1] // 2
+    x = gate_up.reshape(-1, 2 * n)
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    out = torch.empty(x.shape[0], n, dtype=gate_up.dtype, device=gate_up.device)
+    block = 1024
+    if x.shape[0]:
+        _silu_mul_kernel[(x.shape[0], triton.cdiv(n, block))](x, out, x.stride(0), n, BLOCK=block, num_warps=4)
+    return out.view(*gate_up.shape[:-1], n)

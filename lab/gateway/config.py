@@ -1,0 +1,284 @@
+"""Gateway configuration: YAML validated into frozen dataclasses.
+
+Contract: `load_config(path)` / `parse_config(mapping)` return a `GatewayConfig` or raise
+`ConfigError` whose message names the bad field (`tiers[1].timeout_ms: ...`). Unknown fields are
+errors too, so a typo never silently falls back to a default. Everything omitted takes the
+article's defaults: tiers VIP (32 concurrent, 500 ms) > realtime (64, 2000 ms) > async > batch,
+health probes every 15 s with 3 failures to eject, canaries that start at 1%.
+Values the gateway derives at run time (health, weights, outstanding work) live in
+`lab.gateway.traffic`, never here. See `deploy/gateway.example.yaml` for a commented example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.errors import LabError
+
+
+class ConfigError(LabError):
+    """The gateway configuration is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class BucketLimit:
+    """Token-bucket rates and bursts, in requests and in tokens (prompt estimate + max_tokens)."""
+
+    requests_per_s: float
+    request_burst: float
+    tokens_per_s: float
+    token_burst: float
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    name: str
+    priority: int  # lower is served first; sent to replicas as vLLM's `priority`
+    max_concurrency: int  # requests of this tier in flight to replicas at once
+    timeout_ms: int  # longest wait in the queue before an explicit error
+    tier_limit: BucketLimit  # shared by every key of the tier
+    key_limit: BucketLimit  # each key of the tier on its own
+
+
+@dataclass(frozen=True)
+class KeyConfig:
+    name: str
+    hash: str  # see lab.gateway.auth.hash_key; the plain key is never stored
+    tier: str
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    url: str
+    version: str
+    weight: float = 1.0  # share of its version's work, relative to its siblings
+    name: str = ""  # defaults to the url
+    model: str | None = None  # rewrite the body's `model` to this name upstream, if set
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    interval_s: float = 15.0
+    failure_threshold: int = 3
+    probe_timeout_s: float = 10.0
+    probe_prompt: str = "ping"
+
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    percent: float = 1.0  # first step of a canary
+    steps: tuple[float, ...] = (1.0, 5.0, 25.0, 50.0, 100.0)
+    window_s: float = 1800.0  # the article watches a canary 30 minutes before ramping
+    min_requests: int = 20  # no verdict on fewer canary requests than this
+    error_rate_margin: float = 0.01  # canary error rate may exceed stable's by this much (absolute)
+    latency_margin: float = 0.2  # canary p99 may exceed stable's by this fraction
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    max_inflight: int = 128  # all tiers together; who gets a freed slot is the priority queue's call
+    default_max_tokens: int = 256  # token cost of a request that does not say max_tokens
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    max_attempts: int = 3  # replicas tried before the first byte
+    connect_timeout_s: float = 2.0
+    read_timeout_s: float = 600.0
+    max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get a 413 before anything is forwarded
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    tiers: tuple[TierConfig, ...]
+    keys: tuple[KeyConfig, ...]
+    replicas: tuple[ReplicaConfig, ...]
+    admin_key_hash: str | None = None  # no admin endpoints without it
+    stable_version: str = ""  # defaults to the first replica's version
+    health: HealthConfig = field(default_factory=HealthConfig)
+    canary: CanaryConfig = field(default_factory=CanaryConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+
+    def tier(self, name: str) -> TierConfig:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise KeyError(name)
+
+
+def _limit(rps: float, tps: float) -> BucketLimit:
+    return BucketLimit(rps, 2 * rps, tps, 2 * tps)  # burst: two seconds' worth
+
+
+# Article: {"name": "VIP", "max_concurrency": 32, "timeout": 500}, {"name": "Realtime", ... 64, 2000}.
+DEFAULT_TIERS: tuple[TierConfig, ...] = (
+    TierConfig("vip", 0, 32, 500, _limit(200, 200_000), _limit(50, 50_000)),
+    TierConfig("realtime", 1, 64, 2000, _limit(400, 400_000), _limit(100, 100_000)),
+    TierConfig("async", 2, 128, 30_000, _limit(400, 800_000), _limit(100, 200_000)),
+    TierConfig("batch", 3, 32, 120_000, _limit(200, 800_000), _limit(100, 400_000)),
+)
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read gateway config {path}: {error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"gateway config {path} is not valid YAML: {error}") from None
+    return parse_config(data if data is not None else {})
+
+
+def parse_config(data: Any) -> GatewayConfig:
+    top = _Fields(data, "")
+    tiers = tuple(_tier(t) for t in top.items("tiers")) or DEFAULT_TIERS
+    keys = tuple(_key(k) for k in top.items("keys"))
+    replicas = tuple(_replica(r) for r in top.items("replicas"))
+    config = GatewayConfig(
+        tiers=tiers,
+        keys=keys,
+        replicas=replicas,
+        admin_key_hash=top.get("admin_key_hash", str, None),
+        stable_version=top.get("stable_version", str, replicas[0].version if replicas else ""),
+        health=_section(top.sub("health"), HealthConfig, {"failure_threshold": int}),
+        canary=_canary(top.sub("canary")),
+        queue=_section(top.sub("queue"), QueueConfig, {"max_inflight": int, "default_max_tokens": int}),
+        proxy=_section(top.sub("proxy"), ProxyConfig, {"max_attempts": int, "max_body_bytes": int}),
+    )
+    top.done()
+    _cross_check(config)
+    return config
+
+
+def _tier(t: _Fields) -> TierConfig:
+    tier = TierConfig(
+        name=t.get("name", str), priority=t.get("priority", int),
+        max_concurrency=t.positive("max_concurrency", int), timeout_ms=t.positive("timeout_ms", int),
+        tier_limit=_bucket(t.sub("tier_limit", required=True)), key_limit=_bucket(t.sub("key_limit", required=True)),
+    )
+    t.done()
+    return tier
+
+
+def _bucket(b: _Fields) -> BucketLimit:
+    limit = BucketLimit(*(b.positive(n, float) for n in ("requests_per_s", "request_burst", "tokens_per_s", "token_burst")))
+    b.done()
+    return limit
+
+
+def _key(k: _Fields) -> KeyConfig:
+    key = KeyConfig(name=k.get("name", str), hash=k.get("hash", str), tier=k.get("tier", str))
+    k.done()
+    return key
+
+
+def _replica(r: _Fields) -> ReplicaConfig:
+    url = r.get("url", str)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"gateway config: {r.path}.url: expected an http(s) URL, got {url!r}")
+    replica = ReplicaConfig(url=url.rstrip("/"), version=r.get("version", str), weight=r.positive("weight", float, 1.0),
+                            name=r.get("name", str, url.rstrip("/")), model=r.get("model", str, None))
+    r.done()
+    return replica
+
+
+def _canary(c: _Fields) -> CanaryConfig:
+    steps = tuple(float(s) for s in c.get("steps", list, list(CanaryConfig.steps)))
+    if not steps or any(b <= a for a, b in zip(steps, steps[1:])) or steps[-1] != 100.0 or steps[0] <= 0:
+        raise ConfigError(f"gateway config: {c.path}.steps: expected increasing percents ending at 100, got {list(steps)}")
+    canary = _section(c, CanaryConfig, {"min_requests": int}, steps=steps)
+    if not 0 < canary.percent <= 100:
+        raise ConfigError(f"gateway config: {c.path}.percent: expected 0 < percent <= 100, got {canary.percent}")
+    return canary
+
+
+def _section(f: _Fields, cls: type, ints: dict[str, type], **fixed: Any) -> Any:
+    """A flat section of numbers (and strings) whose defaults are the dataclass defaults."""
+    defaults = cls()
+    values = dict(fixed)
+    for name in cls.__dataclass_fields__:
+        if name in values:
+            continue
+        default = getattr(defaults, name)
+        kind = str if isinstance(default, str) else ints.get(name, float)
+        values[name] = f.get(name, str, default) if kind is str else f.positive(name, kind, default)
+    f.done()
+    return cls(**values)
+
+
+def _cross_check(config: GatewayConfig) -> None:
+    names = [t.name for t in config.tiers]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"gateway config: tiers: duplicate tier names in {names}")
+    from lab.gateway.auth import check_hash_format  # here, not at the top: auth imports this module
+
+    key_names = [k.name for k in config.keys]
+    if len(set(key_names)) != len(key_names):
+        raise ConfigError(f"gateway config: keys: duplicate key names in {key_names} (each key has its own buckets)")
+    for i, key in enumerate(config.keys):
+        if not check_hash_format(key.hash):
+            raise ConfigError(f"gateway config: keys[{i}].hash: not a key hash; make one with `lab gateway hash-key`")
+        if key.tier not in names:
+            raise ConfigError(f"gateway config: keys[{i}].tier: unknown tier {key.tier!r}; known: {names}")
+    if config.admin_key_hash is not None and not check_hash_format(config.admin_key_hash):
+        raise ConfigError("gateway config: admin_key_hash: not a key hash; make one with `lab gateway hash-key`")
+    replica_names = [r.name for r in config.replicas]
+    if len(set(replica_names)) != len(replica_names):
+        raise ConfigError(f"gateway config: replicas: duplicate replica names in {replica_names}")
+    versions = {r.version for r in config.replicas}
+    if config.replicas and config.stable_version not in versions:
+        raise ConfigError(f"gateway config: stable_version: {config.stable_version!r} has no replica; known: {sorted(versions)}")
+
+
+class _Fields:
+    """Reads one mapping of the YAML, remembering its path for error messages and unread fields."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"gateway config: {path or 'top level'}: expected a mapping, got {type(data).__name__}")
+        self.data, self.path, self.seen = data, path, set()
+
+    def _name(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str, kind: type, default: Any = ...) -> Any:
+        self.seen.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise ConfigError(f"gateway config: {self._name(name)}: required field is missing")
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"gateway config: {self._name(name)}: expected {kind.__name__}, got {value!r}")
+        return value
+
+    def positive(self, name: str, kind: type, default: Any = ...) -> Any:
+        value = self.get(name, kind, default)
+        if value <= 0:
+            raise ConfigError(f"gateway config: {self._name(name)}: expected a positive number, got {value!r}")
+        return value
+
+    def sub(self, name: str, required: bool = False) -> _Fields:
+        self.seen.add(name)
+        if required and name not in self.data:
+            raise ConfigError(f"gateway config: {self._name(name)}: required section is missing")
+        return _Fields(self.data.get(name), self._name(name))
+
+    def items(self, name: str) -> list[_Fields]:
+        value = self.get(name, list, [])
+        return [_Fields(item, f"{self._name(name)}[{i}]") for i, item in enumerate(value)]
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise ConfigError(f"gateway config: {self._name(unknown[0])}: unknown field; known: {sorted(self.seen)}")

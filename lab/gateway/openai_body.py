@@ -1,0 +1,71 @@
+"""What the gateway reads from an OpenAI request body, and how it rewrites it for a replica.
+
+Contract: `parse_body(raw, default_max_tokens)` checks the little the gateway needs (a JSON
+object, a non-negative integer `max_tokens`/`max_completion_tokens` if given) and returns a
+`ClientRequest`: the body, whether it streams, and its token cost for the buckets (a prompt
+estimate of ~4 characters per token, plus max_tokens). Everything else is the replica's to
+validate. `for_replica(body, priority, model)` is the body sent upstream: the client's `priority`
+is replaced by its tier's, so a client can never raise its own rank.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from lab.gateway.errors import bad_request
+
+CHARS_PER_TOKEN = 4  # a rough BPE average; the buckets need a cost, not an exact count
+
+
+@dataclass(frozen=True)
+class ClientRequest:
+    body: dict[str, Any]
+    stream: bool
+    prompt_tokens: int
+    max_tokens: int
+
+    @property
+    def token_cost(self) -> int:
+        return self.prompt_tokens + self.max_tokens
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    if "messages" in body:
+        text = "".join(_text(m.get("content")) for m in body["messages"] if isinstance(m, dict))
+    else:
+        text = _text(body.get("prompt"))
+    return max(1, len(text) // CHARS_PER_TOKEN)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):  # a list of prompts, token ids or content parts
+        parts = (v.get("text") if isinstance(v, dict) else v for v in value)
+        return "".join("x" * CHARS_PER_TOKEN if isinstance(p, int) else _text(p) for p in parts)
+    return ""
+
+
+def parse_body(raw: bytes, default_max_tokens: int) -> ClientRequest:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise bad_request(f"request body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+    if max_tokens is None:
+        max_tokens = default_max_tokens
+    elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        raise bad_request(f"max_tokens must be a non-negative integer, got {max_tokens!r}", param="max_tokens")
+    return ClientRequest(body, bool(body.get("stream")), estimate_prompt_tokens(body), max_tokens)
+
+
+def for_replica(body: dict[str, Any], priority: int, model: str | None) -> bytes:
+    upstream = dict(body)
+    upstream["priority"] = priority  # vLLM's field: lower is served first; overwrites the client's
+    if model:
+        upstream["model"] = model
+    return json.dumps(upstream).encode()

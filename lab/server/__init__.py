@@ -1,0 +1,9 @@
+"""The replica server: one engine behind OpenAI-compatible HTTP (`lab serve`).
+
+Layout, one concept per file: `backend` (the `ServingBackend` protocol the HTTP layer needs),
+`engine_backend` (its adapter over `lab.engine.AsyncLLM`), `schemas` (request bodies),
+`sampling` (request -> prompt ids and `SamplingParams`), `responses` (OpenAI response and chunk
+shapes), `serving` (run one request: JSON or SSE, disconnects), `metrics` (vLLM-named Prometheus
+metrics), `lifecycle` (loading/ready/draining), `app` (routes), `runner` (uvicorn + SIGTERM
+drain), `cli` (`lab serve`). Nothing here is imported by `lab.engine`.
+"""

@@ -1,0 +1,87 @@
+"""`lab serve`: one OpenAI-compatible engine replica (argparse glue only; see `runner.py`).
+
+Engine flags keep vLLM's names and map one to one onto `EngineArgs` fields; a flag left out
+keeps `EngineArgs`'s default, so defaults live in one place. Bad values fail before the socket
+is bound (exit 2, naming the flag's problem).
+
+    lab serve --model tiny --port 8000 --num-gpu-blocks 256 --scheduling-policy priority
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from lab.errors import LabError
+
+# flag dest -> EngineArgs field (the same name: vLLM's), passed only when given
+ENGINE_FLAGS = ("model", "tokenizer", "dtype", "device", "seed", "max_model_len", "block_size",
+                "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens",
+                "enable_chunked_prefill", "scheduling_policy", "hf_overrides")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="start one OpenAI-compatible engine replica",
+        description="Serve a model over HTTP: /v1/completions, /v1/chat/completions, /v1/models, "
+        "/health, /ready, /metrics. The socket is bound at once; /ready answers 200 once the model "
+        "is loaded. SIGTERM drains in-flight requests, then exits 0.",
+    )
+    parser.add_argument("--model", default="tiny", help="preset name or local Hugging Face checkpoint directory")
+    parser.add_argument("--served-model-name", help="the name clients pass as `model` (default: --model)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--drain-timeout-s", type=float, default=30.0,
+                        help="on SIGTERM, how long in-flight requests may run before they are aborted")
+    engine = parser.add_argument_group("engine (vLLM's flag names)")
+    engine.add_argument("--tokenizer", help="directory with tokenizer.json (default: the model's own)")
+    engine.add_argument("--dtype", help="auto, float32, float16, bfloat16")
+    engine.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    engine.add_argument("--seed", type=int, help="dummy-weight init and unseeded sampling")
+    engine.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
+    engine.add_argument("--block-size", type=int, help="tokens per KV block")
+    engine.add_argument("--gpu-memory-utilization", type=float, help="fraction of GPU memory for the engine")
+    engine.add_argument("--num-gpu-blocks", "--num-gpu-blocks-override", type=int, dest="num_gpu_blocks",
+                        help="fixed number of KV blocks (overrides memory-based sizing)")
+    engine.add_argument("--max-num-seqs", type=int, help="most requests in one batch")
+    engine.add_argument("--max-num-batched-tokens", type=int, help="token budget of one step")
+    engine.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction, default=None,
+                        help="split long prompts across steps")
+    engine.add_argument("--scheduling-policy", choices=("fcfs", "priority"),
+                        help="fcfs (the plain path) or priority (the request's `priority` field)")
+    engine.add_argument("--hf-overrides", type=_json_object,
+                        help='JSON config overrides, e.g. {"num_hidden_layers": 2}')
+    logs = parser.add_argument_group("logging")
+    logs.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    logs.add_argument("--access-log", action="store_true", help="log one line per HTTP request")
+    parser.set_defaults(handler=_serve)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from lab.engine.args import EngineArgs  # torch: only when a replica really starts
+    from lab.server.runner import ServerConfig, serve
+
+    given = {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name) is not None}
+    try:
+        config = ServerConfig(
+            engine_args=EngineArgs(**given),
+            served_model_name=args.served_model_name or args.model,
+            host=args.host, port=args.port, drain_timeout_s=args.drain_timeout_s,
+            log_level=args.log_level, access_log=args.access_log,
+        )
+    except ValueError as exc:
+        raise LabError(str(exc)) from None
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(config)

@@ -1,0 +1,112 @@
+"""`serve(config)`: run one replica under uvicorn, with a graceful drain on SIGTERM.
+
+Contract:
+- Binds `config.host:config.port` at once and loads the model in the background (`app.py`).
+- SIGTERM (or a first Ctrl-C): the replica stops admitting (503 on new generation requests and
+  on `/ready`) but keeps its socket open so callers get an explicit 503 rather than a refused
+  connection; in-flight requests run to the end for up to `config.drain_timeout_s`, then what is
+  left is aborted (streams end with a finish_reason), uvicorn closes the connections, the engine
+  stops, and `serve` returns 0. A second signal exits at once.
+- Returns 1 when the model failed to load (the error is logged), so a pool can tell.
+uvicorn's own SIGTERM handling would stop listening immediately and re-raise the signal after
+shutdown (exit status -15); `DrainingServer.handle_exit` replaces it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from functools import partial
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from lab.server.app import build_app
+from lab.server.engine_backend import AsyncLLMBackend
+from lab.server.lifecycle import Lifecycle, State
+
+if TYPE_CHECKING:
+    from lab.engine.args import EngineArgs
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_BACKSTOP_S = 5.0  # after the drain: how long uvicorn may wait for connections to close
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    engine_args: EngineArgs
+    served_model_name: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    drain_timeout_s: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
+    log_level: str = "info"
+    access_log: bool = False  # one log line per request: off by default, it costs at high rates
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if self.drain_timeout_s < 0:
+            raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
+        if not self.served_model_name:
+            raise ValueError("served_model_name must be non-empty")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, drain_timeout_s: float) -> None:
+        super().__init__(config)
+        self._lifecycle = lifecycle
+        self._drain_timeout_s = drain_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+
+    async def serve(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs in the signal handler (main thread, between bytecodes): only schedule work here.
+        if self._draining or self._loop is None:
+            self.should_exit = True
+            self.force_exit = self._draining  # a second signal: stop waiting for anyone
+            return
+        self._draining = True
+        logger.info("received %s: draining", signal.Signals(sig).name)
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        assert self._loop is not None
+        self._drain_task = self._loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        aborted = await self._lifecycle.drain(self._drain_timeout_s)
+        if aborted:
+            logger.warning("drain: aborted %d request(s) still running at the timeout", aborted)
+        self.should_exit = True
+
+    def stop(self) -> None:
+        self.should_exit = True
+
+
+def serve(config: ServerConfig) -> int:
+    load = partial(AsyncLLMBackend.load, config.engine_args, config.served_model_name)
+    server: DrainingServer | None = None
+
+    def on_load_failed() -> None:
+        if server is not None:
+            server.stop()
+
+    app = build_app(config.served_model_name, load, on_load_failed)
+    lifecycle: Lifecycle = app.state.lifecycle
+    uv_config = uvicorn.Config(
+        app, host=config.host, port=config.port, log_level=config.log_level, access_log=config.access_log,
+        timeout_graceful_shutdown=int(SHUTDOWN_BACKSTOP_S), lifespan="on",
+    )
+    server = DrainingServer(uv_config, lifecycle, config.drain_timeout_s)
+    server.run()
+    if lifecycle.state is State.FAILED:
+        logger.error("exiting: %s", lifecycle.load_error)
+        return 1
+    return 0

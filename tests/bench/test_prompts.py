@@ -1,0 +1,53 @@
+"""Prompts have exactly the requested number of tokens for the DeepSeek tokenizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lab.bench.arrivals import PoissonArrivals
+from lab.bench.prompts import PromptBuilder
+from lab.bench.tiers import Tier, TierMix, single_tier
+from lab.bench.workloads import RandomWorkload, plan_requests
+
+
+@pytest.fixture
+def builder(prompt_builder: PromptBuilder) -> PromptBuilder:
+    return prompt_builder
+
+
+@pytest.mark.parametrize("num_tokens", [1, 2, 7, 128, 1000, 4096])
+def test_text_prompts_encode_to_the_exact_count(builder, num_tokens):
+    prompt = builder.text(num_tokens, np.random.default_rng(num_tokens))
+    assert len(builder.tokenizer.encode(prompt.value)) == num_tokens == prompt.num_tokens
+
+
+def test_token_id_prompts_have_the_count_and_decode_to_words(builder):
+    prompt = builder.token_ids(50, np.random.default_rng(0))
+    assert len(prompt.payload()) == 50
+    assert len(builder.tokenizer.encode(builder.tokenizer.decode(list(prompt.value)))) == 50
+
+
+def test_prompts_differ_between_requests_and_repeat_with_the_seed(builder):
+    a = builder.text(64, np.random.default_rng(5)).value
+    assert a == builder.text(64, np.random.default_rng(5)).value
+    assert a != builder.text(64, np.random.default_rng(6)).value
+
+
+def test_plan_is_seeded_and_assigns_tiers(builder):
+    tiers = TierMix((Tier("vip", "k-vip", 1.0), Tier("batch", "k-batch", 3.0)))
+    plan = plan_requests(RandomWorkload(400, 16, 4), PoissonArrivals(10.0), tiers, builder, "token-ids", seed=3)
+    again = plan_requests(RandomWorkload(400, 16, 4), PoissonArrivals(10.0), tiers, builder, "token-ids", seed=3)
+    assert plan == again
+    vip = sum(1 for p in plan if p.tier.name == "vip")
+    assert vip / 400 == pytest.approx(0.25, abs=0.06)
+    assert all(len(p.prompt.payload()) == 16 and p.output_tokens == 4 for p in plan)
+    # Changing the rate keeps prompts and tiers (independent random streams).
+    faster = plan_requests(RandomWorkload(400, 16, 4), PoissonArrivals(20.0), tiers, builder, "token-ids", seed=3)
+    assert [p.prompt for p in faster] == [p.prompt for p in plan]
+    assert faster[-1].arrival_s == pytest.approx(plan[-1].arrival_s / 2)
+
+
+def test_single_tier_sends_the_run_key(builder):
+    plan = plan_requests(RandomWorkload(2, 3, 1), None, single_tier("sk"), builder, "text", seed=0)
+    assert [p.tier.api_key for p in plan] == ["sk", "sk"] and plan[0].arrival_s == plan[1].arrival_s == 0.0

@@ -1,0 +1,65 @@
+"""Gateway config: the example parses to the article's defaults; bad fields are named."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.gateway.config import DEFAULT_TIERS, ConfigError, load_config, parse_config
+from tests.gateway.fakes import make_config, tier
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "deploy" / "gateway.example.yaml"
+REPLICA = {"url": "http://127.0.0.1:1", "version": "v1"}
+
+
+def test_example_config_has_the_article_defaults():
+    config = load_config(EXAMPLE)
+    assert config.tiers == DEFAULT_TIERS
+    vip, realtime = config.tier("vip"), config.tier("realtime")
+    assert (vip.max_concurrency, vip.timeout_ms, realtime.max_concurrency, realtime.timeout_ms) == (32, 500, 64, 2000)
+    assert [t.name for t in sorted(config.tiers, key=lambda t: t.priority)] == ["vip", "realtime", "async", "batch"]
+    assert (config.health.interval_s, config.health.failure_threshold, config.canary.percent) == (15.0, 3, 1.0)
+    assert config.stable_version == "v1" and config.admin_key_hash.startswith("sha256:")
+
+
+def test_omitted_sections_take_defaults():
+    config = parse_config({"replicas": [REPLICA]})
+    assert config.tiers == DEFAULT_TIERS and config.canary.steps == (1.0, 5.0, 25.0, 50.0, 100.0)
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "timeout_ms": -5}]}, "tiers[0].timeout_ms"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "max_concurency": 3}]}, "tiers[0].max_concurency"),
+    ({"replicas": [REPLICA], "keys": [{"name": "k", "hash": "sha256:" + "0" * 64, "tier": "gold"}]}, "keys[0].tier"),
+    ({"replicas": [REPLICA], "keys": [{"name": "k", "hash": "my-plain-key", "tier": "vip"}]}, "keys[0].hash"),
+    ({"replicas": [REPLICA], "admin_key_hash": "sha256:short"}, "admin_key_hash"),
+    ({"replicas": [{"version": "v1"}]}, "replicas[0].url"),
+    ({"replicas": [{"url": "ftp://x", "version": "v1"}]}, "replicas[0].url"),
+    ({"replicas": [REPLICA], "health": {"interval_s": "soon"}}, "health.interval_s"),
+    ({"replicas": [REPLICA], "canary": {"steps": [5, 1, 100]}}, "canary.steps"),
+    ({"replicas": [REPLICA], "stable_version": "v9"}, "stable_version"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "key_limit": {"requests_per_s": 1}}]},
+     "tiers[0].key_limit.request_burst"),
+])
+def test_bad_field_is_named(data, field):
+    with pytest.raises(ConfigError, match=re.escape(f"{field}:")):
+        parse_config(data)
+
+
+def test_make_config_helper_round_trips():
+    config = make_config([REPLICA])
+    assert {k.tier for k in config.keys} == {"vip", "realtime", "async", "batch"}
+
+
+def test_cli_reports_a_bad_config_without_traceback(tmp_path):
+    bad = tmp_path / "gateway.yaml"
+    bad.write_text("replicas: [{url: 'http://127.0.0.1:1', version: v1}]\nhealth: {failure_threshold: 0}\n")
+    result = subprocess.run([sys.executable, "-m", "lab", "gateway", "--config", str(bad)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 2
+    assert "health.failure_threshold" in result.stderr and "Traceback" not in result.stderr

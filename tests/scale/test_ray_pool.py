@@ -1,0 +1,41 @@
+"""RayPool on a local CPU-only Ray head with a real tiny replica.
+
+Opt-in (`LAB_TEST_RAY=1`, and Ray installed: `pip install '.[ray]'`): starting a Ray head takes
+tens of seconds on a small machine, more than the scale suite's whole budget.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.request
+
+import pytest
+
+if os.environ.get("LAB_TEST_RAY") != "1":
+    pytest.skip("set LAB_TEST_RAY=1 to start a local Ray head", allow_module_level=True)
+ray = pytest.importorskip("ray")
+pytest.importorskip("lab.server.cli")
+
+
+def test_ray_replica_starts_serves_and_stops() -> None:
+    from lab.scale.pool import ReplicaState
+    from lab.scale.ray_pool import RayPool, RayPoolConfig
+
+    config = RayPoolConfig(address=None, host="127.0.0.1", num_gpus_per_replica=0, num_cpus_per_replica=1,
+                           command=(sys.executable, "-m", "lab", "serve", "--model", "tiny", "--device", "cpu",
+                                    "--host", "127.0.0.1", "--port", "{port}"),
+                           init_kwargs=(("num_cpus", 2), ("num_gpus", 0)), stop_timeout_s=20)
+    try:
+        with RayPool(config) as pool:
+            pool.scale_to(1)
+            assert [r.state for r in pool.replicas()] == [ReplicaState.STARTING]
+            (url,) = pool.wait_ready(1, timeout_s=150)
+            with urllib.request.urlopen(url + "/health", timeout=5) as response:
+                assert response.status == 200
+            pool.scale_to(0)
+            assert pool.replicas() == []
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url + "/health", timeout=2)  # the server went with its actor
+    finally:
+        ray.shutdown()
