@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_NAME = "deepseek-serving-lab"
+AZURE_CONV_2023 = "azure_llm_2023_conv.csv"  # the one-hour Azure LLM 2023 conversation trace
 
 
 def _is_project_root(directory: Path) -> bool:
@@ -35,6 +36,11 @@ def project_root(start: Path | None = None) -> Path:
         if _is_project_root(directory):
             return directory
     return here
+
+
+def default_trace_path(root: Path | None = None) -> Path:
+    """The Azure 2023 conversation trace shipped in the repository (`data/traces/`, CC-BY 4.0)."""
+    return (root or project_root()) / "data" / "traces" / AZURE_CONV_2023
 
 
 @dataclass(frozen=True)

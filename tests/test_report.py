@@ -28,7 +28,7 @@ def test_claims_table_reads_committed_records(tmp_path: Path) -> None:
     records = tmp_path / "records"
     (records / "h100").mkdir(parents=True)
     (records / "h100" / "qps.png").write_bytes(b"\x89PNG fake")
-    record("03_baseline_vs_fullpower", {"fullpower_qps": 2000.0, "baseline_qps": 500.0}, H100,
+    record("03_baseline_vs_fullpower", {"fullpower_max_qps": 2000.0, "baseline_max_qps": 500.0}, H100,
            "2025-09-01T00:00:00+00:00", artifacts=("qps.png",)).save(records / "h100" / "record.json")
     out = tmp_path / "report"
     assert main(["report", "--out", str(out), "--records-dir", str(records), "--no-mlflow"]) == 0

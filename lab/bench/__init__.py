@@ -23,7 +23,7 @@ from typing import Any
 
 _EXPORTS = {
     "read_trace": "lab.bench.traces",
-    "default_trace_path": "lab.bench.traces",
+    "default_trace_path": "lab.paths",
     "Trace": "lab.bench.traces",
     "TraceFormatError": "lab.bench.traces",
     "PoissonArrivals": "lab.bench.arrivals",

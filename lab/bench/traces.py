@@ -8,8 +8,8 @@ Contract:
   number (1-based, the header is line 1) and the column; a missing column names what is missing.
 - `Trace.replay(speedup, max_duration_s)` rescales time (`speedup` 2.0 replays twice as fast) and
   keeps the requests that arrive before `max_duration_s` of replay time.
-- `default_trace_path()` is the Azure 2023 conversation trace, resolved against the project root
-  (`<root>/../shared/data/traces/azure_llm_2023_conv.csv`, where CI and this lab keep it).
+- `default_trace_path()` (from `lab.paths`) is the Azure 2023 conversation trace shipped in the
+  repository under `data/traces/`.
 """
 
 from __future__ import annotations
@@ -21,22 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.errors import LabError
-from lab.paths import project_root
+from lab.paths import default_trace_path
 
 TIMESTAMP = "TIMESTAMP"
 CONTEXT_TOKENS = "ContextTokens"
 GENERATED_TOKENS = "GeneratedTokens"
 REQUIRED_COLUMNS = (TIMESTAMP, CONTEXT_TOKENS, GENERATED_TOKENS)
-AZURE_CONV_2023 = "azure_llm_2023_conv.csv"
 
 
 class TraceFormatError(LabError):
     """A trace file that cannot be read; the message names the line and the column."""
-
-
-def default_trace_path(root: Path | None = None) -> Path:
-    """The Azure 2023 conversation trace beside the checkout (`../shared/data/traces/`)."""
-    return (root or project_root()).parent / "shared" / "data" / "traces" / AZURE_CONV_2023
 
 
 @dataclass(frozen=True)

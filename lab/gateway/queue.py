@@ -132,7 +132,15 @@ class AdmissionQueue:
         if ticket.state == "admitted":
             return ticket
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, ticket.deadline - self._clock()))
+            # The event loop may fire a timer up to its clock resolution early: wait until the
+            # deadline has really passed, so no request is timed out before its tier's timeout.
+            while not future.done() and (remaining := ticket.deadline - self._clock()) > 0:
+                try:
+                    await asyncio.wait_for(asyncio.shield(future), timeout=remaining)
+                except asyncio.TimeoutError:
+                    pass
+            if not future.done():
+                raise asyncio.TimeoutError
         except asyncio.TimeoutError:
             if self.core.cancel(ticket, state="expired"):
                 waited_ms = (self._clock() - ticket.enqueued_at) * 1000.0

@@ -2,8 +2,8 @@
 
 Contract: `read_trace(path)` reads a CSV with columns `TIMESTAMP,ContextTokens,GeneratedTokens`
 (the Azure 2023 and 2024 traces) and returns a `Trace`: arrival times in seconds from the first
-request (sorted), prompt and output token counts. `default_trace_path()` is the shared copy of the
-one-hour Azure conversation trace at `<project root>/../shared/data/traces/` (where CI has it).
+request (sorted), prompt and output token counts. Without a path it reads the one-hour Azure
+conversation trace shipped in `data/traces/` (`lab.paths.default_trace_path()`).
 This reader is deliberately small; `lab.bench` owns trace replay, and the two should merge.
 """
 
@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from lab.errors import LabError
-from lab.paths import project_root
+from lab.paths import default_trace_path
 
-AZURE_CONV_2023 = "azure_llm_2023_conv.csv"
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
 
@@ -40,10 +39,6 @@ class Trace:
         """Arrivals per `step_s` bucket from time 0 (the last bucket may be partial)."""
         n = int(np.floor(self.duration_s / step_s)) + 1
         return np.bincount((self.arrival_s // step_s).astype(np.int64), minlength=n)[:n]
-
-
-def default_trace_path() -> Path:
-    return project_root().parent / "shared" / "data" / "traces" / AZURE_CONV_2023
 
 
 def read_trace(path: str | Path | None = None) -> Trace:

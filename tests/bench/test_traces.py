@@ -75,8 +75,6 @@ def test_trace_workload_clips_to_max_context(tmp_path):
 
 def test_default_trace_is_found_relative_to_the_project_root():
     path = default_trace_path()
-    assert path.parts[-4:] == ("shared", "data", "traces", "azure_llm_2023_conv.csv")
-    if not path.exists():
-        pytest.skip(f"the Azure trace is not at {path} on this machine")
+    assert path.parts[-3:] == ("data", "traces", "azure_llm_2023_conv.csv") and path.is_file()
     trace = read_trace(path).replay(max_duration_s=60.0)
     assert 100 < len(trace.rows) < 1000  # about 5.5 requests/s in the hour

@@ -43,3 +43,28 @@ def test_moe_step_bytes_grow_with_batch_and_roofline_divides_by_bandwidth() -> N
     b1, b64 = (step_bytes(model, 1280, b, 100.0) for b in (1, 64))
     assert b1.expert_bytes_read < b64.expert_bytes_read and b1.dense_weight_bytes < b64.dense_weight_bytes
     assert roofline_step_s(StepBytes(3e9, 1e9, 3e9, 0.0), 4e12) == pytest.approx(1e-3)
+
+
+def test_lab_bench_offline_writes_a_record_and_logs_it(tmp_path, monkeypatch) -> None:
+    import mlflow
+
+    from lab.cli import main
+    from lab.track import ResultRecord
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = ["bench", "offline", "--presets", "tiny", "--batches", "1,2", "--decode-prompt-len", "8",
+            "--decode-steps", "2", "--num-requests", "2", "--min-len", "4", "--max-len", "6",
+            "--hf-time-cap-s", "30", "--max-model-len", "64", "--out", str(tmp_path / "out"), "--tracking-uri", uri]
+    assert main(argv) == 0
+    record = ResultRecord.load(tmp_path / "out" / "record.json")
+    m = record.metrics
+    assert {"tiny_decode_b1_tokens_per_s", "tiny_decode_b2_tokens_per_s", "tiny_offline_output_tokens_per_s",
+            "tiny_offline_speedup_vs_hf"} <= set(m)
+    # Batch 2 decodes two sequences per step: its rate is the step rate times two.
+    assert m["tiny_decode_b2_tokens_per_s"] == pytest.approx(2 / m["tiny_decode_b2_step_s"], rel=1e-6)
+    assert m["tiny_offline_speedup_vs_hf"] == pytest.approx(
+        m["tiny_offline_output_tokens_per_s"] / m["tiny_hf_offline_output_tokens_per_s"], rel=1e-6)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert len(runs) == 1 and runs[0].data.metrics["tiny_decode_b1_tokens_per_s"] == pytest.approx(
+        m["tiny_decode_b1_tokens_per_s"])
