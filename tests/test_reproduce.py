@@ -13,7 +13,7 @@ from lab.cli import main
 from lab.paths import ProjectLayout
 from lab.reproduce.plan import parse_overrides
 from lab.reproduce.profile import load_profile
-from lab.track.flatten import as_text
+from lab.track.flatten import as_text, flatten
 
 LAYOUT = ProjectLayout.discover()
 
@@ -60,8 +60,8 @@ def test_smoke_profile_executes_every_notebook_and_records_its_metrics(smoke_run
         assert child.data.tags["lab.profile"] == "smoke"
         for metric in spec.expect_metrics:
             assert child.data.metrics[metric] == child.data.metrics[metric]  # present and not NaN
-        for name, value in spec.parameters.items():
-            # the profile's values reached the notebook (lists are logged as JSON, as MLflow stores them)
+        for name, value in flatten(spec.parameters).items():
+            # the profile's values reached the notebook, logged as MLflow stores them (dotted keys, lists as JSON)
             assert child.data.params[name] == as_text(value, limit=6000)
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert "record.json" in artifacts and "notebook" in artifacts

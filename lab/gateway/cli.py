@@ -2,6 +2,7 @@
 
     lab gateway --config deploy/gateway.example.yaml --host 127.0.0.1 --port 9000
     lab gateway hash-key [KEY] [--scheme sha256|pbkdf2]   # KEY read from stdin when omitted
+    lab gateway bench-latency --rate 100 --rate 500 --out reports/records/gateway_latency-cpu
 
 Contract: `register(subparsers)` adds the command (see lab/cli.py). A bad config is a `LabError`
 naming the field, printed without a traceback. The server is uvicorn with one worker: the
@@ -35,6 +36,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hasher.add_argument("--scheme", choices=["sha256", "pbkdf2"], default="sha256",
                         help="sha256 for random tokens (default), pbkdf2 (salted, slow) for keys people chose")
     hasher.set_defaults(handler=_hash_key)
+    bench = actions.add_parser("bench-latency", help="measure the latency the gateway adds (straight vs through it)",
+                               description="Fire a fixed request rate straight at a minimal upstream and through a "
+                                           "real `lab gateway` in front of it, in one run; write a result record.")
+    bench.add_argument("--rate", type=float, action="append", dest="rates",
+                       help="offered requests/s on each path; repeat for several (default: 500)")
+    bench.add_argument("--target-rate", type=float, default=500.0, help="the rate whose numbers top the record")
+    bench.add_argument("--duration-s", type=float, default=10.0, help="measured seconds per path and round")
+    bench.add_argument("--warmup-s", type=float, default=1.0, help="unrecorded seconds before each phase")
+    bench.add_argument("--rounds", type=int, default=2, help="direct/gateway alternations")
+    bench.add_argument("--upstream", choices=["minimal", "replica"], default="minimal",
+                       help="minimal HTTP upstream (default) or a real `lab serve --model tiny` replica")
+    bench.add_argument("--out", default="runs/gateway_latency", help="folder for record.json")
+    bench.set_defaults(handler=_bench_latency)
 
 
 def _hash_key(args: argparse.Namespace) -> int:
@@ -46,6 +60,30 @@ def _hash_key(args: argparse.Namespace) -> int:
     if not key:
         raise LabError("an API key must not be empty")
     print(hash_key(key, args.scheme))
+    return 0
+
+
+def _bench_latency(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from lab.gateway.latency_bench import LatencyBenchConfig, latency_record, run_latency_bench
+
+    rates = args.rates or [args.target_rate]
+    if args.target_rate not in rates:
+        raise LabError(f"--target-rate {args.target_rate:g} is not among the --rate values {rates}")
+    results = [run_latency_bench(LatencyBenchConfig(rate_per_s=rate, duration_s=args.duration_s,
+                                                    warmup_s=args.warmup_s, rounds=args.rounds,
+                                                    upstream=args.upstream)) for rate in rates]
+    path = latency_record(results, args.target_rate).save(Path(args.out) / "record.json")
+    for result in results:
+        print(f"{result.config.rate_per_s:g} req/s: direct p50/p99 {result.direct.p50_ms:.2f}/{result.direct.p99_ms:.2f} ms, "
+              f"gateway {result.gateway.p50_ms:.2f}/{result.gateway.p99_ms:.2f} ms, added "
+              f"{result.added_p50_ms:.2f}/{result.added_p99_ms:.2f} ms; CPU ms/request {result.cpu_ms_per_request}")
+    print(f"record: {path}")
+    target = next(r for r in results if r.config.rate_per_s == args.target_rate)
+    print(json.dumps({"rate_per_s": args.target_rate, "added_p50_ms": round(target.added_p50_ms, 3),
+                      "added_p99_ms": round(target.added_p99_ms, 3)}))
     return 0
 
 
@@ -61,5 +99,6 @@ def _serve(args: argparse.Namespace) -> int:
     app = build_app(config)
     print(f"lab gateway: http://{args.host}:{args.port}  ({len(config.replicas)} replicas, "
           f"tiers {[t.name for t in config.tiers]}, stable {config.stable_version!r})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1)
+    # loop/http "auto" pick uvloop and httptools when installed (they are dependencies): the fast path.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1, loop="auto", http="auto")
     return 0

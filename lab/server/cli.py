@@ -5,6 +5,11 @@ keeps `EngineArgs`'s default, so defaults live in one place. Bad values fail bef
 is bound (exit 2, naming the flag's problem).
 
     lab serve --model tiny --port 8000 --num-gpu-blocks 256 --scheduling-policy priority
+    lab serve --engine hf --hf-batch-size 8 --model tiny    # the transformers generate() baseline
+
+`--engine hf` serves the same model (same weights for a preset) with transformers' own model
+class and `generate()`, FCFS in static batches; the paging and scheduling flags of our engine
+mean nothing there and are refused, as `--hf-batch-size` is with `--engine lab`.
 """
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ from lab.errors import LabError
 ENGINE_FLAGS = ("model", "tokenizer", "dtype", "device", "seed", "max_model_len", "block_size",
                 "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens",
                 "enable_chunked_prefill", "scheduling_policy", "hf_overrides")
+# EngineArgs fields that only our engine has (paged KV cache, continuous batching, scheduler)
+LAB_ONLY_FLAGS = ("block_size", "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs",
+                  "max_num_batched_tokens", "enable_chunked_prefill", "scheduling_policy")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "is loaded. SIGTERM drains in-flight requests, then exits 0.",
     )
     parser.add_argument("--model", default="tiny", help="preset name or local Hugging Face checkpoint directory")
+    parser.add_argument("--engine", choices=("lab", "hf"), default="lab",
+                        help="lab: this project's engine (paged KV cache, continuous batching; the default); "
+                        "hf: the 'native deployment' baseline, transformers' model class and generate(), "
+                        "FCFS in static batches, no paging (same weights for a preset)")
+    parser.add_argument("--hf-batch-size", type=int,
+                        help="--engine hf only: requests per static generate() batch (default 1: one at a time)")
     parser.add_argument("--served-model-name", help="the name clients pass as `model` (default: --model)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -70,18 +84,33 @@ def _json_object(text: str) -> dict:
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
+    given = {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name) is not None}
+    _check_engine_flags(args.engine, given, args.hf_batch_size)  # before torch loads: fail fast
+
     from lab.engine.args import EngineArgs  # torch: only when a replica really starts
     from lab.server.runner import ServerConfig, serve
-
-    given = {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name) is not None}
     try:
         config = ServerConfig(
             engine_args=EngineArgs(**given),
             served_model_name=args.served_model_name or args.model,
             host=args.host, port=args.port, drain_timeout_s=args.drain_timeout_s,
             log_level=args.log_level, access_log=args.access_log,
+            engine=args.engine, hf_batch_size=1 if args.hf_batch_size is None else args.hf_batch_size,
         )
     except ValueError as exc:
         raise LabError(str(exc)) from None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(config)
+
+
+def _check_engine_flags(engine: str, given: dict, hf_batch_size: int | None) -> None:
+    """Refuse flags the chosen engine would silently ignore."""
+    if engine == "hf":
+        ignored = [f"--{name.replace('_', '-')}" for name in LAB_ONLY_FLAGS if name in given]
+        if ignored:
+            raise LabError(f"{', '.join(ignored)}: only --engine lab has a paged KV cache and a scheduler; "
+                           "--engine hf runs transformers generate() in static batches (see --hf-batch-size)")
+        if hf_batch_size is not None and hf_batch_size < 1:
+            raise LabError(f"--hf-batch-size must be >= 1, got {hf_batch_size}")
+    elif hf_batch_size is not None:
+        raise LabError("--hf-batch-size applies to --engine hf only")

@@ -8,6 +8,8 @@ Contract:
   left is aborted (streams end with a finish_reason), uvicorn closes the connections, the engine
   stops, and `serve` returns 0. A second signal exits at once.
 - Returns 1 when the model failed to load (the error is logged), so a pool can tell.
+- `config.engine` picks the backend: "lab" (our engine, `AsyncLLMBackend`) or "hf" (the
+  transformers `generate()` baseline, `HFBackend`, in static batches of `hf_batch_size`).
 uvicorn's own SIGTERM handling would stop listening immediately and re-raise the signal after
 shutdown (exit status -15); `DrainingServer.handle_exit` replaces it.
 """
@@ -17,6 +19,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from collections.abc import Callable
 from functools import partial
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from lab.server.app import build_app
+from lab.server.backend import ServingBackend
 from lab.server.engine_backend import AsyncLLMBackend
 from lab.server.lifecycle import Lifecycle, State
 
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_BACKSTOP_S = 5.0  # after the drain: how long uvicorn may wait for connections to close
+ENGINES = ("lab", "hf")  # lab: our engine (full power); hf: transformers generate() (the native baseline)
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,14 @@ class ServerConfig:
     drain_timeout_s: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     log_level: str = "info"
     access_log: bool = False  # one log line per request: off by default, it costs at high rates
+    engine: str = "lab"  # which backend serves: see ENGINES
+    hf_batch_size: int = 1  # engine "hf": requests per static generate() batch (1 = one request at a time)
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.hf_batch_size < 1:
+            raise ValueError(f"hf_batch_size must be >= 1, got {self.hf_batch_size}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
         if self.drain_timeout_s < 0:
@@ -90,8 +101,17 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def backend_loader(config: ServerConfig) -> Callable[[], ServingBackend]:
+    """The (slow, torch-importing) call that builds the configured backend; run off the event loop."""
+    if config.engine == "hf":
+        from lab.server.hf_backend import HFBackend
+
+        return partial(HFBackend.load, config.engine_args, config.served_model_name, config.hf_batch_size)
+    return partial(AsyncLLMBackend.load, config.engine_args, config.served_model_name)
+
+
 def serve(config: ServerConfig) -> int:
-    load = partial(AsyncLLMBackend.load, config.engine_args, config.served_model_name)
+    load = backend_loader(config)
     server: DrainingServer | None = None
 
     def on_load_failed() -> None:

@@ -1,7 +1,8 @@
 """Real `lab serve` subprocesses on 127.0.0.1 for the server tests.
 
 `server` is one replica shared by the whole package (the tiny model is loaded once);
-`launch(*flags, tmp_dir=...)` starts another (the drain tests need their own, since they end it).
+`launch(*flags, tmp_dir=...)` starts another (the drain tests need their own, since they end it);
+`base_flags=HF_MODEL_FLAGS` starts the transformers baseline (`--engine hf`) on the same model.
 Replicas use a 2-layer tiny model and a small KV cache so the suite stays fast on 2 cores.
 """
 from __future__ import annotations
@@ -24,6 +25,9 @@ MODEL = "tiny"
 MAX_MODEL_LEN = 512
 SMALL_MODEL_FLAGS = ("--model", MODEL, "--hf-overrides", '{"num_hidden_layers": 2}', "--num-gpu-blocks", "64",
                      "--max-model-len", str(MAX_MODEL_LEN), "--max-num-seqs", "8")
+# The same model (tiny, 2 layers, same seed: same weights) served by transformers generate().
+HF_MODEL_FLAGS = ("--engine", "hf", "--model", MODEL, "--hf-overrides", '{"num_hidden_layers": 2}',
+                  "--max-model-len", str(MAX_MODEL_LEN))
 READY_TIMEOUT_S = 90.0
 
 
@@ -65,13 +69,13 @@ class ServerProcess:
             self.proc.wait(timeout=10)
 
 
-def launch(*flags: str, tmp_dir: Path) -> ServerProcess:
+def launch(*flags: str, tmp_dir: Path, base_flags: tuple[str, ...] = SMALL_MODEL_FLAGS) -> ServerProcess:
     port = free_port()
     log_path = tmp_dir / f"serve-{port}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lab", "serve", *SMALL_MODEL_FLAGS, "--port", str(port), *flags],
+            [sys.executable, "-m", "lab", "serve", *base_flags, "--port", str(port), *flags],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
         )
     return ServerProcess(proc, port, log_path)

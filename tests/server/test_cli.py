@@ -36,3 +36,29 @@ def test_model_that_fails_to_load_exits_1_saying_why(tmp_path):
         raise AssertionError("the failed replica still answers")
     except httpx.TransportError:
         pass
+
+
+def test_engine_flag_is_documented_with_its_choices():
+    result = run_serve("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    assert "--engine {lab,hf}" in text and "--hf-batch-size" in text
+    assert "transformers" in text and "generate()" in text and "static batches" in text
+
+
+def test_unknown_engine_exits_2_naming_the_choices():
+    result = run_serve("--engine", "vllm", "--port", str(free_port()))
+    assert result.returncode == 2 and "--engine" in result.stderr and "'lab', 'hf'" in result.stderr
+
+
+def test_paging_flags_with_the_hf_engine_exit_2_naming_them():
+    result = run_serve("--engine", "hf", "--num-gpu-blocks", "8", "--max-num-seqs", "4", "--port", str(free_port()))
+    assert result.returncode == 2
+    assert "--num-gpu-blocks" in result.stderr and "--max-num-seqs" in result.stderr and "--engine hf" in result.stderr
+
+
+def test_hf_batch_size_needs_the_hf_engine_and_a_positive_value():
+    result = run_serve("--hf-batch-size", "4", "--port", str(free_port()))
+    assert result.returncode == 2 and "--hf-batch-size applies to --engine hf only" in result.stderr
+    result = run_serve("--engine", "hf", "--hf-batch-size", "0", "--port", str(free_port()))
+    assert result.returncode == 2 and "--hf-batch-size must be >= 1, got 0" in result.stderr

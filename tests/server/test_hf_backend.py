@@ -1,0 +1,131 @@
+"""The transformers baseline (`lab serve --engine hf`) serves the same model as our engine.
+
+Both replicas serve tiny with 2 layers and seed 0: the hf one builds transformers' own
+DeepseekV3ForCausalLM and copies our engine's dummy weights into it by HF name. So through the
+official `openai` client, greedy answers (completions and chat, streamed and not) must be the
+same text as our engine's, and so must a seeded sampled answer (both draw with the engine's
+sampler), also when the baseline runs requests together in a left-padded static batch (it serves
+with --hf-batch-size 2). It reports the vLLM gauges through the same server code while requests
+queue behind a batch.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.server.conftest import HF_MODEL_FLAGS, MODEL, launch
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three GPUs."}]
+PROMPTS = ["The fastest way to serve a large language model is", "Paged attention", "1 2 3 4 5 6 7 8 9 10 11"]
+GREEDY = {"temperature": 0.0, "extra_body": {"ignore_eos": True}}
+MAX_TOKENS = 12
+HF_BATCH_SIZE = 2
+SEEDED = {"temperature": 0.8, "top_p": 0.9, "seed": 7, "extra_body": {"ignore_eos": True}}
+
+
+@pytest.fixture(scope="module")
+def hf_server(tmp_path_factory, request):
+    srv = launch("--hf-batch-size", str(HF_BATCH_SIZE), tmp_dir=tmp_path_factory.mktemp("serve-hf"),
+                 base_flags=HF_MODEL_FLAGS)
+    try:
+        request.getfixturevalue("server")  # our engine's replica loads meanwhile: the comparisons need both
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _client(srv) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{srv.url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def _streamed_text(stream, chat: bool) -> tuple[str, str | None]:
+    parts, finish = [], None
+    for chunk in stream:
+        for choice in chunk.choices:
+            parts.append((choice.delta.content or "") if chat else choice.text)
+            finish = choice.finish_reason or finish
+    return "".join(parts), finish
+
+
+def test_greedy_completions_equal_our_engine_streamed_or_not(hf_server, server):
+    hf, lab = _client(hf_server), _client(server)
+    for prompt in PROMPTS:
+        ours = lab.completions.create(model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, **GREEDY)
+        base = hf.completions.create(model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, **GREEDY)
+        assert base.choices[0].text == ours.choices[0].text != ""
+        assert base.usage == ours.usage and base.choices[0].finish_reason == "length"
+        stream = hf.completions.create(model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, stream=True, **GREEDY)
+        assert _streamed_text(stream, chat=False) == (ours.choices[0].text, "length")
+
+
+def test_greedy_chat_equals_our_engine_streamed_or_not(hf_server, server):
+    hf, lab = _client(hf_server), _client(server)
+    ours = lab.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, **GREEDY)
+    base = hf.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, **GREEDY)
+    assert base.choices[0].message.content == ours.choices[0].message.content != ""
+    assert base.usage == ours.usage
+    stream = hf.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, stream=True, **GREEDY)
+    assert _streamed_text(stream, chat=True) == (ours.choices[0].message.content, "length")
+
+
+def test_stop_string_cuts_like_our_engine(hf_server, server):
+    full = _client(server).completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, **GREEDY)
+    stop = full.choices[0].text[4:7]  # a piece of the greedy answer: both must cut right before it
+    answers = [c.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, stop=[stop], **GREEDY)
+               for c in (_client(hf_server), _client(server))]
+    cut = full.choices[0].text.find(stop)
+    assert answers[0].choices[0].text == answers[1].choices[0].text == full.choices[0].text[:cut]
+    assert answers[0].choices[0].finish_reason == "stop"
+
+
+def test_batched_greedy_and_seeded_answers_equal_our_engine(hf_server, server):
+    lab = _client(server)
+    requests = [(PROMPTS[0], GREEDY), (PROMPTS[1], SEEDED), (PROMPTS[2], GREEDY), (PROMPTS[2], SEEDED)]
+    expected = [lab.completions.create(model=MODEL, prompt=p, max_tokens=MAX_TOKENS, **kw).choices[0].text
+                for p, kw in requests]
+
+    async def concurrently() -> list[str]:  # prompts of different lengths share left-padded batches
+        hf = openai.AsyncOpenAI(base_url=f"{hf_server.url}/v1", api_key="unused", max_retries=0, timeout=60)
+        outs = await asyncio.gather(*(hf.completions.create(model=MODEL, prompt=p, max_tokens=MAX_TOKENS, **kw)
+                                      for p, kw in requests))
+        return [o.choices[0].text for o in outs]
+
+    assert asyncio.run(concurrently()) == expected
+    assert expected[1] != expected[0]  # the seeded answer really sampled
+
+
+def test_queued_requests_show_in_the_vllm_gauges(hf_server):
+    # Static batches of 2: while a batch runs, later requests wait; /metrics must say so.
+    seen = {"running": 0.0, "waiting": 0.0}
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            for line in httpx.get(f"{hf_server.url}/metrics", timeout=5).text.splitlines():
+                for key in seen:
+                    if line.startswith(f"vllm:num_requests_{key}{{"):
+                        seen[key] = max(seen[key], float(line.rsplit(" ", 1)[1]))
+            time.sleep(0.02)
+
+    async def burst() -> list[dict]:
+        async with httpx.AsyncClient(base_url=hf_server.url, timeout=60) as http:
+            body = {"prompt": PROMPTS[1], "max_tokens": 16, "temperature": 0.0, "ignore_eos": True}
+            answers = await asyncio.gather(*(http.post("/v1/completions", json=body) for _ in range(5)))
+        return [a.json() for a in answers]
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        answers = asyncio.run(burst())
+    finally:
+        done.set()
+        poller.join()
+    assert [a["usage"]["completion_tokens"] for a in answers] == [16] * 5
+    assert len({a["choices"][0]["text"] for a in answers}) == 1  # same prompt, greedy: same answer
+    assert 1.0 <= seen["running"] <= HF_BATCH_SIZE and seen["waiting"] >= 1.0
