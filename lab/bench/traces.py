@@ -8,7 +8,7 @@ Contract:
   number (1-based, the header is line 1) and the column; a missing column names what is missing.
 - `Trace.replay(speedup, max_duration_s)` rescales time (`speedup` 2.0 replays twice as fast) and
   keeps the requests that arrive before `max_duration_s` of replay time.
-- `default_trace_path()` (from `lab.paths`) is the Azure 2023 conversation trace shipped in the
+- Without a path, callers use `lab.paths.default_trace_path()`: the Azure 2023 conversation trace shipped in the
   repository under `data/traces/`.
 """
 
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.errors import LabError
-from lab.paths import default_trace_path
 
 TIMESTAMP = "TIMESTAMP"
 CONTEXT_TOKENS = "ContextTokens"

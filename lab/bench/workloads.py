@@ -26,8 +26,9 @@ import numpy as np
 from lab.bench.arrivals import ArrivalProcess, PoissonArrivals, TraceArrivals
 from lab.bench.prompts import Prompt, PromptBuilder
 from lab.bench.tiers import Tier, TierMix
-from lab.bench.traces import TraceRow, default_trace_path, read_trace
+from lab.bench.traces import TraceRow, read_trace
 from lab.errors import LabError
+from lab.paths import default_trace_path
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,10 @@ def random_prompts(num_prompts: int, prompt_len: int, vocab_size: int, seed: int
     return [[rng.randrange(16, vocab_size) for _ in range(prompt_len)] for _ in range(num_prompts)]
 
 
-def measure_generate(llm: LLM, prompts: list[list[int]], max_tokens: int) -> GenerateStats:
-    """Generate exactly `max_tokens` per prompt (ignore_eos) and measure the batch."""
-    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+def measure_generate(llm: LLM, prompts: list[list[int]], max_tokens: int | list[int]) -> GenerateStats:
+    """Generate exactly `max_tokens` per prompt (one count, or one per prompt; ignore_eos) and measure the batch."""
+    counts = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(prompts)
+    params = [SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True) for n in counts]
     start = time.perf_counter()
     outs = llm.generate(prompts, params)
     wall_s = time.perf_counter() - start

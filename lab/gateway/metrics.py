@@ -34,7 +34,6 @@ METRIC_NAMES = (
 
 class _StateCollector(Collector):
     def __init__(self, traffic: Traffic, queue: PriorityAdmission, tiers: list[str]) -> None:
-        versions = traffic.versions()
         self.traffic, self.queue, self.tiers = traffic, queue, tiers
 
     def collect(self) -> Iterator[GaugeMetricFamily]:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench.traces import TraceFormatError, default_trace_path, read_trace
+from lab.bench.traces import TraceFormatError, read_trace
 from lab.bench.workloads import RequestShape, TraceWorkload
+from lab.paths import default_trace_path
 
 AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 

@@ -8,11 +8,10 @@ included, as nano-vllm's bench.py does.
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 
 from lab.engine.llm import LLM
-from lab.engine.sampling_params import SamplingParams
+from lab.engine.throughput import measure_generate
 
 
 @dataclass(frozen=True)
@@ -42,18 +41,12 @@ def offline_requests(num: int, min_len: int, max_len: int, vocab_size: int, seed
 
 
 def measure_offline(llm: LLM, requests: list[OfflineRequest]) -> OfflinePoint:
-    prompts = [r.prompt_token_ids for r in requests]
-    params = [SamplingParams(temperature=0.0, max_tokens=r.output_len, ignore_eos=True) for r in requests]
-    start = time.perf_counter()
-    outs = llm.generate(prompts, params)
-    wall = time.perf_counter() - start
-    prompt_tokens = sum(len(p) for p in prompts)
-    output_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    stats = measure_generate(llm, [r.prompt_token_ids for r in requests], [r.output_len for r in requests])
     return OfflinePoint(
-        num_requests=len(requests),
-        prompt_tokens=prompt_tokens,
-        output_tokens=output_tokens,
-        wall_s=wall,
-        output_tokens_per_s=output_tokens / wall,
-        total_tokens_per_s=(prompt_tokens + output_tokens) / wall,
+        num_requests=stats.num_requests,
+        prompt_tokens=stats.prompt_tokens,
+        output_tokens=stats.output_tokens,
+        wall_s=stats.wall_s,
+        output_tokens_per_s=stats.output_tokens_per_s,
+        total_tokens_per_s=stats.total_tokens_per_s,
     )
