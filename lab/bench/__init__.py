@@ -11,9 +11,11 @@ Notebook-facing API (names resolve on first use, so `import lab.bench` stays che
 
 Modules, one concept each: `traces` (trace CSVs), `arrivals` (when requests are sent), `prompts`
 (exact-length prompts), `tiers` (API-key mixes), `workloads` (lengths and the request plan),
-`client` (one streamed request, timed), `metrics` (vLLM's metric definitions), `runner`
-(`BenchConfig` -> `BenchResult`), `sweep` (rate sweeps, max QPS), `plots`, `record` (outputs and
-MLflow), `summary` (terminal text), `cli` (`lab bench serve`).
+`length_models` (chat lengths fitted to a trace), `client` (one streamed request, timed), `metrics`
+(vLLM's metric definitions), `runner` (`BenchConfig` -> `BenchResult`), `utilization` (telemetry
+over a run's steady part), `sweep` (rate sweeps, max QPS), `load_sweep`, `compare` and `headline`
+(notebook 03's bounded sweeps and headline table), `plots`, `record` (outputs and MLflow),
+`summary` (terminal text), `cli` (`lab bench serve`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ _EXPORTS = {
     "PromptBuilder": "lab.bench.prompts",
     "Tier": "lab.bench.tiers",
     "TierMix": "lab.bench.tiers",
+    "ChatWorkload": "lab.bench.workloads",
     "RandomWorkload": "lab.bench.workloads",
     "TraceWorkload": "lab.bench.workloads",
     "plan_requests": "lab.bench.workloads",

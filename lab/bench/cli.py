@@ -20,8 +20,14 @@ from lab.track.cli import add_tracking_uri_option
 
 EPILOG = """\
 workloads (--workload):
-  random   every request has --input-len prompt tokens and --output-len output tokens
-           (ignore_eos forces the output length), --num-prompts requests
+  random   --num-prompts requests of --input-len prompt tokens and --output-len output tokens
+           (ignore_eos forces the output length); with --random-range-ratio r in [0, 1) each
+           length is uniform over the integers in [len*(1-r), len*(1+r)] (vLLM's random dataset)
+  chat     ShareGPT-like chat lengths: --num-prompts (input, output) pairs drawn from a bivariate
+           lognormal fitted at run time to a trace's ContextTokens/GeneratedTokens (mean, std and
+           correlation of their logs; default trace: the shipped Azure 2023 conversations, median
+           ~760 prompt and ~150 output tokens), prompt + output clipped to --max-context-tokens;
+           synthetic arrivals (--arrival, --request-rate) as for random
   trace    lengths and timestamps from a CSV with TIMESTAMP, ContextTokens, GeneratedTokens
            (default: the Azure LLM 2023 conversation trace shipped in data/traces/);
            --trace-speedup rescales time, --max-duration-s cuts it, prompt + output
@@ -52,7 +58,14 @@ metrics (vLLM's definitions; successful requests only; mean, median, std, P90, P
   output tokens) over the run's duration; output tokens come from the server's final usage chunk,
   else the chunk count. goodput_per_s: requests meeting every --goodput SLO per second.
   failed (by error kind: http_<status>, timeout, connect, stream_error, ...), timeouts, cancelled.
-  GPU utilisation and memory (pynvml) when a GPU is visible; max_qps_* with --ttft-p99-slo-ms.
+  P90/P99 over n requests: P99 interpolates between the two largest values when n < 100, so
+  with fewer than ~20 requests it is about the maximum; send more requests for a tail number.
+  telemetry.*: host CPU and memory (psutil), GPU utilisation, power and memory (pynvml) when a
+  GPU is visible, over the whole run; telemetry.steady.*: the same over the steady part only,
+  from the first completed request (or a quarter of the arrival span) to the last arrival,
+  without ramp-up and drain (the whole run when arrivals span no time, steady_window_s = 0).
+  max_qps_* with --ttft-p99-slo-ms: the highest offered rate whose P99 TTFT meets the SLO with
+  no failed request, and the throughput achieved there.
 
 outputs (--out-dir): requests.csv (one row per request; requests_<i>_<rate>.csv in a sweep),
 latency_cdf.png, latency_vs_rate.png or latency_vs_concurrency.png (sweeps), utilization.png (one
@@ -63,12 +76,15 @@ examples:
   lab bench serve --base-url http://127.0.0.1:8000 --input-len 256 --output-len 64 \\
       --num-prompts 200 --request-rate 8 --goodput ttft:500 tpot:50
   lab bench serve --workload trace --trace-speedup 2 --max-duration-s 120 --max-concurrency 64
+  lab bench serve --workload chat --num-prompts 500 --request-rate 4 --max-context-tokens 2048
+  lab bench serve --input-len 512 --output-len 128 --random-range-ratio 0.5 --request-rate 8
   lab bench serve --request-rates 1,2,4,8 --ttft-p99-slo-ms 500 --num-prompts 100
   lab bench serve --arrival flash-sale --request-rate 4 --flash-sale-factor 5 \\
       --flash-sale-start-s 10 --flash-sale-end-s 20 --tier vip:sk-vip:0.2 --tier batch:sk-batch:0.8
 """
 
 ARRIVALS = ("trace", "poisson", "gamma", "constant", "flash-sale")
+WORKLOADS = ("random", "chat", "trace")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,14 +105,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--timeout-s", type=float, default=600.0, help="per-request timeout (default: %(default)s)")
     target.add_argument("--num-warmups", type=int, default=1, help="unmeasured requests first (default: %(default)s)")
     load = p.add_argument_group("workload")
-    load.add_argument("--workload", choices=("random", "trace"), default="random", help="(default: %(default)s)")
-    load.add_argument("--num-prompts", type=int, help="requests (random: default 100; trace: keep the first N)")
+    load.add_argument("--workload", choices=WORKLOADS, default="random", help="(default: %(default)s)")
+    load.add_argument("--num-prompts", type=int, help="requests (random, chat: default 100; trace: keep the first N)")
     load.add_argument("--input-len", type=int, default=128, help="random: prompt tokens (default: %(default)s)")
     load.add_argument("--output-len", type=int, default=32, help="random: output tokens (default: %(default)s)")
-    load.add_argument("--trace", type=Path, help="trace CSV (default: the Azure 2023 conversation trace)")
+    load.add_argument("--random-range-ratio", type=float, default=0.0,
+                      help="random: lengths uniform in [len*(1-r), len*(1+r)], r in [0, 1) (default: %(default)s)")
+    load.add_argument("--trace", type=Path, help="trace CSV to replay (trace) or to fit lengths to (chat) "
+                      "(default: the Azure 2023 conversation trace)")
     load.add_argument("--trace-speedup", type=float, default=1.0, help="trace: replay N times faster")
     load.add_argument("--max-duration-s", type=float, help="trace: keep requests arriving before this")
-    load.add_argument("--max-context-tokens", type=int, default=4096, help="trace: clip prompt + output (default: %(default)s)")
+    load.add_argument("--max-context-tokens", type=int, default=4096,
+                      help="trace, chat: clip prompt + output (default: %(default)s)")
     load.add_argument("--prompt-format", choices=("text", "token-ids"), default="text", help="(default: %(default)s)")
     load.add_argument("--no-ignore-eos", action="store_true", help="let the model stop at EOS (OpenAI's own API)")
     load.add_argument("--seed", type=int, default=0, help="fixes prompts, arrivals and tiers (default: %(default)s)")
@@ -175,10 +195,12 @@ def config_from_args(args: argparse.Namespace):
     from lab.bench.metrics import parse_slos
     from lab.bench.runner import BenchConfig
     from lab.bench.tiers import TierMix, parse_tier
-    from lab.bench.workloads import RandomWorkload, TraceWorkload
+    from lab.bench.workloads import ChatWorkload, RandomWorkload, TraceWorkload
 
     if args.workload == "random":
-        workload = RandomWorkload(args.num_prompts or 100, args.input_len, args.output_len)
+        workload = RandomWorkload(args.num_prompts or 100, args.input_len, args.output_len, args.random_range_ratio)
+    elif args.workload == "chat":
+        workload = ChatWorkload(args.num_prompts or 100, args.max_context_tokens, args.trace)
     else:
         workload = TraceWorkload(args.trace, args.trace_speedup, args.max_duration_s, args.max_context_tokens,
                                  args.num_prompts)

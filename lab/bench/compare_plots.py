@@ -7,7 +7,8 @@ Contract: each function takes `EngineRun`s (`lab.bench.headline`) and returns a 
   magnitude), with the SLO line; where a P99 TTFT line crosses it is that engine's max QPS.
 - `plot_knee(runs, knee_concurrency)`: mean and P99 E2E, and the failed share (timeouts
   included), against the cap on requests in flight, with the knee marked.
-- `plot_utilization(runs)`: mean GPU utilisation (NVML) against the offered rate; on a machine
+- `plot_utilization(runs)`: mean GPU utilisation (NVML) over the steady part of each point
+  (`lab.bench.utilization`) against the offered rate; on a machine
   without a GPU, CPU utilisation instead, and the axis says so.
 """
 from __future__ import annotations
@@ -80,7 +81,8 @@ def plot_knee(runs: Sequence[EngineRun], knee_concurrency: int,
 def plot_utilization(runs: Sequence[EngineRun], title: str = "Utilisation against load") -> Figure:
     fig = Figure(figsize=(6, 3.8), layout="constrained")
     ax = fig.subplots()
-    summaries = {run.name: [(r.request_rate_per_s, r.telemetry.summary()) for r in run.load if r.telemetry]
+    # The steady part of each point (no ramp-up, no drain): the number the headline quotes.
+    summaries = {run.name: [(r.request_rate_per_s, r.steady_telemetry()) for r in run.load if r.telemetry]
                  for run in runs}
     gpu = any("gpu_util_mean_pct" in s for points in summaries.values() for _, s in points)
     key = "gpu_util_mean_pct" if gpu else "cpu_util_mean_pct"
@@ -91,7 +93,7 @@ def plot_utilization(runs: Sequence[EngineRun], title: str = "Utilisation agains
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_ylim(0, 105)
     ax.set_xlabel("offered request rate [req/s]")
-    ax.set_ylabel("GPU utilisation, mean [%]" if gpu else "CPU utilisation, mean [%] (no GPU sampled)")
+    ax.set_ylabel("GPU utilisation, steady mean [%]" if gpu else "CPU utilisation, steady mean [%] (no GPU sampled)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     fig.suptitle(title)

@@ -7,8 +7,10 @@ Contract (the logic of notebook `02_priority_scheduling`):
   replica; tiers use the article's four tiers (`lab.gateway.config.DEFAULT_TIERS`: VIP 500 ms,
   realtime 2000 ms, async 30 s, batch 120 s queue timeouts) in front of a `priority` replica. Both
   admit at most `max_inflight` requests to the replica at once, so the queue sits in the gateway.
-  Admission is not preemptive: once batch holds every slot (its cap, 32, is above a small
-  `max_inflight`), a VIP request waits for the next slot to free; `max_concurrency` overrides caps.
+  The tiers setup keeps the gateway's defaults for overload: lower tiers may fill only a share of
+  the slots (`max_inflight_share`), and a VIP or realtime request that waits too long preempts a
+  running lower-tier request (`preempt_after_ms`), whose client gets an explicit `preempted` error;
+  `max_concurrency` overrides the per-tier caps.
 - `tier_mix(fractions)`: a `lab.bench.TierMix` whose tiers send the example keys of
   `deploy/gateway.example.yaml` (`TIER_KEYS`); both setups hash the same keys into their config.
 - `measure_capacity(url, model, ...)`: the sustained requests/s of a closed loop of `max_inflight`

@@ -13,7 +13,9 @@ Jupyter cell, whose own event loop keeps running: the benchmark's loop lives in 
    in-flight requests are cancelled and kept as `cancelled` rows, unsent ones are dropped, the
    duration ends at the stop, and the result is marked `partial`.
 The `BenchResult` holds the config, every request's `RequestResult`, overall and per-tier
-`BenchMetrics`, the telemetry and the `partial` flag.
+`BenchMetrics`, the telemetry and the `partial` flag; its flat metrics carry the telemetry over the
+whole run (`telemetry.*`) and over the steady part without ramp-up and drain (`telemetry.steady.*`,
+`lab.bench.utilization`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from lab.bench.client import RequestResult, cancelled_result, send_completion
 from lab.bench.metrics import BenchMetrics, Slo, compute_metrics, metrics_by_tier
 from lab.bench.prompts import PromptBuilder
 from lab.bench.tiers import TierMix, single_tier
+from lab.bench.utilization import steady_summary, steady_window
 from lab.bench.workloads import PlannedRequest, RandomWorkload, Workload, plan_requests
 from lab.errors import LabError
 from lab.gpu.telemetry import TelemetrySampler, TelemetryTrace
@@ -106,6 +109,12 @@ class BenchResult:
     def request_rate_per_s(self) -> float:
         return self.config.request_rate_per_s
 
+    def steady_telemetry(self) -> dict[str, float]:
+        """Telemetry over the steady part of the run (`lab.bench.utilization`); {} without telemetry."""
+        if self.telemetry is None:
+            return {}
+        return steady_summary(self.telemetry, steady_window(self.results))
+
     def flat_metrics(self) -> dict[str, float]:
         """Every metric under a record-ready name, per tier too when there are several."""
         metrics = self.metrics.flat()
@@ -114,6 +123,7 @@ class BenchResult:
                 metrics.update(tier_metrics.flat(prefix=f"tier.{tier}."))
         if self.telemetry is not None:
             metrics.update({f"telemetry.{k}": v for k, v in self.telemetry.summary().items()})
+            metrics.update({f"telemetry.steady.{k}": v for k, v in self.steady_telemetry().items()})
         metrics["partial"] = float(self.partial)
         return metrics
 

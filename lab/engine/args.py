@@ -5,6 +5,8 @@ scheduler's and the cache's configs. Device and dtype "auto" are resolved here, 
 """
 from __future__ import annotations
 
+MIN_TRITON_BLOCK_SIZE = 16  # the decode kernels' tl.dot over one KV block needs K >= 16
+
 from dataclasses import dataclass, field
 
 import torch
@@ -43,7 +45,8 @@ class EngineArgs:
     enforce_eager: bool = False  # True: no CUDA graphs for decode (CPU is always eager)
     attention_backend: str = "auto"  # "reference" (per-sequence loops), "torch" (vectorized), "triton"; auto: triton on CUDA, torch on CPU
     fused_ops: bool = True  # Triton RMSNorm / RoPE / SiLU-mul on CUDA (False: the torch ops; CPU always torch)
-    moe_backend: str = "auto"  # "loop" (per-expert GEMMs, host sync) or "grouped" (torch._grouped_mm); auto: grouped on Hopper+
+    async_scheduling: bool | None = None  # schedule step N+1 while step N runs (None: on for CUDA; False: the plain loop)
+    moe_backend: str = "auto"  # "loop" (per-expert GEMMs, host sync), "grouped" (torch._grouped_mm) or "triton" (fused decode kernels, grouped/loop for large steps); auto: triton on CUDA
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in _DTYPES:
@@ -94,24 +97,36 @@ class EngineArgs:
         if self.attention_backend != "auto":
             if self.attention_backend == "triton" and device.type != "cuda":
                 raise ValueError("attention_backend='triton' needs a CUDA device")
+            if self.attention_backend == "triton" and self.block_size < MIN_TRITON_BLOCK_SIZE:
+                raise ValueError(
+                    f"attention_backend='triton' needs block_size >= {MIN_TRITON_BLOCK_SIZE} (tensor-core tiles), "
+                    f"got {self.block_size}"
+                )
             return self.attention_backend
         from lab.engine.kernels import kernels_available
 
-        return "triton" if kernels_available(device) else "torch"
+        usable = kernels_available(device) and self.block_size >= MIN_TRITON_BLOCK_SIZE
+        return "triton" if usable else "torch"
 
     def resolve_moe_backend(self, device: torch.device) -> str:
         if self.moe_backend != "auto":
+            if self.moe_backend == "triton" and device.type != "cuda":
+                raise ValueError("moe_backend='triton' needs a CUDA device")
             return self.moe_backend
-        hopper = device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9  # grouped GEMM kernels
-        return "grouped" if hopper else "loop"
+        from lab.engine.kernels import kernels_available
+
+        return "triton" if kernels_available(device) else "loop"
 
     def use_fused_ops(self, device: torch.device) -> bool:
         from lab.engine.kernels import kernels_available
 
         return self.fused_ops and kernels_available(device)
 
+    def use_async_scheduling(self, device: torch.device) -> bool:
+        return self.async_scheduling if self.async_scheduling is not None else device.type == "cuda"
+
     def use_cuda_graphs(self, device: torch.device) -> bool:
         """Graphs need CUDA, the Triton kernels (padding-aware cache writes) and a sync-free MoE."""
         if self.enforce_eager or device.type != "cuda":
             return False
-        return self.resolve_attention_backend(device) == "triton" and self.resolve_moe_backend(device) == "grouped"
+        return self.resolve_attention_backend(device) == "triton" and self.resolve_moe_backend(device) in ("grouped", "triton")

@@ -13,10 +13,16 @@ and, when the runner builds them, as device tensors built once per step (padded 
 seq lens, query starts) that the vectorized and Triton paths read without any Python loop over
 sequences (`decode_attention.py`, `kernels/`). `backend` names which path a layer takes:
 "reference" (this file's loops), "torch" (vectorized torch) or "triton" (CUDA kernels).
+
+A step that is not pure decode can be seen as two parts (`AttentionMetadata.split`, computed once
+per step from the lists and cached): its one-token sequences, as a pure-decode step of their own
+(`StepSplit.decode_meta`), and its longer query spans (`PrefillSpan`: prefill chunks, possibly
+over cached context). The torch and MLA mixed-step paths attend to the two parts separately.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -40,6 +46,16 @@ class AttentionMetadata:
     def num_seqs(self) -> int:
         return len(self.seq_lens)
 
+    @cached_property
+    def max_query_len(self) -> int:
+        """The longest query span of the step (host int, computed once per step)."""
+        return max(self.query_lens(), default=0)
+
+    @cached_property
+    def split(self) -> StepSplit:
+        """The step's decode rows and prefill spans (computed once per step; layers share it)."""
+        return split_step(self)
+
     def query_lens(self) -> list[int]:
         q = self.query_start_loc
         return [q[i + 1] - q[i] for i in range(len(q) - 1)]
@@ -52,6 +68,56 @@ class AttentionMetadata:
 
 
 ATTENTION_BACKENDS = ("reference", "torch", "triton")
+
+
+@dataclass(frozen=True)
+class PrefillSpan:
+    """A sequence of the step with more than one query row (a prefill chunk)."""
+
+    seq: int  # index of the sequence in the step
+    start: int  # its rows start:end in the flat token dimension
+    end: int
+    seq_len: int  # its context after this step; the queries sit at positions seq_len - (end - start) ..
+
+
+@dataclass
+class StepSplit:
+    decode_rows: torch.Tensor  # (Bd,) long, on the step's device: flat rows of the one-token sequences
+    decode_meta: AttentionMetadata | None  # those sequences as a pure-decode step; None when Bd == 0
+    prefills: list[PrefillSpan]
+
+
+def split_step(meta: AttentionMetadata) -> StepSplit:
+    """Separate one-token sequences from longer spans; one host pass, one small copy per tensor."""
+    device = meta.slot_mapping.device
+    starts = meta.query_start_loc
+    decode_seqs = [i for i in range(meta.num_seqs) if starts[i + 1] - starts[i] == 1]
+    prefills = [
+        PrefillSpan(i, starts[i], starts[i + 1], meta.seq_lens[i])
+        for i in range(meta.num_seqs)
+        if starts[i + 1] - starts[i] > 1
+    ]
+    rows = [starts[i] for i in decode_seqs]
+    decode_rows = torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)
+    if not decode_seqs:
+        return StepSplit(decode_rows, None, prefills)
+    decode_meta = AttentionMetadata(
+        query_start_loc=list(range(len(decode_seqs) + 1)),
+        seq_lens=[meta.seq_lens[i] for i in decode_seqs],
+        block_tables=[meta.block_tables[i] for i in decode_seqs],
+        slot_mapping=meta.slot_mapping.index_select(0, decode_rows),
+        block_size=meta.block_size,
+        backend=meta.backend,
+        pure_decode=True,
+    )
+    if meta.block_tables_tensor is None:
+        build_step_tensors(decode_meta, device)
+    else:  # rows of the step's tensors: no second host-to-device copy of the tables
+        seqs = torch.tensor(decode_seqs, dtype=torch.long).to(device, non_blocking=True)
+        decode_meta.block_tables_tensor = meta.block_tables_tensor.index_select(0, seqs)
+        decode_meta.seq_lens_tensor = meta.seq_lens_tensor.index_select(0, seqs)
+        decode_meta.query_start_loc_tensor = torch.arange(len(decode_seqs) + 1, dtype=torch.int32, device=device)
+    return StepSplit(decode_rows, decode_meta, prefills)
 
 
 def build_step_tensors(meta: AttentionMetadata, device: torch.device, width: int | None = None) -> None:
@@ -81,6 +147,16 @@ def gather_from_cache(cache: torch.Tensor, block_table: list[int], seq_len: int)
     block_size = cache.shape[1]
     num_blocks = (seq_len + block_size - 1) // block_size
     ids = torch.tensor(block_table[:num_blocks], dtype=torch.long, device=cache.device)
+    return cache.index_select(0, ids).flatten(0, 1)[:seq_len]
+
+
+def gather_sequence(cache: torch.Tensor, meta: AttentionMetadata, seq: int) -> torch.Tensor:
+    """Sequence `seq`'s cached rows in position order, (seq_len, *shape), from the device block table if built."""
+    if meta.block_tables_tensor is None:
+        return gather_from_cache(cache, meta.block_tables[seq], meta.seq_lens[seq])
+    seq_len = meta.seq_lens[seq]
+    num_blocks = (seq_len + cache.shape[1] - 1) // cache.shape[1]
+    ids = meta.block_tables_tensor[seq, :num_blocks]  # a view: no host-to-device copy
     return cache.index_select(0, ids).flatten(0, 1)[:seq_len]
 
 

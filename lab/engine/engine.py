@@ -1,8 +1,9 @@
 """`LLMEngine`: the synchronous core. Each `step()` is schedule → run → postprocess.
 
 It validates and admits requests, asks the scheduler what to compute, has the runner compute
-it, then appends sampled tokens, detokenizes, applies stop rules and returns one
-`RequestOutput` per request that changed. A bad request is refused in `add_request` with an
+it, then appends sampled tokens, detokenizes (one tokenizer call per step), applies stop rules
+and returns one `RequestOutput` per request that changed. With `async_scheduling`, step N+1 is
+scheduled and launched before step N's tokens are processed, so host work overlaps the GPU. A bad request is refused in `add_request` with an
 error that names the problem, before it can disturb the requests already running.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from lab.engine.args import EngineArgs
 from lab.engine.block_manager import BlockManager
-from lab.engine.detokenizer import IncrementalDetokenizer
+from lab.engine.detokenizer import IncrementalDetokenizer, decode_windows
 from lab.engine.kv_cache import allocate_kv_cache
 from lab.engine.kv_sizing import blocks_from_budget, cuda_kv_budget_bytes, profile_peak_activation_bytes
 from lab.engine.loader import load_model
@@ -23,6 +24,7 @@ from lab.engine.cuda_graphs import DecodeGraphs
 from lab.engine.models.layers import set_fused_ops
 from lab.engine.models.moe import set_moe_backend
 from lab.engine.runner import ModelRunner
+from lab.engine.prompt_checks import check_prompt_ids
 from lab.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
 from lab.engine.sampling_params import SamplingParams
 from lab.engine.scheduler import Scheduler
@@ -54,7 +56,7 @@ class LLMEngine:
         self.num_blocks = self._size_kv_cache()
         kv_caches = allocate_kv_cache(self.kv_cache_spec, self.num_blocks, args.block_size, self.device)
         self.block_manager = BlockManager(self.num_blocks, args.block_size)
-        self.scheduler = Scheduler(args.scheduler_config(), self.block_manager)
+        self.scheduler = Scheduler(args.scheduler_config(), self.block_manager, max_model_len=self.max_model_len)
         self.attention_backend = args.resolve_attention_backend(self.device)
         set_moe_backend(self.model, args.resolve_moe_backend(self.device))
         set_fused_ops(self.model, args.use_fused_ops(self.device))
@@ -63,6 +65,9 @@ class LLMEngine:
             self.model, kv_caches, args.block_size, self.device, self.eos_token_id, self.attention_backend, self.graphs
         )
         self._requests: dict[str, _Request] = {}
+        self.async_scheduling = args.use_async_scheduling(self.device)
+        self._one_token_texts: dict[bool, dict[int, str]] = {True: {}, False: {}}  # skip_special_tokens -> id -> text
+        self._in_flight = None  # async scheduling: (SchedulerOutput, LaunchedStep) of the step on the GPU
 
     # ---- admission -------------------------------------------------------------------------
     def add_request(
@@ -111,17 +116,7 @@ class LLMEngine:
         return text, prompt_ids
 
     def _check_prompt_ids(self, prompt_ids: list[int]) -> None:
-        if not prompt_ids:
-            raise ValueError("prompt is empty: at least one token is needed")
-        if len(prompt_ids) >= self.max_model_len:
-            raise ValueError(
-                f"prompt has {len(prompt_ids)} tokens but the model's context (max_model_len) is "
-                f"{self.max_model_len}: it must leave room for at least one output token"
-            )
-        vocab = self.model_config.vocab_size
-        bad = [t for t in prompt_ids if not 0 <= t < vocab]
-        if bad:
-            raise ValueError(f"prompt token ids {bad[:5]} are outside the model's vocabulary [0, {vocab})")
+        check_prompt_ids(prompt_ids, self.model_config.vocab_size, self.max_model_len)
 
     def abort_request(self, request_id: str) -> RequestOutput | None:
         """Cancel a request (its client left); frees its KV blocks. Unknown ids are ignored."""
@@ -131,31 +126,79 @@ class LLMEngine:
         return self._finish_output(seq)
 
     # ---- the step loop ---------------------------------------------------------------------
-    def step(self) -> list[RequestOutput]:
+    def step(self, final_only: bool = False) -> list[RequestOutput]:
+        """One step; outputs of the requests it changed. `final_only`: only those that finished
+        (vLLM's FINAL_ONLY: an offline caller skips building the running requests' outputs; a
+        final output's deltas then cover everything since the previous output it was given)."""
+        if self.async_scheduling:
+            return self._step_overlapped(final_only)
         output = self.scheduler.schedule()
         sampled = self.runner.execute(output)
-        outputs = [self._postprocess(seq) for seq in self.scheduler.update_from_output(output, sampled)]
-        # Requests the scheduler ended itself: past their deadline, or grown beyond the whole cache.
+        outputs = self._process_tokens(self.scheduler.update_from_output(output, sampled), final_only)
+        return outputs + self._ended_outputs(output)
+
+    def _step_overlapped(self, final_only: bool) -> list[RequestOutput]:
+        """Async scheduling: launch step N+1, then wait for step N's tokens and process them.
+
+        Step N's sampled tokens are placeholders on the host (`Sequence.num_pending_tokens`)
+        until they arrive; step N+1 reads them from the device. A request that step N finishes
+        (a stop token, a stop string) was also computed in step N+1; that token is discarded.
+        """
+        previous, self._in_flight = self._in_flight, None
+        output = self.scheduler.schedule()
+        launched = self.runner.launch(output, previous[1] if previous else None) if output.scheduled else None
+        outputs: list[RequestOutput] = []
+        if previous is not None:  # the GPU now has step N+1 queued behind step N: host work overlaps
+            prev_output, prev_launched = previous
+            received = self.scheduler.apply_sampled(prev_output, prev_launched.tokens())
+            outputs = self._process_tokens(received, final_only)
+        if launched is not None:
+            self.scheduler.commit(output)
+            self._in_flight = (output, launched)
+        return outputs + self._ended_outputs(output)
+
+    def _ended_outputs(self, output) -> list[RequestOutput]:
+        """Requests the scheduler ended itself: past their deadline, or grown beyond the whole cache."""
         ended = output.expired + output.kv_exhausted
-        outputs += [self._finish_output(seq) for seq in ended if seq.request_id in self._requests]
-        return outputs
+        return [self._finish_output(seq) for seq in ended if seq.request_id in self._requests]
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
 
-    def _postprocess(self, seq: Sequence) -> RequestOutput:
-        state = self._requests[seq.request_id]
-        token = seq.output_token_ids[-1]
-        reason = check_stop(seq, self.eos_token_id, self.max_model_len)
-        if reason is not FinishReason.STOP:  # a stop token is not part of the text
-            state.detokenizer.add(token)
-            if state.detokenizer.stopped_by is not None:
+    def _process_tokens(self, seqs: list[Sequence], final_only: bool = False) -> list[RequestOutput]:
+        """Stop rules and text for each request that just received a token (one tokenizer call)."""
+        reasons: list[FinishReason | None] = []
+        to_decode: list[IncrementalDetokenizer] = []
+        for seq in seqs:
+            reason = check_stop(seq, self.eos_token_id, self.max_model_len)
+            detok = self._requests[seq.request_id].detokenizer
+            if reason is not FinishReason.STOP and detok.push(seq.output_token_ids[-1]):  # a stop token is not text
+                to_decode.append(detok)
+            reasons.append(reason)
+        self._decode(to_decode)
+        outputs = []
+        for seq, reason in zip(seqs, reasons):
+            state = self._requests[seq.request_id]
+            if reason is not FinishReason.STOP and state.detokenizer.stopped_by is not None:
                 reason = FinishReason.STOP
                 seq.stop_reason = state.detokenizer.stopped_by
-        if reason is None:
-            return self._make_output(seq, state, finished=False)
-        self.scheduler.finish(seq, reason)
-        return self._finish_output(seq)
+            if reason is None:
+                if not final_only:
+                    outputs.append(self._make_output(seq, state, finished=False))
+            else:
+                self.scheduler.finish(seq, reason)
+                outputs.append(self._finish_output(seq))
+        return outputs
+
+    def _decode(self, detoks: list[IncrementalDetokenizer]) -> None:
+        for skip in (True, False):  # one decode_windows call per flag value
+            group = [d for d in detoks if d.skip_special_tokens is skip]
+            if not group:
+                continue
+            windows = [w for d in group for w in d.windows()]
+            texts = decode_windows(self.tokenizer, windows, skip, self._one_token_texts[skip])
+            for i, detok in enumerate(group):
+                detok.accept(texts[2 * i], texts[2 * i + 1])
 
     def _finish_output(self, seq: Sequence) -> RequestOutput:
         state = self._requests.pop(seq.request_id)
@@ -165,14 +208,15 @@ class LLMEngine:
         return self._make_output(seq, state, finished=True)
 
     def _make_output(self, seq: Sequence, state: _Request, finished: bool) -> RequestOutput:
-        new_tokens = seq.output_token_ids[state.emitted_tokens :]
-        text = state.detokenizer.text
-        new_text = text[state.emitted_chars :]
-        state.emitted_tokens, state.emitted_chars = seq.num_output_tokens, len(text)
-        completion = CompletionOutput(
+        num_tokens = seq.num_output_tokens - seq.num_pending_tokens  # placeholders are not output yet
+        new_tokens = seq.output_token_ids[state.emitted_tokens : num_tokens]
+        detok = state.detokenizer
+        new_text = detok.text_since(state.emitted_chars)
+        state.emitted_tokens, state.emitted_chars = num_tokens, detok.num_text_chars
+        completion = CompletionOutput.snapshot(
             index=0,
-            text=text,
-            token_ids=list(seq.output_token_ids),
+            text_source=detok.text_snapshot(),
+            token_source=(seq.output_token_ids, num_tokens),
             finish_reason=seq.finish_reason.value if finished and seq.finish_reason else None,
             stop_reason=seq.stop_reason,
         )

@@ -73,7 +73,7 @@ class LLM:
             bar = tqdm(total=len(request_ids), desc="generate", unit="req")
         try:
             while self.engine.has_unfinished_requests():
-                for out in self.engine.step():
+                for out in self.engine.step(final_only=True):  # running requests' outputs: never read here
                     if out.finished:
                         finished[out.request_id] = out
                         if bar is not None:

@@ -36,13 +36,93 @@ class RequestMetrics:
         return self.finished_time - self.arrival_time
 
 
-@dataclass(frozen=True)
 class CompletionOutput:
-    index: int
-    text: str
-    token_ids: list[int]
-    finish_reason: str | None  # "stop", "length", "abort", "deadline"; None while running
-    stop_reason: int | str | None = None  # the stop token id or stop string that matched
+    """One completion: `text`, `token_ids`, `finish_reason`, `stop_reason` (read-only).
+
+    `CompletionOutput.snapshot` makes one whose text and token ids are prefixes of buffers that
+    only grow (the engine's, per step), sliced on first read: a step's output costs O(1), not
+    O(tokens so far), for the many outputs whose cumulative fields nobody reads.
+    """
+
+    __slots__ = ("_index", "_finish_reason", "_stop_reason", "_text", "_token_ids", "_text_src", "_tokens_src")
+
+    def __init__(
+        self,
+        index: int,
+        text: str,
+        token_ids: list[int],
+        finish_reason: str | None,  # "stop", "length", "abort", "deadline"; None while running
+        stop_reason: int | str | None = None,  # the stop token id or stop string that matched
+    ) -> None:
+        self._index = index
+        self._finish_reason = finish_reason
+        self._stop_reason = stop_reason
+        self._text: str | None = text
+        self._token_ids: list[int] | None = token_ids
+        self._text_src: tuple[str, int] | None = None
+        self._tokens_src: tuple[list[int], int] | None = None
+
+    @classmethod
+    def snapshot(
+        cls,
+        index: int,
+        text_source: tuple[str, int],  # (buffer, n): the text is buffer[:n]
+        token_source: tuple[list[int], int],  # (list whose first n items never change, n): token_ids is list[:n]
+        finish_reason: str | None,
+        stop_reason: int | str | None = None,
+    ) -> CompletionOutput:
+        out = cls.__new__(cls)
+        out._index, out._finish_reason, out._stop_reason = index, finish_reason, stop_reason
+        out._text = out._token_ids = None
+        out._text_src, out._tokens_src = text_source, token_source
+        return out
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._finish_reason
+
+    @property
+    def stop_reason(self) -> int | str | None:
+        return self._stop_reason
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            buffer, n = self._text_src
+            self._text = buffer[:n]
+        return self._text
+
+    @property
+    def token_ids(self) -> list[int]:
+        if self._token_ids is None:
+            source, n = self._tokens_src
+            self._token_ids = source[:n]
+        return self._token_ids
+
+    @property
+    def num_token_ids(self) -> int:
+        """len(token_ids), without copying them."""
+        return self._tokens_src[1] if self._token_ids is None else len(self._token_ids)
+
+    def _key(self) -> tuple:
+        return (self.index, self.text, self.token_ids, self.finish_reason, self.stop_reason)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CompletionOutput):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # mutable-looking fields (a list), as the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (
+            f"CompletionOutput(index={self.index}, text={self.text!r}, token_ids={self.token_ids}, "
+            f"finish_reason={self.finish_reason!r}, stop_reason={self.stop_reason!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -63,6 +143,11 @@ class RequestOutput:
     @property
     def token_ids(self) -> list[int]:
         return self.outputs[0].token_ids
+
+    @property
+    def num_output_tokens(self) -> int:
+        """len(token_ids), without materializing them (a streaming server asks every step)."""
+        return self.outputs[0].num_token_ids
 
     @property
     def finish_reason(self) -> str | None:

@@ -4,18 +4,29 @@ It owns everything with tensors in it: the model, the paged KV cache and the per
 random generators. Inputs are laid out flat (vLLM's layout): each scheduled chunk contributes
 its new tokens, and the model sees one (T,) batch with an `AttentionMetadata` describing where
 each sequence's rows and cache blocks are. Unless the backend is "reference", the step's device
-tensors (padded block table, seq lens, query starts) are built once here, not per layer. Pure
-decode steps replay a CUDA graph when `graphs` (a `DecodeGraphs`) is given and the step fits.
+tensors (padded block table, seq lens, query starts) are built here, once per step, not per layer.
+Pure decode steps replay a CUDA graph when `graphs` (a `DecodeGraphs`) is given and the step fits.
+
+Host cost per step is O(B) Python plus vectorized numpy, not O(tokens) Python: each request's
+block table is mirrored in a row of one numpy array (`BlockTableRows`, synced by appending the
+blocks added since the last step), positions and slots are computed with numpy, and the step's
+integers cross to the device in two pinned, non-blocking copies, so preparing a step does not
+wait for the GPU. `launch` enqueues a step and returns a `LaunchedStep` whose sampled tokens stay
+on the device until `tokens()` is asked for them (`execute` = launch + tokens, the plain path).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from lab.engine.attention import AttentionMetadata, build_step_tensors
+from lab.engine.attention import AttentionMetadata
 from lab.engine.sampler import Sampler
 from lab.engine.scheduler import ScheduledChunk, SchedulerOutput
+from lab.engine.sequence import Sequence
+
+_ALIGN = 16  # elements: each packed segment starts 64-byte aligned (kernels specialize on pointer alignment)
 
 
 @dataclass
@@ -25,6 +36,78 @@ class ModelInputs:
     meta: AttentionMetadata
     sample_rows: list[int]  # rows of the flat batch whose hidden state is sampled from
     sample_chunks: list[ScheduledChunk]  # the chunk each sample row belongs to
+
+
+class BlockTableRows:
+    """Every live request's block table, mirrored in one row of a growing (R, W) int32 array.
+
+    `row_for(seq)` syncs the row incrementally: tables only grow by appends between steps, and
+    the block manager replaces the list when it frees a table (preemption), which resets the row.
+    """
+
+    def __init__(self, rows: int = 64, width: int = 64) -> None:
+        self.array = np.zeros((rows, width), dtype=np.int32)
+        self._entries: dict[str, list] = {}  # request id -> [row, table list object, entries synced]
+        self._free_rows = list(range(rows - 1, -1, -1))
+
+    def row_for(self, seq: Sequence) -> int:
+        entry = self._entries.get(seq.request_id)
+        table = seq.block_table
+        if entry is None:
+            if not self._free_rows:
+                self._grow(rows=2 * self.array.shape[0])
+            entry = self._entries[seq.request_id] = [self._free_rows.pop(), table, 0]
+        elif entry[1] is not table:
+            entry[1], entry[2] = table, 0
+        synced, n = entry[2], len(table)
+        if n != synced:
+            if n < synced:  # shrank in place: resync from the start
+                synced = 0
+            if n > self.array.shape[1]:
+                self._grow(width=max(n, 2 * self.array.shape[1]))
+            self.array[entry[0], synced:n] = table[synced:n]
+            entry[2] = n
+        return entry[0]
+
+    def release(self, request_id: str) -> None:
+        entry = self._entries.pop(request_id, None)
+        if entry is not None:
+            self._free_rows.append(entry[0])
+
+    def _grow(self, rows: int | None = None, width: int | None = None) -> None:
+        old = self.array
+        new_rows, new_width = rows or old.shape[0], width or old.shape[1]
+        self.array = np.zeros((new_rows, new_width), dtype=np.int32)
+        self.array[: old.shape[0], : old.shape[1]] = old
+        self._free_rows = list(range(new_rows - 1, old.shape[0] - 1, -1)) + self._free_rows
+
+
+class LaunchedStep:
+    """A step whose GPU work is enqueued; `tokens()` waits for its sampled tokens (once)."""
+
+    def __init__(self, request_ids: list[str], tokens: torch.Tensor | None) -> None:
+        self.request_ids = request_ids
+        self.token_tensor = tokens  # (N,) int64 on the device, in `request_ids` order; None: nothing sampled
+        self._host: torch.Tensor | None = None
+        self._event = None
+        if tokens is not None and tokens.is_cuda:  # start the copy back now; wait for it later
+            self._host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+            self._host.copy_(tokens, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        self._result: dict[str, int] | None = None
+
+    def tokens(self) -> dict[str, int]:
+        if self._result is None:
+            if self.token_tensor is None:
+                values: list[int] = []
+            elif self._event is not None:
+                self._event.synchronize()
+                values = self._host.tolist()
+            else:
+                values = self.token_tensor.tolist()
+            self._result = dict(zip(self.request_ids, values))
+        return self._result
 
 
 class ModelRunner:
@@ -47,73 +130,150 @@ class ModelRunner:
         self.graphs = graphs
         self.sampler = Sampler()
         self._generators: dict[str, torch.Generator] = {}
+        self._block_rows = BlockTableRows()
 
-    def prepare_inputs(self, output: SchedulerOutput) -> ModelInputs:
+    def prepare_inputs(self, output: SchedulerOutput, previous: LaunchedStep | None = None) -> ModelInputs:
+        """The step's flat inputs. A pending token (async scheduling) is read from `previous` on the device."""
+        chunks = output.scheduled
+        bs = self.block_size
         ids: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
-        query_start_loc = [0]
-        seq_lens: list[int] = []
+        starts: list[int] = []
+        num_new: list[int] = []
+        rows: list[int] = []
         block_tables: list[list[int]] = []
         sample_rows: list[int] = []
         sample_chunks: list[ScheduledChunk] = []
-        bs = self.block_size
-        pure_decode, no_context = True, True
-        for chunk in output.scheduled:
+        row_for = self._block_rows.row_for
+        total = 0
+        pure_decode = True
+        chained: list[tuple[int, str]] = []  # (flat row, request id): the input is previous's sampled token
+        for chunk in chunks:
             seq = chunk.seq
-            pure_decode &= chunk.num_new_tokens == 1
-            no_context &= chunk.start_position == 0
-            start, end = chunk.start_position, chunk.end_position
-            tokens = seq.token_ids
-            for pos in range(start, end):
-                ids.append(tokens[pos])
-                positions.append(pos)
-                slots.append(seq.block_table[pos // bs] * bs + pos % bs)
-            query_start_loc.append(len(ids))
-            seq_lens.append(end)
+            start, n = chunk.start_position, chunk.num_new_tokens
+            if seq.num_pending_tokens and start + n > seq.num_tokens - seq.num_pending_tokens:
+                if n != 1 or seq.num_pending_tokens != 1:
+                    raise RuntimeError(f"request {seq.request_id!r}: a chunk of {n} reads a pending token")
+                chained.append((total, seq.request_id))
+                ids.append(0)
+            elif n == 1:
+                ids.append(seq.token_id_at(start))
+            else:
+                pure_decode = False
+                ids.extend(seq.token_slice(start, start + n))
+            total += n
+            starts.append(start)
+            num_new.append(n)
+            rows.append(row_for(seq))
             block_tables.append(seq.block_table)
             if chunk.samples:
-                sample_rows.append(len(ids) - 1)
+                sample_rows.append(total - 1)
                 sample_chunks.append(chunk)
-        to = dict(dtype=torch.long, device=self.device)
+        B = len(chunks)
+        start_arr = np.array(starts, dtype=np.int64)
+        new_arr = np.array(num_new, dtype=np.int64)
+        seq_lens = start_arr + new_arr
+        if pure_decode:
+            query_start_loc = np.arange(B + 1, dtype=np.int64)
+            positions, token_rows = start_arr, np.arange(B)
+        else:
+            query_start_loc = np.zeros(B + 1, dtype=np.int64)
+            np.cumsum(new_arr, out=query_start_loc[1:])
+            token_rows = np.repeat(np.arange(B), new_arr)
+            positions = np.arange(total, dtype=np.int64) + np.repeat(start_arr - query_start_loc[:-1], new_arr)
+        # The step's block table: each sequence's row, padded with block 0 past its needed blocks.
+        needed = (seq_lens + bs - 1) // bs
+        width = max(int(needed.max(initial=1)), 1)
+        table = self._block_rows.array[rows, :width]  # fancy indexing: a copy
+        table[np.arange(width)[None, :] >= needed[:, None]] = 0
+        slots = table[token_rows, positions // bs].astype(np.int64) * bs + positions % bs
+
+        longs = self._to_device([np.array(ids, dtype=np.int64), positions, slots], np.int64)
         meta = AttentionMetadata(
-            query_start_loc=query_start_loc,
-            seq_lens=seq_lens,
+            query_start_loc=query_start_loc.tolist(),
+            seq_lens=seq_lens.tolist(),
             block_tables=block_tables,
-            slot_mapping=torch.tensor(slots, **to),
+            slot_mapping=longs[2],
             block_size=bs,
             backend=self.attention_backend,
-            no_cached_context=no_context,
+            no_cached_context=not start_arr.any(),
             pure_decode=pure_decode,
         )
         if self.attention_backend != "reference":
-            build_step_tensors(meta, self.device)
-        return ModelInputs(torch.tensor(ids, **to), torch.tensor(positions, **to), meta, sample_rows, sample_chunks)
+            ints = self._to_device([table.reshape(-1), seq_lens, query_start_loc], np.int32)
+            meta.block_tables_tensor = ints[0].view(B, width)
+            meta.seq_lens_tensor = ints[1]
+            meta.query_start_loc_tensor = ints[2]
+        input_ids = longs[0]
+        if chained:
+            input_ids = self._chain(input_ids, chained, previous)
+        return ModelInputs(input_ids, longs[1], meta, sample_rows, sample_chunks)
+
+    def _chain(self, input_ids: torch.Tensor, chained: list[tuple[int, str]], previous: LaunchedStep | None) -> torch.Tensor:
+        """Write previous step's sampled tokens (still on the device) into their rows of input_ids."""
+        if previous is None or previous.token_tensor is None:
+            raise RuntimeError("a pending token, but no previous step to read it from")
+        index = {rid: i for i, rid in enumerate(previous.request_ids)}
+        try:
+            src = [index[rid] for _, rid in chained]
+        except KeyError as exc:
+            raise RuntimeError(f"request {exc.args[0]!r}: its pending token is not in the previous step") from None
+        dst = [row for row, _ in chained]
+        rows = self._to_device([np.array(dst, dtype=np.int64), np.array(src, dtype=np.int64)], np.int64)
+        input_ids[rows[0]] = previous.token_tensor[rows[1]]
+        return input_ids
+
+    def _to_device(self, arrays: list[np.ndarray], dtype) -> list[torch.Tensor]:
+        """The arrays as 1-D device tensors of `dtype`, through one packed (pinned on CUDA) copy."""
+        if self.device.type != "cuda":  # no copy to make: the arrays' own memory
+            return [torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)) for a in arrays]
+        sizes = [a.size for a in arrays]
+        padded = [-(-n // _ALIGN) * _ALIGN for n in sizes]
+        packed = np.zeros(sum(padded), dtype=dtype)
+        offset = 0
+        for a, n, p in zip(arrays, sizes, padded):
+            packed[offset : offset + n] = a
+            offset += p
+        dev = torch.from_numpy(packed).pin_memory().to(self.device, non_blocking=True)
+        out, offset = [], 0
+        for n, p in zip(sizes, padded):
+            out.append(dev[offset : offset + n])
+            offset += p
+        return out
 
     @torch.inference_mode()
-    def execute(self, output: SchedulerOutput) -> dict[str, int]:
-        """Run one step; return the sampled token of every chunk that reached its sequence's end."""
+    def launch(self, output: SchedulerOutput, previous: LaunchedStep | None = None) -> LaunchedStep:
+        """Enqueue one step (forward and sampling) without waiting for it.
+
+        `previous`: the step launched before this one, whose sampled tokens are still pending.
+        """
         if not output.scheduled:
-            return {}
-        inputs = self.prepare_inputs(output)
+            return LaunchedStep([], None)
+        inputs = self.prepare_inputs(output, previous)
         if self.graphs is not None and self.graphs.can_run(inputs.meta):
             hidden = self.graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
         else:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         if not inputs.sample_rows:
-            return {}
-        rows = torch.tensor(inputs.sample_rows, dtype=torch.long, device=self.device)
-        logits = self.model.compute_logits(hidden.index_select(0, rows))  # (N, V)
+            return LaunchedStep([], None)
+        if len(inputs.sample_rows) != hidden.shape[0]:  # else every row samples (a decode step): no gather
+            rows = self._to_device([np.array(inputs.sample_rows, dtype=np.int64)], np.int64)[0]
+            hidden = hidden.index_select(0, rows)
+        logits = self.model.compute_logits(hidden)  # (N, V)
         seqs = [c.seq for c in inputs.sample_chunks]
         params = [s.sampling_params for s in seqs]
         generators = [self._generator_for(s.request_id, s.sampling_params.seed) for s in seqs]
         banned = [self._banned_tokens(s) for s in seqs]
-        tokens = self.sampler(logits, params, generators, banned)
-        return {s.request_id: t for s, t in zip(seqs, tokens)}
+        tokens = self.sampler.sample(logits, params, generators, banned)
+        return LaunchedStep([s.request_id for s in seqs], tokens)
+
+    def execute(self, output: SchedulerOutput) -> dict[str, int]:
+        """Run one step; return the sampled token of every chunk that reached its sequence's end."""
+        return self.launch(output).tokens()
 
     def release(self, request_id: str) -> None:
-        """Forget a finished request's generator."""
+        """Forget a finished request's generator and block-table row."""
         self._generators.pop(request_id, None)
+        self._block_rows.release(request_id)
 
     def _generator_for(self, request_id: str, seed: int | None) -> torch.Generator | None:
         if seed is None:

@@ -35,24 +35,35 @@ class Sampler:
         generators: list[torch.Generator | None],
         banned_token_ids: list[list[int]] | None = None,  # e.g. EOS while below min_tokens
     ) -> list[int]:
+        return self.sample(logits, params, generators, banned_token_ids).tolist()
+
+    def sample(
+        self,
+        logits: torch.Tensor,  # (N, V)
+        params: list[SamplingParams],
+        generators: list[torch.Generator | None],
+        banned_token_ids: list[list[int]] | None = None,
+    ) -> torch.Tensor:
+        """Like calling the sampler, but the (N,) int64 tokens stay on the device: no host sync."""
         logits = logits.float()
-        if banned_token_ids is not None:
-            for row, banned in enumerate(banned_token_ids):
-                if banned:
-                    logits[row, banned] = float("-inf")
+        if banned_token_ids is not None and any(banned_token_ids):
+            rows = [row for row, banned in enumerate(banned_token_ids) for _ in banned]
+            cols = [token for banned in banned_token_ids for token in banned]
+            index = _host_to(torch.tensor([rows, cols], dtype=torch.long), logits.device)
+            logits[index[0], index[1]] = float("-inf")  # one scatter for the whole batch
         out = logits.argmax(dim=-1)
         if not all(p.greedy for p in params):  # decided on the host: no device sync for a greedy batch
-            greedy = torch.tensor([p.greedy for p in params], device=logits.device)
+            greedy = _host_to(torch.tensor([p.greedy for p in params]), logits.device)
             out = torch.where(greedy, out, self._sample_random(logits, params, generators))
-        return out.tolist()
+        return out
 
     def _sample_random(
         self, logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
     ) -> torch.Tensor:
         device = logits.device
-        temperature = torch.tensor([p.temperature if not p.greedy else 1.0 for p in params], device=device)
-        top_k = torch.tensor([p.top_k for p in params], device=device)
-        top_p = torch.tensor([p.top_p for p in params], device=device)
+        temperature = _host_to(torch.tensor([p.temperature if not p.greedy else 1.0 for p in params]), device)
+        top_k = _host_to(torch.tensor([p.top_k for p in params]), device)
+        top_p = _host_to(torch.tensor([p.top_p for p in params]), device)
         logits = apply_top_k_top_p(logits / temperature[:, None], top_k, top_p)
         probs = logits.softmax(dim=-1)
         # Exponential-race sampling: argmax(p / E) with E ~ Exp(1) draws from p and lets every row
@@ -62,3 +73,10 @@ class Sampler:
             if gen is not None:
                 noise[row].exponential_(generator=gen)
         return (probs / noise).argmax(dim=-1)
+
+
+def _host_to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`; to CUDA through pinned memory, so the copy does not wait for the GPU."""
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)

@@ -33,7 +33,7 @@ from lab.engine.block_manager import BlockManager
 from lab.engine.config import SchedulerConfig
 from lab.engine.scheduler_output import ScheduledChunk, SchedulerOutput
 from lab.engine.scheduling_policy import make_policy
-from lab.engine.sequence import FinishReason, Sequence, SequenceStatus
+from lab.engine.sequence import PENDING_TOKEN_ID, FinishReason, Sequence, SequenceStatus
 
 __all__ = ["ScheduledChunk", "Scheduler", "SchedulerOutput"]  # the records are re-exported here
 
@@ -60,8 +60,10 @@ class Scheduler:
         config: SchedulerConfig,
         block_manager: BlockManager,
         clock: Callable[[], float] = time.time,
+        max_model_len: int | None = None,  # async scheduling: a pending token that ends the context ends the request
     ) -> None:
         self.config = config
+        self.max_model_len = max_model_len
         self.block_manager = block_manager
         self._clock = clock
         self._policy = make_policy(config.policy)
@@ -128,6 +130,7 @@ class Scheduler:
     def schedule(self) -> SchedulerOutput:
         now = self._clock()
         step = _Step(token_budget=self.config.max_num_batched_tokens)
+        self._drain_ending()
         self._expire(step, now)
         self._preempt_for_rank(step)
         self._schedule_running(step)
@@ -163,6 +166,64 @@ class Scheduler:
                 seq.first_token_time = self._clock()
             received.append(seq)
         return received
+
+    # ---- async scheduling: a step's bookkeeping in two halves ----------------------------------
+    # commit() at launch, so the next step can be scheduled while this one runs; apply_sampled()
+    # when its tokens reach the host. Together they do what update_from_output does.
+
+    def commit(self, output: SchedulerOutput) -> None:
+        """Count a launched step's tokens as computed; a sampling chunk appends a pending token."""
+        for chunk in output.scheduled:
+            seq = chunk.seq
+            if seq.status is not SequenceStatus.RUNNING or self._requests.get(seq.request_id) is not seq:
+                continue  # finished while the step was being launched (its results are discarded)
+            if seq.num_computed_tokens != chunk.start_position:
+                raise RuntimeError(
+                    f"request {seq.request_id!r}: commit of a stale step (computed "
+                    f"{seq.num_computed_tokens}, chunk starts at {chunk.start_position})"
+                )
+            seq.num_computed_tokens += chunk.num_new_tokens
+            if chunk.samples:
+                seq.output_token_ids.append(PENDING_TOKEN_ID)
+                seq.num_pending_tokens += 1
+
+    def apply_sampled(self, output: SchedulerOutput, sampled: dict[str, int]) -> list[Sequence]:
+        """Fill a committed step's pending tokens; return the requests that received one, in chunk order.
+
+        A request preempted since the step was launched still receives its token (it is WAITING,
+        and recomputes it with the rest); one finished since then gets nothing.
+        """
+        received: list[Sequence] = []
+        for chunk in output.scheduled:
+            seq = chunk.seq
+            if not chunk.samples or seq.is_finished or self._requests.get(seq.request_id) is not seq:
+                continue
+            if seq.num_pending_tokens != 1 or seq.request_id not in sampled:
+                raise RuntimeError(f"request {seq.request_id!r}: no pending token to fill from this step")
+            seq.output_token_ids[-1] = sampled[seq.request_id]
+            seq.num_pending_tokens = 0
+            if seq.first_token_time is None:
+                seq.first_token_time = self._clock()
+            received.append(seq)
+        return received
+
+    def _drain_ending(self) -> None:
+        """Async scheduling: a request whose pending token ends it by length needs no more compute.
+
+        Its seat and blocks go to others now, as they would in the plain loop once the token had
+        been seen (the step that used its blocks runs before any step that reuses them: one
+        stream). It stays unfinished, out of both queues, until its token arrives.
+        """
+        for queue in (self._running, self._waiting):
+            for seq in [s for s in queue if s.num_pending_tokens and self._ends_by_length(s)]:
+                self._remove(queue, seq)
+                self.block_manager.free(seq)
+
+    def _ends_by_length(self, seq: Sequence) -> bool:
+        """The pending token reaches max_tokens or the context: the request ends when it arrives."""
+        if seq.num_output_tokens >= seq.sampling_params.max_tokens:
+            return True
+        return self.max_model_len is not None and seq.num_tokens >= self.max_model_len
 
     # ---- phases -------------------------------------------------------------------------------
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from lab.engine.sampling_params import SamplingParams
 
 
+PENDING_TOKEN_ID = -1  # stands in the output list for a token still on the device (never fed to a model)
+
+
 class SequenceStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
@@ -46,6 +49,9 @@ class Sequence:
     deadline: float | None = None  # absolute time (same clock as arrival_time)
 
     output_token_ids: list[int] = field(default_factory=list)
+    # Async scheduling: the last `num_pending_tokens` output ids are PENDING_TOKEN_ID, sampled
+    # on the device but not yet seen by the host (0 or 1; the plain step loop never sets it).
+    num_pending_tokens: int = 0
     num_computed_tokens: int = 0
     block_table: list[int] = field(default_factory=list)
     status: SequenceStatus = SequenceStatus.WAITING
@@ -72,6 +78,7 @@ class Sequence:
 
     @property
     def token_ids(self) -> list[int]:
+        """A new list: prompt + outputs (O(n); the runner uses `token_slice` for the hot path)."""
         return self.prompt_token_ids + self.output_token_ids
 
     @property
@@ -89,3 +96,12 @@ class Sequence:
     def token_id_at(self, position: int) -> int:
         n = len(self.prompt_token_ids)
         return self.prompt_token_ids[position] if position < n else self.output_token_ids[position - n]
+
+    def token_slice(self, start: int, end: int) -> list[int]:
+        """token_ids[start:end] without building the whole prompt + output list."""
+        n = len(self.prompt_token_ids)
+        if end <= n:
+            return self.prompt_token_ids[start:end]
+        if start >= n:
+            return self.output_token_ids[start - n : end - n]
+        return self.prompt_token_ids[start:] + self.output_token_ids[: end - n]

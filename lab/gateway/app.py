@@ -1,32 +1,31 @@
 """The gateway as an ASGI app: the request path from key to replica and back.
 
-Contract: `build_app(config)` returns a FastAPI app serving `/v1/completions` and
-`/v1/chat/completions` (forwarded), `/v1/models`, `/health` (alive), `/ready` (some replica is
-healthy), `/metrics` and the admin endpoints (`lab.gateway.admin`). A forwarded request goes:
-key -> tier (401 without a valid key) -> token buckets (429 + Retry-After) -> priority queue
-(504 with tier and waited_ms past the tier's timeout) -> replica (502/503 when none answers) ->
-the replica's bytes, streamed as they arrive. Its slot and outstanding work are given back when
-the response ends, however it ends. Everything with a clock or randomness takes it as an
-argument (`clock`, `uniform`), and the health loop can be left off (`run_health=False`) so tests
-drive rounds themselves; there is no module state, so several apps can live in one process.
+Contract: `build_app(config)` returns a `GatewayApp`, an ASGI app serving `/v1/completions` and
+`/v1/chat/completions` (forwarded by `lab.gateway.forward`, on the bare ASGI interface: the hot
+path), and, through FastAPI, `/v1/models`, `/health` (alive), `/ready` (some replica is healthy),
+`/metrics` and the admin endpoints (`lab.gateway.admin`). `app.state.gateway` is the shared
+`Gateway`. A forwarded request goes: key -> tier (401 without a valid key) -> token buckets (429 +
+Retry-After) -> priority queue (504 with tier and waited_ms past the tier's timeout; a lower tier's
+running request may be preempted for it) -> replica over its connection pool (502/503 when none
+answers) -> the replica's bytes, streamed as they arrive. Its slot and outstanding work are given
+back when the response ends, however it ends (`Gateway.finish`). Everything with a clock or
+randomness takes it as an argument (`clock`, `uniform`), and the health loop can be left off
+(`run_health=False`) so tests drive rounds themselves; there is no module state, so several apps
+can live in one process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-import anyio
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
-from starlette.requests import ClientDisconnect
+from fastapi.responses import JSONResponse, Response
 
 from lab.gateway.admin import admin_router
 from lab.gateway.auth import KeyStore, bearer_token
@@ -34,20 +33,21 @@ from lab.gateway.buckets import RateLimiter
 from lab.gateway.canary import CanaryController
 from lab.gateway.config import GatewayConfig
 from lab.gateway.errors import GatewayError, unauthorized
+from lab.gateway.forward import FORWARDED, Forwarder
 from lab.gateway.health import HealthChecker
 from lab.gateway.metrics import GatewayMetrics
-from lab.gateway.openai_body import parse_body
-from lab.gateway.proxy import Proxy
-from lab.gateway.queue import AdmissionQueue, QueueTimeout
+from lab.gateway.pools import UpstreamPools
+from lab.gateway.proxy import Proxy, Upstream
+from lab.gateway.queue import AdmissionQueue, Ticket
 from lab.gateway.router import LeastOutstandingWork, Router
 from lab.gateway.traffic import Event, ReplicaState, Traffic
 
 
 class Gateway:
-    """Everything one app shares: config, keys, buckets, queue, traffic, router, canary, metrics."""
+    """Everything one app shares: config, keys, buckets, queue, traffic, router, canary, metrics, pools."""
 
     def __init__(self, config: GatewayConfig, clock: Callable[[], float], uniform: Callable[[], float],
-                 router: Router, transport: httpx.AsyncBaseTransport | None) -> None:
+                 router: Router) -> None:
         self.config, self.clock = config, clock
         self.keys = KeyStore(config.keys)
         self.limiter = RateLimiter(config.tiers, clock)
@@ -55,9 +55,11 @@ class Gateway:
         self.traffic = Traffic.from_config(config)
         self.canary = CanaryController(self.traffic, config.canary, clock)
         self.metrics = GatewayMetrics(self.traffic, self.queue.core, [t.name for t in config.tiers])
-        self.client = httpx.AsyncClient(transport=transport, limits=httpx.Limits(
-            max_connections=max(1000, 4 * config.queue.max_inflight), max_keepalive_connections=256))
-        self.proxy = Proxy(self.client, self.traffic, router, config.proxy, uniform, on_retry=self._failed_attempt)
+        self.pools = UpstreamPools(config.proxy, max_connections=max(100, 2 * config.queue.max_inflight))
+        self.proxy = Proxy(self.pools, self.traffic, router, config.proxy, uniform, on_retry=self._failed_attempt)
+        # Probes, model listings: the cold path, on httpx.
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(config.proxy.read_timeout_s,
+                                                              connect=config.proxy.connect_timeout_s))
         self.health = HealthChecker(self.traffic, config.health, self.client, self.canary, clock)
         self.traffic.listeners.append(self._on_event)
 
@@ -71,107 +73,50 @@ class Gateway:
         elif event.kind in ("rollback", "canary_abort"):  # automatic ones; an operator's abort is not counted
             self.metrics.rollbacks.inc()
 
-    async def _read_body(self, request: Request) -> bytes:
-        limit = self.config.proxy.max_body_bytes
-        too_large = GatewayError(413, f"request body is larger than the gateway's limit of {limit} bytes",
-                                 "invalid_request_error", "request_too_large")
-        if int(request.headers.get("content-length") or 0) > limit:
-            raise too_large
-        body = bytearray()
-        async for part in request.stream():  # counted as it comes: a missing content-length cannot sneak past
-            body += part
-            if len(body) > limit:
-                raise too_large
-        return bytes(body)
+    def finish(self, tier: str, ticket: Ticket | None, upstream: Upstream | None, outcome: str, arrived: float) -> None:
+        """Give back the slot and the outstanding work, count the outcome, close or reuse the connection.
 
-    async def forward(self, request: Request, path: str) -> Response:
-        arrived = self.clock()
-        key = self.keys.lookup(bearer_token(request.headers))
-        if key is None:
-            raise unauthorized()
-        tier = self.config.tier(key.tier)
-        try:
-            raw = await self._read_body(request)
-        except ClientDisconnect:
-            return Response(status_code=499)  # the client left before sending its body: nobody to answer
-        parsed = parse_body(raw, self.config.queue.default_max_tokens)
-        admission = self.limiter.admit(key, parsed.token_cost)
-        if not admission.admitted:
-            self.metrics.shed.labels(tier.name, admission.bucket).inc()
-            if math.isinf(admission.retry_after_s):
-                raise GatewayError(429, f"request of ~{parsed.token_cost} tokens exceeds the {admission.bucket} burst "
-                                        f"of tier {tier.name!r}; lower max_tokens or the prompt", "rate_limit_error",
-                                   "request_too_large", tier=tier.name)
-            retry_after = max(1, math.ceil(admission.retry_after_s))
-            raise GatewayError(429, f"rate limit of tier {tier.name!r} reached ({admission.bucket}); retry in "
-                                    f"{admission.retry_after_s * 1000:.0f} ms", "rate_limit_error", "rate_limited",
-                               headers={"Retry-After": str(retry_after)}, tier=tier.name,
-                               retry_after_s=round(admission.retry_after_s, 3))
-        try:
-            ticket = await self.queue.acquire(tier.name)
-        except QueueTimeout as timeout:
-            self.metrics.timed_out.labels(tier.name).inc()
-            raise GatewayError(504, str(timeout), "timeout_error", "queue_timeout", tier=tier.name,
-                               waited_ms=round(timeout.waited_ms, 1), timeout_ms=timeout.timeout_ms) from None
-        self.metrics.admitted.labels(tier.name).inc()
-        self.metrics.queue_wait.labels(tier.name).observe(self.clock() - arrived)
-        try:
-            upstream = await self.proxy.open(path, parsed, tier.priority)
-        except BaseException as error:
+        Synchronous on purpose: when the client leaves, this runs in a cancelled task, where an await
+        could be interrupted. `outcome`: ok | error (the replica broke or none answered) |
+        client_closed | preempted, or "" for a request refused before it reached the queue's end.
+        """
+        if ticket is not None:
             self.queue.release(ticket)
-            if isinstance(error, GatewayError):
-                self.metrics.requests.labels(tier.name, "", "error").inc()
-            raise
-        done = False
+        if outcome == "preempted":
+            self.metrics.tier[tier].preempted.inc()
+        if upstream is None:
+            if outcome in ("error", "preempted"):
+                self.metrics.count_request(tier, "", outcome)
+            return
+        upstream.reservation.close()
+        latency_s = self.clock() - arrived
+        if outcome == "ok" and upstream.status >= 400:
+            outcome = "client_error"  # the replica refused the request itself: not the replica's failure
+        self.metrics.count_request(tier, upstream.replica.version, outcome)
+        if outcome in ("ok", "error"):
+            self.metrics.tier[tier].latency.observe(latency_s)
+            self.canary.record(upstream.replica.version, ok=outcome == "ok", latency_s=latency_s)
+        upstream.close(reusable=outcome in ("ok", "client_error"))  # dropping it aborts the replica's work
 
-        async def finish(outcome: str) -> None:  # ok | error (the replica broke) | client_closed
-            nonlocal done
-            if done:
-                return
-            done = True
-            # Bookkeeping first and without awaiting: when the client leaves, this runs inside a
-            # cancelled scope, where any await would be interrupted.
-            self.queue.release(ticket)
-            upstream.reservation.close()
-            latency_s = self.clock() - arrived
-            if outcome == "ok" and upstream.response.status_code >= 400:
-                outcome = "client_error"  # the replica refused the request itself: not the replica's failure
-            self.metrics.requests.labels(tier.name, upstream.replica.version, outcome).inc()
-            if outcome in ("ok", "error"):
-                self.metrics.latency.labels(tier.name).observe(latency_s)
-                self.canary.record(upstream.replica.version, ok=outcome == "ok", latency_s=latency_s)
-            with anyio.CancelScope(shield=True):  # closing the upstream connection aborts the replica's work
-                await upstream.response.aclose()
 
-        async def relay() -> AsyncIterator[bytes]:
-            outcome, first = "client_closed", True  # unless the stream ends or the replica breaks
-            try:
-                async for chunk in upstream.response.aiter_raw():  # as they arrive: no buffering
-                    if first:
-                        first = False
-                        self.metrics.ttfb.labels(tier.name).observe(self.clock() - arrived)
-                    yield chunk
-                outcome = "ok"
-            except httpx.HTTPError as error:
-                # The replica broke mid-response; nothing can be retried once bytes went out. Say so:
-                # an SSE stream gets an error event (the openai SDK raises it), a JSON body is cut off.
-                outcome = "error"
-                if not upstream.response.headers.get("content-type", "").startswith("text/event-stream"):
-                    raise
-                message = f"replica {upstream.replica.name!r} failed mid-stream: {type(error).__name__}"
-                yield b"data: " + json.dumps({"error": {"message": message, "type": "upstream_error",
-                                                        "code": "upstream_broke", "param": None}}).encode() + b"\n\n"
-            finally:
-                await finish(outcome)
+class GatewayApp:
+    """The ASGI app: the forwarded routes straight to `Forwarder`, every other scope to FastAPI."""
 
-        return StreamingResponse(relay(), status_code=upstream.response.status_code, headers=upstream.headers(),
-                                 background=BackgroundTask(finish, "client_closed"))
+    def __init__(self, forwarder: Forwarder, fallback: FastAPI) -> None:
+        self.forwarder, self.fallback = forwarder, fallback
+        self.state = fallback.state
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in FORWARDED:
+            await self.forwarder(scope, receive, send)
+        else:
+            await self.fallback(scope, receive, send)
 
 
 def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monotonic,
               uniform: Callable[[], float] | None = None, router: Router | None = None,
-              transport: httpx.AsyncBaseTransport | None = None, run_health: bool = True) -> FastAPI:
-    gateway = Gateway(config, clock, uniform or random.Random().random, router or LeastOutstandingWork(), transport)
+              run_health: bool = True) -> GatewayApp:
+    gateway = Gateway(config, clock, uniform or random.Random().random, router or LeastOutstandingWork())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -184,6 +129,7 @@ def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monoto
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await gateway.client.aclose()
+            await gateway.pools.close()
 
     app = FastAPI(title="lab gateway", lifespan=lifespan)
     app.state.gateway = gateway
@@ -191,14 +137,6 @@ def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monoto
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, error: GatewayError) -> JSONResponse:
         return error.to_response()
-
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        return await gateway.forward(request, "/v1/completions")
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        return await gateway.forward(request, "/v1/chat/completions")
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -208,7 +146,7 @@ def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monoto
         replica = gateway.proxy.router.pick(gateway.traffic.of_version(version)) if version else None
         if replica is None:
             raise GatewayError(503, "no healthy replica is available", "service_unavailable", "no_healthy_replica")
-        reply = await gateway.client.get(replica.config.url + "/v1/models", timeout=gateway.proxy.timeout)
+        reply = await gateway.client.get(replica.config.url + "/v1/models")
         return Response(reply.content, status_code=reply.status_code, media_type="application/json")
 
     @app.get("/health")
@@ -225,4 +163,4 @@ def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monoto
         return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.include_router(admin_router(gateway))
-    return app
+    return GatewayApp(Forwarder(gateway), app)

@@ -26,25 +26,28 @@ class TokenBucket:
         self._level = burst
         self._stamp = clock()
 
-    def _refill(self) -> None:
-        now = self._clock()
+    def _refill(self, now: float | None) -> None:
+        if now is None:
+            now = self._clock()
         self._level = min(self.burst, self._level + (now - self._stamp) * self.rate_per_s)
         self._stamp = now
 
     @property
     def level(self) -> float:
-        self._refill()
+        self._refill(None)
         return self._level
 
-    def wait_s(self, amount: float) -> float:
-        """Seconds until `amount` is available; inf when it exceeds the burst (never)."""
+    def wait_s(self, amount: float, now: float | None = None) -> float:
+        """Seconds until `amount` is available; inf when it exceeds the burst (never). `now`: the clock's
+        reading, when the caller has one (one read for the four buckets of a request)."""
         if amount > self.burst:
             return math.inf
-        missing = amount - self.level
+        self._refill(now)
+        missing = amount - self._level
         return 0.0 if missing <= 0 else missing / self.rate_per_s
 
-    def take(self, amount: float) -> None:
-        self._refill()
+    def take(self, amount: float, now: float | None = None) -> None:
+        self._refill(now)
         self._level -= amount
 
 
@@ -53,6 +56,9 @@ class Admission:
     admitted: bool
     retry_after_s: float = 0.0  # inf: the request is larger than a bucket's burst, retrying cannot help
     bucket: str = ""  # which bucket refused, e.g. "key tokens"
+
+
+ADMITTED = Admission(True)
 
 
 class RateLimiter:
@@ -77,10 +83,11 @@ class RateLimiter:
         tier_requests, tier_tokens = self._pair("tier", tier.name, tier.tier_limit)
         draws = (("key requests", key_requests, 1.0), ("key tokens", key_tokens, tokens),
                  ("tier requests", tier_requests, 1.0), ("tier tokens", tier_tokens, tokens))
-        waits = [(bucket.wait_s(amount), label) for label, bucket, amount in draws]
+        now = self._clock()
+        waits = [(bucket.wait_s(amount, now), label) for label, bucket, amount in draws]
         longest, label = max(waits)
         if longest > 0:
             return Admission(False, longest, label)
         for _, bucket, amount in draws:
-            bucket.take(amount)
-        return Admission(True)
+            bucket.take(amount, now)
+        return ADMITTED

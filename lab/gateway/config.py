@@ -5,6 +5,20 @@ Contract: `load_config(path)` / `parse_config(mapping)` return a `GatewayConfig`
 errors too, so a typo never silently falls back to a default. Everything omitted takes the
 article's defaults: tiers VIP (32 concurrent, 500 ms) > realtime (64, 2000 ms) > async > batch,
 health probes every 15 s with 3 failures to eject, canaries that start at 1%.
+
+Capacity kept for higher tiers under overload (a queue alone cannot do it: once batch holds every
+slot, a VIP waits for one to free, however high its priority), two mechanisms per tier:
+- `max_inflight_share` (trunk reservation): a request of the tier starts only while all tiers together
+  hold fewer than `floor(share * queue.max_inflight)` slots, so the rest stays free for higher tiers.
+  Defaults: VIP 1.0, realtime 0.9, async 0.75, batch 0.5 (batch alone then uses half the slots: the
+  price of the headroom). Shares may not grow from a higher tier to a lower one.
+- `preempt_after_ms` / `preempts`: a request of a tier with `preempt_after_ms` that has waited that
+  long for a slot cancels the newest running request of the first tier in its `preempts` list that
+  has one running (an explicit `preempted` error to that client: a 503 before the first byte, an SSE
+  error event after) and takes its slot. `preempts` names lower tiers only (a tier never preempts
+  its equals or betters), in the order they give up slots. Defaults: VIP preempts after 100 ms, batch
+  first, then async, then realtime (under 2x overload VIP and realtime can hold every slot, and a VIP
+  that may not take realtime's then misses its 500 ms); realtime after 1000 ms, batch then async.
 Values the gateway derives at run time (health, weights, outstanding work) live in
 `lab.gateway.traffic`, never here. See `deploy/gateway.example.yaml` for a commented example.
 """
@@ -42,6 +56,9 @@ class TierConfig:
     timeout_ms: int  # longest wait in the queue before an explicit error
     tier_limit: BucketLimit  # shared by every key of the tier
     key_limit: BucketLimit  # each key of the tier on its own
+    max_inflight_share: float = 1.0  # starts only while all tiers hold < floor(share * max_inflight) slots
+    preempt_after_ms: int | None = None  # waited this long: cancel a running request of a tier in `preempts`
+    preempts: tuple[str, ...] = ()  # lower tiers whose running requests it may cancel, tried in this order
 
 
 @dataclass(frozen=True)
@@ -116,11 +133,14 @@ def _limit(rps: float, tps: float) -> BucketLimit:
 
 
 # Article: {"name": "VIP", "max_concurrency": 32, "timeout": 500}, {"name": "Realtime", ... 64, 2000}.
+# Reservation and preemption (not in the article) keep VIP's 500 ms deadline under 2x overload.
 DEFAULT_TIERS: tuple[TierConfig, ...] = (
-    TierConfig("vip", 0, 32, 500, _limit(200, 200_000), _limit(50, 50_000)),
-    TierConfig("realtime", 1, 64, 2000, _limit(400, 400_000), _limit(100, 100_000)),
-    TierConfig("async", 2, 128, 30_000, _limit(400, 800_000), _limit(100, 200_000)),
-    TierConfig("batch", 3, 32, 120_000, _limit(200, 800_000), _limit(100, 400_000)),
+    TierConfig("vip", 0, 32, 500, _limit(200, 200_000), _limit(50, 50_000), max_inflight_share=1.0,
+               preempt_after_ms=100, preempts=("batch", "async", "realtime")),
+    TierConfig("realtime", 1, 64, 2000, _limit(400, 400_000), _limit(100, 100_000), max_inflight_share=0.9,
+               preempt_after_ms=1000, preempts=("batch", "async")),
+    TierConfig("async", 2, 128, 30_000, _limit(400, 800_000), _limit(100, 200_000), max_inflight_share=0.75),
+    TierConfig("batch", 3, 32, 120_000, _limit(200, 800_000), _limit(100, 400_000), max_inflight_share=0.5),
 )
 
 
@@ -161,7 +181,16 @@ def _tier(t: _Fields) -> TierConfig:
         name=t.get("name", str), priority=t.get("priority", int),
         max_concurrency=t.positive("max_concurrency", int), timeout_ms=t.positive("timeout_ms", int),
         tier_limit=_bucket(t.sub("tier_limit", required=True)), key_limit=_bucket(t.sub("key_limit", required=True)),
+        max_inflight_share=t.positive("max_inflight_share", float, 1.0),
+        preempt_after_ms=t.optional_positive("preempt_after_ms", int),
+        preempts=tuple(t.names("preempts")),
     )
+    if tier.max_inflight_share > 1.0:
+        raise ConfigError(f"gateway config: {t.path}.max_inflight_share: expected 0 < share <= 1, "
+                          f"got {tier.max_inflight_share}")
+    if (tier.preempt_after_ms is None) != (not tier.preempts):
+        raise ConfigError(f"gateway config: {t.path}.preempts: preempt_after_ms and preempts go together "
+                          f"(when to preempt, and whom); got {tier.preempt_after_ms} and {list(tier.preempts)}")
     t.done()
     return tier
 
@@ -228,6 +257,21 @@ def _cross_check(config: GatewayConfig) -> None:
             raise ConfigError(f"gateway config: keys[{i}].tier: unknown tier {key.tier!r}; known: {names}")
     if config.admin_key_hash is not None and not check_hash_format(config.admin_key_hash):
         raise ConfigError("gateway config: admin_key_hash: not a key hash; make one with `lab gateway hash-key`")
+    by_name = {t.name: t for t in config.tiers}
+    for i, tier in enumerate(config.tiers):
+        for name in tier.preempts:
+            if name not in by_name:
+                raise ConfigError(f"gateway config: tiers[{i}].preempts: unknown tier {name!r}; known: {names}")
+            if by_name[name].priority <= tier.priority:
+                raise ConfigError(f"gateway config: tiers[{i}].preempts: {name!r} (priority {by_name[name].priority}) "
+                                  f"is not below {tier.name!r} (priority {tier.priority}): a tier preempts lower "
+                                  "tiers only")
+    by_priority = sorted(config.tiers, key=lambda t: t.priority)
+    for higher, lower in zip(by_priority, by_priority[1:]):
+        if lower.max_inflight_share > higher.max_inflight_share:
+            raise ConfigError(f"gateway config: tiers: max_inflight_share of {lower.name!r} ({lower.max_inflight_share}) "
+                              f"exceeds that of the higher tier {higher.name!r} ({higher.max_inflight_share}): "
+                              "a lower tier would take the slots kept for a higher one")
     replica_names = [r.name for r in config.replicas]
     if len(set(replica_names)) != len(replica_names):
         raise ConfigError(f"gateway config: replicas: duplicate replica names in {replica_names}")
@@ -261,6 +305,24 @@ class _Fields:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ConfigError(f"gateway config: {self._name(name)}: expected {kind.__name__}, got {value!r}")
         return value
+
+    def optional_positive(self, name: str, kind: type) -> Any:
+        """A positive number, or None when missing or null (the feature is off)."""
+        if self.data.get(name) is None:
+            self.seen.add(name)
+            return None
+        return self.positive(name, kind)
+
+    def names(self, name: str) -> list[str]:
+        """A list of distinct strings (empty when missing or null)."""
+        self.seen.add(name)
+        values = self.data.get(name)
+        if values is None:
+            return []
+        if (not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values)
+                or len(set(values)) != len(values)):
+            raise ConfigError(f"gateway config: {self._name(name)}: expected a list of distinct names, got {values!r}")
+        return list(values)
 
     def positive(self, name: str, kind: type, default: Any = ...) -> Any:
         value = self.get(name, kind, default)

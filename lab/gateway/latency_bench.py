@@ -10,7 +10,7 @@ It returns a `LatencyBenchResult`: `LatencyStats` of both paths, the difference 
 `added_p99_ms`: differences of the percentiles, not percentiles of per-request differences, which
 an open-loop run cannot pair), the CPU milliseconds each process (client, gateway, upstream) used per
 request during each path's phases (`gateway_gateway`: the gateway's own cost per request), and
-the uvicorn loop/HTTP stack the gateway runs on. The client, gateway and upstream
+the server, event loop and HTTP parser the gateway runs on (`server_stack`). The client, gateway and upstream
 share this machine's cores; the CPU columns show how much each took. `latency_stats(samples_s)`
 is the statistic (numpy's linear-interpolation percentiles), unit-tested on hand-made samples.
 """
@@ -77,7 +77,7 @@ class LatencyBenchResult:
     failures: int  # connection errors, both paths
     max_send_lag_ms: float  # worst lateness of the client against its schedule
     cpu_ms_per_request: dict[str, float]  # "<path>_<process>" -> CPU ms per request of that path's phases
-    server_stack: dict[str, str]  # the gateway's uvicorn loop and HTTP protocol
+    server_stack: dict[str, str]  # the gateway's server, event loop and HTTP parser
 
     @property
     def added_p50_ms(self) -> float:
@@ -103,13 +103,20 @@ class LatencyBenchResult:
                 **{f"gateway_{k}": v for k, v in self.server_stack.items()}}
 
 
-def server_stack() -> dict[str, str]:
-    """What uvicorn's 'auto' (the gateway's setting) resolves to here: uvloop and httptools when installed."""
+def server_stack(server: str = "lab") -> dict[str, str]:
+    """What `lab gateway --server SERVER` runs on here (`lab`, the default, or `uvicorn` with loop and
+    http "auto"): uvloop and httptools when installed."""
+    if server == "lab":
+        import importlib.util
+
+        loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+        return {"server": "lab.gateway.server", "loop": loop, "http": "httptools"}
     import uvicorn.config
 
     config = uvicorn.config.Config(app="lab.gateway.app:build_app", loop="auto", http="auto")
     config.load()
-    return {"loop": config.get_loop_factory().__module__.split(".")[0], "http": config.http_protocol_class.__name__}
+    return {"server": "uvicorn", "loop": config.get_loop_factory().__module__.split(".")[0],
+            "http": config.http_protocol_class.__name__}
 
 
 def _gateway_config() -> dict[str, Any]:

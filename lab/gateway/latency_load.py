@@ -58,6 +58,8 @@ class _Connection(asyncio.Protocol):
             self.done.set_exception(ConnectionError(f"connection lost: {exc}"))
 
     async def send(self, request: bytes) -> int:
+        if self.transport.is_closing():
+            raise ConnectionError("connection closed by the server")
         self.done = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return await self.done
@@ -84,6 +86,8 @@ async def fire(host: str, port: int, request: bytes, rate_per_s: float, duration
 
     async def one(scheduled: float) -> None:
         nonlocal failures
+        while idle and idle[-1].transport.is_closing():  # the server closed it while idle (keep-alive timeout)
+            idle.pop()
         connection = idle.pop() if idle else await connect()
         start = time.perf_counter()
         try:

@@ -10,6 +10,8 @@ Names start with `lab_gateway_`; `METRIC_NAMES` lists every family, for the aler
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -20,12 +22,12 @@ from lab.gateway.traffic import Traffic
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
-OUTCOMES = ("ok", "error", "client_error", "client_closed")  # of lab_gateway_requests_total
+OUTCOMES = ("ok", "error", "client_error", "client_closed", "preempted")  # of lab_gateway_requests_total
 SHED_BUCKETS = ("key requests", "key tokens", "tier requests", "tier tokens")  # lab.gateway.buckets' labels
 
 METRIC_NAMES = (
     "lab_gateway_requests_admitted_total", "lab_gateway_requests_shed_total", "lab_gateway_requests_timed_out_total",
-    "lab_gateway_requests_total", "lab_gateway_upstream_retries_total", "lab_gateway_replica_ejections_total",
+    "lab_gateway_requests_total", "lab_gateway_requests_preempted_total", "lab_gateway_upstream_retries_total", "lab_gateway_replica_ejections_total",
     "lab_gateway_rollbacks_total", "lab_gateway_request_latency_seconds", "lab_gateway_time_to_first_byte_seconds",
     "lab_gateway_queue_wait_seconds", "lab_gateway_queue_length", "lab_gateway_inflight_requests",
     "lab_gateway_replica_healthy", "lab_gateway_replica_outstanding_requests", "lab_gateway_version_weight_percent",
@@ -56,6 +58,18 @@ class _StateCollector(Collector):
         yield from (queued, inflight, healthy, outstanding, weights)
 
 
+@dataclass(frozen=True)
+class TierSeries:
+    """One tier's children of the per-tier families, resolved once: `labels()` costs a lock and a lookup."""
+
+    admitted: Any
+    timed_out: Any
+    preempted: Any
+    latency: Any
+    ttfb: Any
+    queue_wait: Any
+
+
 class GatewayMetrics:
     def __init__(self, traffic: Traffic, queue: PriorityAdmission, tiers: list[str]) -> None:
         versions = traffic.versions()
@@ -66,8 +80,10 @@ class GatewayMetrics:
                             ["tier", "bucket"], registry=registry)
         self.timed_out = Counter("lab_gateway_requests_timed_out", "Requests whose tier deadline passed in the queue",
                                  ["tier"], registry=registry)
-        self.requests = Counter("lab_gateway_requests", "Forwarded requests by outcome: ok, error, client_error, client_closed",
-                                ["tier", "version", "outcome"], registry=registry)
+        self.requests = Counter("lab_gateway_requests", "Forwarded requests by outcome: ok, error, client_error, "
+                                "client_closed, preempted", ["tier", "version", "outcome"], registry=registry)
+        self.preempted = Counter("lab_gateway_requests_preempted", "Running requests cancelled to free a slot "
+                                 "for a higher tier", ["tier"], registry=registry)
         self.retries = Counter("lab_gateway_upstream_retries", "Attempts that failed before the first byte and moved on",
                                ["replica"], registry=registry)
         self.ejections = Counter("lab_gateway_replica_ejections", "Replicas ejected after consecutive failed probes",
@@ -80,15 +96,25 @@ class GatewayMetrics:
         self.queue_wait = Histogram("lab_gateway_queue_wait_seconds", "Time spent waiting for a slot",
                                     ["tier"], buckets=LATENCY_BUCKETS_S, registry=registry)
         registry.register(_StateCollector(traffic, queue, tiers))
+        self.tier = {t: TierSeries(*(family.labels(t) for family in (self.admitted, self.timed_out, self.preempted,
+                                                                     self.latency, self.ttfb, self.queue_wait)))
+                     for t in tiers}
+        self._outcomes: dict[tuple[str, str, str], Any] = {}
         # Series exist from the start (at 0), so rate() and the alert rules see them before the first event.
         for tier in tiers:
-            for family in (self.admitted, self.timed_out, self.latency, self.ttfb, self.queue_wait):
+            for family in (self.admitted, self.timed_out, self.preempted, self.latency, self.ttfb, self.queue_wait):
                 family.labels(tier)
             for bucket in SHED_BUCKETS:
                 self.shed.labels(tier, bucket)
             for version in versions:
                 for outcome in OUTCOMES:
                     self.requests.labels(tier, version, outcome)
+
+    def count_request(self, tier: str, version: str, outcome: str) -> None:
+        child = self._outcomes.get((tier, version, outcome))
+        if child is None:
+            child = self._outcomes[(tier, version, outcome)] = self.requests.labels(tier, version, outcome)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

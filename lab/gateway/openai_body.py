@@ -4,8 +4,11 @@ Contract: `parse_body(raw, default_max_tokens)` checks the little the gateway ne
 object, a non-negative integer `max_tokens`/`max_completion_tokens` if given) and returns a
 `ClientRequest`: the body, whether it streams, and its token cost for the buckets (a prompt
 estimate of ~4 characters per token, plus max_tokens). Everything else is the replica's to
-validate. `for_replica(body, priority, model)` is the body sent upstream: the client's `priority`
-is replaced by its tier's, so a client can never raise its own rank.
+validate. `for_replica(request, priority, model)` is the body sent upstream: the client's `priority`
+is replaced by its tier's, so a client can never raise its own rank. When the client sent no
+`priority` and no model is rewritten, the field is spliced into the client's bytes (`"priority": N`
+before the closing brace) instead of re-serializing the whole body; `dumps_for_replica` is the plain
+path and the test oracle (both parse to the same object).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class ClientRequest:
     stream: bool
     prompt_tokens: int
     max_tokens: int
+    raw: bytes = b""  # the client's bytes, as received
 
     @property
     def token_cost(self) -> int:
@@ -60,10 +64,18 @@ def parse_body(raw: bytes, default_max_tokens: int) -> ClientRequest:
         max_tokens = default_max_tokens
     elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
         raise bad_request(f"max_tokens must be a non-negative integer, got {max_tokens!r}", param="max_tokens")
-    return ClientRequest(body, bool(body.get("stream")), estimate_prompt_tokens(body), max_tokens)
+    return ClientRequest(body, bool(body.get("stream")), estimate_prompt_tokens(body), max_tokens, raw)
 
 
-def for_replica(body: dict[str, Any], priority: int, model: str | None) -> bytes:
+def for_replica(request: ClientRequest, priority: int, model: str | None) -> bytes:
+    raw = request.raw.rstrip()
+    # Only a plain UTF-8 object (json.loads also takes UTF-16/32 and a BOM), without a priority to replace.
+    if not model and "priority" not in request.body and raw[:1] == b"{" and raw[-1:] == b"}":
+        return raw[:-1] + (b',"priority":%d}' if request.body else b'"priority":%d}') % priority
+    return dumps_for_replica(request.body, priority, model)
+
+
+def dumps_for_replica(body: dict[str, Any], priority: int, model: str | None) -> bytes:
     upstream = dict(body)
     upstream["priority"] = priority  # vLLM's field: lower is served first; overwrites the client's
     if model:

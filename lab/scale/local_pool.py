@@ -19,13 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.errors import LabError
-from lab.scale.pool import ReplicaInfo, ReplicaState
+from lab.scale.pool import ReplicaInfo, ReplicaState, probe_ready, wait_until_ready
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -106,12 +103,7 @@ class LocalPool:
         return ReplicaState.READY if p.ready_after_s is not None else ReplicaState.STARTING
 
     def _probe(self, p: _Process) -> bool:
-        try:
-            with urllib.request.urlopen(self._url(p) + self.config.ready_path,
-                                        timeout=self.config.probe_timeout_s) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return probe_ready(self._url(p), self.config.probe_timeout_s, self.config.ready_path)
 
     def refresh(self) -> list[ReplicaInfo]:
         for p in list(self._processes.values()):
@@ -142,19 +134,13 @@ class LocalPool:
             self._stop(p)
 
     def wait_ready(self, replicas: int, timeout_s: float = 120.0, poll_s: float = 0.2) -> list[str]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            infos = self.refresh()
-            failed = [p for p in self._processes.values() if self._state(p) is ReplicaState.FAILED]
-            if failed:
-                tails = "\n".join(f"--- {p.name} (exit {p.popen.returncode}):\n{_tail(p.log_path)}" for p in failed)
-                raise LabError(f"{len(failed)} replica(s) exited before becoming ready:\n{tails}")
-            ready = [i.url for i in infos if i.state is ReplicaState.READY]
-            if len(ready) >= replicas:
-                return ready
-            if time.monotonic() > deadline:
-                raise LabError(f"{len(ready)} of {replicas} replicas ready after {timeout_s:g} s; logs in {self.log_dir}")
-            time.sleep(poll_s)
+        return wait_until_ready(self.refresh, replicas, timeout_s=timeout_s, poll_s=poll_s,
+                                explain_failed=self._explain_failed, where=f"; logs in {self.log_dir}")
+
+    def _explain_failed(self, failed: list[ReplicaInfo]) -> str:
+        processes = [self._processes[i.name] for i in failed]
+        tails = "\n".join(f"--- {p.name} (exit {p.popen.returncode}):\n{_tail(p.log_path)}" for p in processes)
+        return f"{len(processes)} replica(s) exited before becoming ready:\n{tails}"
 
     def close(self) -> None:
         for p in self._processes.values():

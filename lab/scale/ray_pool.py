@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from lab.scale.pool import ReplicaInfo, ReplicaState
+from lab.scale.pool import ReplicaInfo, ReplicaState, probe_ready, wait_until_ready
 
 
 @dataclass(frozen=True)
@@ -120,11 +118,7 @@ class RayPool:
         return ReplicaState.READY if a.ready_after_s is not None else ReplicaState.STARTING
 
     def _probe(self, url: str) -> bool:
-        try:
-            with urllib.request.urlopen(url + "/ready", timeout=self.config.probe_timeout_s) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return probe_ready(url, self.config.probe_timeout_s)
 
     def scale_to(self, replicas: int) -> None:
         if replicas < 0:
@@ -179,20 +173,13 @@ class RayPool:
         return [r.url for r in self.replicas() if r.state is ReplicaState.READY]
 
     def wait_ready(self, replicas: int, timeout_s: float = 180.0, poll_s: float = 0.5) -> list[str]:
-        from lab.errors import LabError
-
-        deadline = time.monotonic() + timeout_s
-        while True:
-            infos = self.refresh()
-            if any(i.state is ReplicaState.FAILED for i in infos):
-                raise LabError("a Ray replica's server exited before becoming ready")
-            ready = [i.url for i in infos if i.state is ReplicaState.READY]
-            if len(ready) >= replicas:
-                return ready
-            if time.monotonic() > deadline:
-                raise LabError(f"{len(ready)} of {replicas} Ray replicas ready after {timeout_s:g} s")
-            time.sleep(poll_s)
+        return wait_until_ready(self.refresh, replicas, timeout_s=timeout_s, poll_s=poll_s, where=" (Ray)",
+                                explain_failed=_explain_failed)
 
     def close(self) -> None:
         for a in list(self._actors.values()):
             self._stop(a)
+
+
+def _explain_failed(failed: list[ReplicaInfo]) -> str:
+    return f"{len(failed)} Ray replica(s) exited before becoming ready (their logs are the actors' logs)"

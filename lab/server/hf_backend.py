@@ -11,8 +11,10 @@ Contract (a `ServingBackend`, see `backend.py`):
   detokenizer); `queue_time_s` is arrival to the start of the request's batch.
 - `stats()`: running = unfinished requests of the current batch, waiting = queued requests;
   `kv_cache_usage` is 0.0 (there is no block pool to fill: HF's DynamicCache grows per batch).
-- A prompt outside the vocabulary, or a request id already live, is refused (`RequestRefused`)
-  before the first delta; a batch whose `generate()` raises fails each of its requests with
+- A prompt the engine would refuse (empty, no room for an output token in the context, token ids
+  outside the vocabulary: `lab.engine.prompt_checks`, the engine's rules and wording), or a
+  request id already live, is refused (`RequestRefused`) before the first delta, so one bad
+  prompt never fails the batch it would have joined; a batch whose `generate()` raises fails each of its requests with
   `BackendError`; `abort` ends a queued request at once and a running one with its next delta
   (its batch keeps the slot until the batch ends).
 This module is torch-free: `load` imports the torch side (`hf_model`, `hf_generate`) lazily.
@@ -32,6 +34,7 @@ from lab.engine.sampling_params import SamplingParams
 from lab.engine.sequence import FinishReason
 from lab.server.backend import BackendError, BackendStats, Delta, RequestRefused, TokenizerLike
 from lab.server.hf_request import HFRequest
+from lab.engine.prompt_checks import check_prompt_ids
 
 if TYPE_CHECKING:
     from lab.engine.args import EngineArgs
@@ -73,10 +76,10 @@ class HFBackend:
     # ---- the ServingBackend protocol ------------------------------------------------------------
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams, request_id: str,
                        priority: int = 0) -> AsyncIterator[Delta]:
-        bad = [t for t in prompt_token_ids if not 0 <= t < self._vocab_size]
-        if bad:
-            raise RequestRefused(
-                f"prompt token ids {bad[:5]} are outside the model's vocabulary [0, {self._vocab_size})")
+        try:
+            check_prompt_ids(prompt_token_ids, self._vocab_size, self.max_model_len)
+        except ValueError as exc:
+            raise RequestRefused(str(exc)) from None
         detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_token_ids,
                                              skip_special_tokens=params.skip_special_tokens, stop=params.stop)
         request = HFRequest(request_id, prompt_token_ids, params, detokenizer, asyncio.get_running_loop())

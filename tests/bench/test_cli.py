@@ -10,7 +10,7 @@ import pytest
 from lab.bench.arrivals import ConstantArrivals, FlashSaleArrivals, GammaArrivals, PoissonArrivals
 from lab.bench.cli import config_from_args
 from lab.bench.tiers import parse_tier
-from lab.bench.workloads import TraceWorkload
+from lab.bench.workloads import ChatWorkload, RandomWorkload, TraceWorkload
 from lab.cli import build_parser, main
 from lab.errors import LabError
 
@@ -25,7 +25,8 @@ def test_help_documents_every_workload_arrival_and_metric(capsys):
     text = capsys.readouterr().out
     for word in ("random", "trace", "--trace-speedup", "--max-duration-s", "--max-context-tokens",
                  "poisson", "gamma", "burstiness", "constant", "flash-sale", "--request-rates", "--max-concurrency",
-                 "--tier", "TTFT", "TPOT", "ITL", "E2EL", "goodput", "P99", "timeout", "GPU", "Ctrl-C"):
+                 "--tier", "TTFT", "TPOT", "ITL", "E2EL", "goodput", "P99", "timeout", "GPU", "Ctrl-C",
+                 "chat", "lognormal", "--random-range-ratio", "telemetry.steady", "ramp-up", "max_qps"):
         assert word in text, word
 
 
@@ -53,7 +54,17 @@ def test_trace_options_and_tiers(tmp_path):
     assert [(s.metric, s.limit_ms) for s in config.slos] == [("ttft", 500.0), ("tpot", 50.0)]
 
 
-@pytest.mark.parametrize("argv", [("--tier", "vip"), ("--tier", "vip:k:x"), ("--goodput", "speed:3"),
+def test_random_range_ratio_and_chat_options(tmp_path):
+    config = config_from_args(parse("--input-len", "64", "--output-len", "16", "--random-range-ratio", "0.25",
+                                    "--num-prompts", "9"))
+    assert config.workload == RandomWorkload(9, 64, 16, range_ratio=0.25)
+    config = config_from_args(parse("--workload", "chat", "--num-prompts", "7", "--max-context-tokens", "1024",
+                                    "--trace", str(tmp_path / "t.csv"), "--request-rate", "3"))
+    assert config.workload == ChatWorkload(7, 1024, tmp_path / "t.csv") and config.arrivals == PoissonArrivals(3.0)
+
+
+@pytest.mark.parametrize("argv", [("--random-range-ratio", "1.5"), ("--tier", "vip"), ("--tier", "vip:k:x"),
+                                  ("--goodput", "speed:3"),
                                   ("--arrival", "trace"), ("--request-rate", "0")])
 def test_bad_options_are_lab_errors(argv):
     with pytest.raises(LabError):

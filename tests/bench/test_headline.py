@@ -51,13 +51,46 @@ def test_knee_reads_the_first_cap_above_the_knee_against_the_lowest():
     assert k["knee_latency_increase_pct"] == pytest.approx(900.0)
     assert k["knee_error_rate_pct"] == pytest.approx(50.0) and k["knee_concurrency_above"] == 256
     assert math.isnan(knee_metrics(runs()[0].knee, knee_concurrency=512)["knee_error_rate_pct"])
+    # Every level is recorded too, against the lowest cap: cap 128 has mean E2E 0.6 s, no errors.
+    assert k["knee_c1_latency_increase_pct"] == 0.0 and k["knee_c1_error_rate_pct"] == 0.0
+    assert k["knee_c128_latency_increase_pct"] == pytest.approx(200.0) and k["knee_c128_error_rate_pct"] == 0.0
+    assert k["knee_c256_error_rate_pct"] == pytest.approx(50.0)
 
 
-def test_an_engine_that_never_meets_the_slo_gives_nan_not_a_number_from_nowhere():
-    baseline, fullpower = runs()
-    hopeless = EngineRun("baseline", load=(bench_result(1.0, [0.9, 1.2]),))
+def test_a_baseline_that_never_meets_the_slo_is_an_upper_bound_and_the_ratio_a_lower_bound():
+    _, fullpower = runs()
+    fullpower = dataclasses.replace(fullpower, load=(bench_result(0.25, [0.05]), *fullpower.load))
+    hopeless = EngineRun("baseline", load=(bench_result(0.25, [0.9, 1.2]), bench_result(1.0, [1.9, 2.2])))
     m = headline_metrics(hopeless, fullpower, ttft_p99_slo_s=SLO_S, knee_concurrency=128)
+    # Its max QPS is below the lowest rate it ran (0.25 req/s), which is what is recorded, marked as a bound.
+    assert m["baseline_max_qps"] == 0.25 and m["baseline_max_qps_is_upper_bound"] == 1.0
+    assert m["qps_ratio"] == pytest.approx(0.3 / 0.25)
+    assert (m["qps_ratio_is_lower_bound"], m["qps_ratio_is_upper_bound"]) == (1.0, 0.0)
+    # The P99 E2E comparison is read at that lowest rate, where full power ran too.
+    assert m["headline_load_rate_per_s"] == 0.25
+    assert m["baseline_p99_e2e_ms"] == pytest.approx(1297, abs=1) and m["fullpower_p99_e2e_ms"] == pytest.approx(150)
+    table = headline_markdown(m)
+    assert "| < 0.25 |" in table and "| >= 1.2x |" in table
+
+
+def test_an_engine_passing_at_its_highest_rate_is_a_lower_bound_and_opposite_bounds_give_nan():
+    baseline, fullpower = runs()
+    m = headline_metrics(baseline, fullpower, ttft_p99_slo_s=SLO_S, knee_concurrency=128)
+    # Full power met the SLO at 8 req/s, the highest it ran: it never saturated.
+    assert (m["fullpower_max_qps_is_lower_bound"], m["baseline_max_qps_is_lower_bound"]) == (1.0, 0.0)
+    assert m["qps_ratio_is_lower_bound"] == 1.0 and m["fullpower_max_qps_num_requests"] == 3
+    # A baseline that never saturated either: the true ratio could be anything.
+    easy = EngineRun("baseline", load=(bench_result(1.0, [0.1]), bench_result(2.0, [0.1])))
+    m = headline_metrics(easy, fullpower, ttft_p99_slo_s=SLO_S, knee_concurrency=128)
+    assert math.isnan(m["qps_ratio"]) and m["qps_ratio_is_lower_bound"] == m["qps_ratio_is_upper_bound"] == 0.0
+
+
+def test_an_engine_without_a_complete_point_gives_nan_not_a_number_from_nowhere():
+    _, fullpower = runs()
+    interrupted = EngineRun("baseline", load=(bench_result(1.0, [0.1], partial=True),))
+    m = headline_metrics(interrupted, fullpower, ttft_p99_slo_s=SLO_S, knee_concurrency=128)
     assert math.isnan(m["baseline_max_qps"]) and math.isnan(m["qps_ratio"]) and math.isnan(m["p99_e2e_ratio"])
+    assert m["baseline_max_qps_is_upper_bound"] == 0.0
     assert "n/a" in headline_markdown(m)
 
 

@@ -2,6 +2,9 @@
 
 Each kernel runs on the same random paged cache (shuffled blocks, mixed lengths, padding rows) as
 its torch oracle in bf16; decode with CUDA graphs must produce the same tokens as the eager engine.
+Mixed steps (decode rows + prefill chunks over cached context): the varlen GQA kernel vs the
+per-sequence oracle in bf16, whole models on the "triton" backend vs "reference" in float32, and
+the engine under chunked prefill, token for token.
 """
 from __future__ import annotations
 
@@ -48,6 +51,54 @@ def test_mla_triton_equals_torch(heads, rank, rope) -> None:
     want = mla_decode_attention_torch(q, cache, meta, rank, 0.1)
     got = mla_decode_triton(q, cache, meta.block_tables_tensor, meta.seq_lens_tensor, rank, 0.1)
     torch.testing.assert_close(got.float(), want.float(), atol=ATOL, rtol=ATOL)
+
+
+# decode rows with long contexts, prefill from 0, chunks over cached context (one spanning 1000 keys)
+MIXED_QUERY_LENS = [1, 1, 200, 1, 77, 513, 1, 16]
+MIXED_SEQ_LENS = [15, 1000, 200, 333, 500, 1000, 17, 16]
+
+
+@pytest.mark.parametrize("heads,kv_heads,dim", [(12, 2, 128), (28, 4, 128), (8, 8, 64), (16, 1, 128)])
+@pytest.mark.parametrize("block_size", [16, 64])
+def test_varlen_gqa_triton_equals_reference(heads, kv_heads, dim, block_size) -> None:
+    from lab.engine.attention import paged_attention
+    from lab.engine.kernels.varlen_attention import gqa_varlen_triton
+    from lab.engine.prefill_attention import gqa_mixed_attention_torch
+    from tests.engine.paged_fixtures import random_caches, random_step_meta
+
+    num_blocks = 4096 // block_size
+    meta = random_step_meta(MIXED_QUERY_LENS, MIXED_SEQ_LENS, block_size, num_blocks, "cuda", seed=3)
+    k, v = random_caches([(kv_heads, dim)] * 2, num_blocks, block_size, torch.bfloat16, "cuda")
+    q = torch.randn(sum(MIXED_QUERY_LENS), heads, dim, device="cuda", dtype=torch.bfloat16)
+    want = paged_attention(q, k, v, meta, dim**-0.5)  # float32 math per sequence
+    got = gqa_varlen_triton(q, k, v, meta.block_tables_tensor, meta.seq_lens_tensor, meta.query_start_loc_tensor,
+                            dim**-0.5, meta.max_query_len)
+    torch.testing.assert_close(got.float(), want.float(), atol=ATOL, rtol=ATOL)
+    torch.testing.assert_close(gqa_mixed_attention_torch(q, k, v, meta, dim**-0.5).float(), want.float(), atol=ATOL, rtol=ATOL)
+
+
+@pytest.mark.parametrize("model", ["tiny", "r1-distill-qwen-1.5b"])
+@pytest.mark.parametrize("step", [(MIXED_QUERY_LENS, MIXED_SEQ_LENS), ([5, 9, 1], [5, 9, 1])], ids=["mixed", "prefill"])
+def test_model_step_triton_equals_reference(model, step) -> None:
+    """Whole models (float32) on one step: MLA's split path and the GQA varlen kernel vs the oracle loops."""
+    from tests.engine.paged_fixtures import SMALL_QWEN, model_step_outputs
+
+    overrides = {"num_hidden_layers": 2} if model == "tiny" else dict(SMALL_QWEN, num_attention_heads=8, hidden_size=512)
+    outs = model_step_outputs(model, overrides, step, 16, backends=("reference", "triton"), device="cuda", num_blocks=512)
+    torch.testing.assert_close(outs["triton"], outs["reference"], atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("model", ["tiny", "r1-distill-qwen-1.5b"])
+def test_triton_backend_matches_reference_under_chunked_prefill(model) -> None:
+    from lab.engine import LLM, SamplingParams
+
+    prompts = [list(range(200, 200 + n)) for n in (9, 70, 33, 150)]
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    kw = dict(dtype="float32", max_model_len=512, num_gpu_blocks=128, enforce_eager=True, max_num_batched_tokens=32,
+              max_num_seqs=3, hf_overrides={"num_hidden_layers": 4})
+    ref = LLM(model, attention_backend="reference", moe_backend="loop", **kw).generate(prompts, params)
+    fast = LLM(model, attention_backend="triton", moe_backend="grouped", **kw).generate(prompts, params)
+    assert [o.outputs[0].token_ids for o in fast] == [o.outputs[0].token_ids for o in ref]
 
 
 def test_padding_rows_give_zeros() -> None:
@@ -134,3 +185,192 @@ def test_fused_ops_engine_matches_unfused() -> None:
     plain = LLM("tiny", fused_ops=False, **kw).generate(prompts, params)
     fused = LLM("tiny", fused_ops=True, **kw).generate(prompts, params)
     assert [o.outputs[0].token_ids for o in fused] == [o.outputs[0].token_ids for o in plain]
+
+
+# ---- skinny GEMM (kernels/gemv.py) and fused add + RMSNorm (kernels/fused_ops.py) ----------------
+# bf16 W and x, float32 accumulation in both: the kernel's output is compared with a float32 GEMM of
+# the same bf16 inputs, within bf16 output rounding (2^-8 relative) plus summation-order noise.
+
+GEMV_SHAPES = {  # (N, K, bias): every projection of the two presets that decode runs through Linear
+    "qwen_qkv": (2048, 1536, True), "qwen_o": (1536, 1536, False), "qwen_gate_up": (17920, 1536, False),
+    "qwen_down": (1536, 8960, False), "qwen_lm_head": (151936, 1536, False),
+    "v2_q": (3072, 2048, False), "v2_kv_a": (576, 2048, False), "v2_kv_b": (4096, 512, False),
+    "v2_o": (2048, 2048, False), "v2_gate_up": (21888, 2048, False), "v2_down": (2048, 10944, False),
+    "v2_shared_gate_up": (5632, 2048, False), "v2_shared_down": (2048, 2816, False),
+    "v2_lm_head": (102400, 2048, False),
+}
+
+
+@pytest.mark.parametrize("m", [1, 3, 8, 16])
+@pytest.mark.parametrize("name", list(GEMV_SHAPES))
+def test_gemv_bf16_equals_float32_gemm(name, m) -> None:
+    from lab.engine.kernels.gemv import gemv
+
+    n, k, has_bias = GEMV_SHAPES[name]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(m, k, device="cuda", generator=g).to(torch.bfloat16)
+    w = (torch.randn(n, k, device="cuda", generator=g) * 0.02).to(torch.bfloat16)
+    b = torch.randn(n, device="cuda", generator=g).to(torch.bfloat16) if has_bias else None
+    want = torch.nn.functional.linear(x.float(), w.float(), None if b is None else b.float())
+    got = gemv(x, w, b)
+    assert got.dtype == torch.bfloat16 and got.shape == (m, n)
+    torch.testing.assert_close(got.float(), want, atol=1e-2, rtol=1e-2)
+    logits = gemv(x, w, b, out_dtype=torch.float32)  # LMHead's float32 output: no output rounding
+    torch.testing.assert_close(logits, want, atol=2e-3, rtol=2e-3)
+
+
+def test_gemv_captures_in_a_cuda_graph() -> None:
+    from lab.engine.kernels.gemv import gemv
+
+    w = torch.randn(1536, 8960, device="cuda", dtype=torch.bfloat16) * 0.02  # split-K for M >= 2
+    x = torch.randn(4, 8960, device="cuda", dtype=torch.bfloat16)
+    gemv(x, w)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = gemv(x, w)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.testing.assert_close(y.float(), x.float() @ w.float().T, atol=1e-2, rtol=1e-2)
+
+
+def test_linear_and_lm_head_dispatch_to_gemv() -> None:
+    from lab.engine.models.layers import Embedding, Linear, LMHead
+
+    lin = Linear(512, 300, bias=True).cuda().to(torch.bfloat16)
+    lin.weight.data.normal_(0, 0.02)
+    lin.bias.data.normal_()
+    head = LMHead(512, 1000, tied_to=Embedding(1000, 512).cuda().to(torch.bfloat16))
+    head.tied_to[0].weight.data.normal_(0, 0.02)
+    for rows in (1, 16, 17):  # 17: back to cuBLAS
+        x = torch.randn(rows, 512, device="cuda", dtype=torch.bfloat16)
+        plain_y, plain_logits = lin(x), head(x)
+        lin.fused = head.fused = True
+        torch.testing.assert_close(lin(x).float(), plain_y.float(), atol=1e-2, rtol=1e-2)
+        logits = head(x)
+        assert logits.dtype == torch.float32
+        torch.testing.assert_close(logits, plain_logits, atol=1e-2, rtol=1e-2)
+        lin.fused = head.fused = False
+
+
+@pytest.mark.parametrize("hidden", [1536, 2048])
+def test_add_rms_norm_bf16_equals_add_then_norm(hidden) -> None:
+    from lab.engine.kernels.fused_ops import add_rms_norm_triton
+    from lab.engine.models.layers import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(hidden, 1e-6).cuda().to(torch.bfloat16)
+    norm.weight.data.normal_(1.0, 0.2)
+    x = torch.randn(7, 3 * hidden, device="cuda", dtype=torch.bfloat16)[:, hidden:2 * hidden]  # strided
+    residual = torch.randn(7, hidden, device="cuda", dtype=torch.bfloat16)
+    want_sum = residual + x
+    want = norm(want_sum)
+    got, got_sum = add_rms_norm_triton(x, residual, norm.weight, 1e-6)
+    assert got_sum.data_ptr() == residual.data_ptr() and torch.equal(got_sum, want_sum)  # in place, same rounding
+    torch.testing.assert_close(got, want, atol=1e-2, rtol=1e-2)
+
+
+def test_fused_model_forward_close_to_plain_bf16() -> None:
+    """A 2-layer bf16 R1-Distill-Qwen with every fused op (GEMV, residual stream, norms) vs the plain path."""
+    from lab.engine.attention import AttentionMetadata
+    from lab.engine.kv_cache import allocate_kv_cache
+    from lab.engine.loader import load_model
+    from lab.engine.models.layers import set_fused_ops
+
+    model = load_model("r1-distill-qwen-1.5b", torch.bfloat16, "cuda", hf_overrides={"num_hidden_layers": 2}).module
+    ids = torch.arange(100, 110, device="cuda")  # 10 tokens <= 16: every Linear takes the GEMV path
+    logits = {}
+    for fused in (False, True):
+        set_fused_ops(model, fused)
+        cache = allocate_kv_cache(model.kv_cache_spec(torch.bfloat16), 4, 16, torch.device("cuda"))
+        meta = AttentionMetadata([0, 10], [10], [[1]], torch.arange(16, 26, device="cuda"), 16)
+        with torch.inference_mode():
+            logits[fused] = model.compute_logits(model(ids, torch.arange(10, device="cuda"), cache, meta))
+    assert logits[True].dtype == torch.float32
+    err = (logits[True] - logits[False]).abs().max().item()
+    assert err <= 0.05 * logits[False].abs().max().item(), err
+    assert (logits[True].argmax(-1) == logits[False].argmax(-1)).float().mean() >= 0.9
+
+
+# ---- fused MoE (kernels/fused_moe.py) vs FusedExperts' "loop" path, DeepSeek-V2-Lite shapes ----------------------
+
+V2_LITE_MOE = dict(num_experts=64, hidden_size=2048, intermediate_size=1408)
+
+
+def _v2_lite_experts_and_routing(num_tokens: int, top_k: int = 6):
+    from lab.engine.models.moe import FusedExperts
+
+    torch.manual_seed(num_tokens)
+    with torch.device("cuda"):
+        experts = FusedExperts(**V2_LITE_MOE).to(torch.bfloat16)
+    experts.w13.data.normal_(0.0, 2048**-0.5)
+    experts.w2.data.normal_(0.0, 1408**-0.5)
+    x = torch.randn(num_tokens, 2048, device="cuda", dtype=torch.bfloat16)
+    weights, ids = torch.rand(num_tokens, 64, device="cuda").softmax(-1).topk(top_k, dim=-1)
+    ids[num_tokens // 2 :, 0] = 7  # several tokens share an expert
+    return experts, x, weights.float(), ids
+
+
+@pytest.mark.parametrize("num_tokens", [1, 4, 32])
+def test_fused_moe_equals_loop_bf16(num_tokens) -> None:
+    from lab.engine.kernels.fused_moe import FusedMoEConfig, fused_moe
+
+    experts, x, weights, ids = _v2_lite_experts_and_routing(num_tokens)
+    want = experts(x, weights, ids).float()  # "loop"
+    configs = [None, FusedMoEConfig(split=1), FusedMoEConfig(block_i=8, block_k_up=512, block_h=8, split=3),
+               FusedMoEConfig(block_h=32, block_k_down=256, split=6, num_warps_up=8, num_warps_down=8)]  # 256: masked I
+    for cfg in configs:
+        got = fused_moe(x, experts.w13, experts.w2, weights, ids, cfg)
+        assert got.dtype == torch.bfloat16 and got.shape == x.shape
+        torch.testing.assert_close(got.float(), want, atol=2e-2, rtol=2e-2)
+
+
+def test_fused_moe_backend_replays_in_cuda_graph() -> None:
+    """FusedExperts "triton" captures (no host sync) and a replay with new routing equals the loop path."""
+    experts, x, weights, ids = _v2_lite_experts_and_routing(4)
+    experts.backend = "triton"
+    static = [t.clone() for t in (x, weights, ids)]
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        experts(*static)  # warm-up: compiles the kernels outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = experts(*static)
+    x2, weights2, ids2 = torch.randn_like(x), weights.flip(0), (ids + 5) % 64  # new routing, same buffers
+    for buf, new in zip(static, (x2, weights2, ids2)):
+        buf.copy_(new)
+    graph.replay()
+    experts.backend = "loop"
+    torch.testing.assert_close(out.float(), experts(x2, weights2, ids2).float(), atol=2e-2, rtol=2e-2)
+
+
+def test_route_greedy_triton_equals_gate() -> None:
+    from types import SimpleNamespace
+
+    from lab.engine.models.moe import MoEGate
+
+    config = SimpleNamespace(n_routed_experts=64, hidden_size=2048, num_experts_per_tok=6, n_group=1, topk_group=1,
+                             topk_method="greedy", scoring_func="softmax", norm_topk_prob=False,
+                             routed_scaling_factor=1.0)
+    gate = MoEGate(config).cuda()
+    gate.weight.data.normal_(0.0, 0.05)
+    x = torch.randn(33, 2048, device="cuda", dtype=torch.bfloat16)
+    want_w, want_ids = gate(x)
+    gate.fused = True
+    got_w, got_ids = gate(x)
+    assert torch.equal(got_ids, want_ids)
+    torch.testing.assert_close(got_w, want_w, atol=1e-6, rtol=1e-5)
+
+
+def test_triton_moe_backend_generates_like_loop() -> None:
+    """3-layer V2-Lite (float32, dummy weights): "triton" experts + fused routing give the loop path's tokens."""
+    from lab.engine import LLM, SamplingParams
+
+    prompts = [list(range(500, 500 + n)) for n in (7, 30)]
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+    kw = dict(dtype="float32", max_model_len=256, num_gpu_blocks=64, enforce_eager=True,
+              hf_overrides={"num_hidden_layers": 3})
+    plain = LLM("deepseek-v2-lite", moe_backend="loop", fused_ops=False, **kw).generate(prompts, params)
+    fast = LLM("deepseek-v2-lite", moe_backend="triton", fused_ops=True, **kw).generate(prompts, params)
+    assert [o.outputs[0].token_ids for o in fast] == [o.outputs[0].token_ids for o in plain]

@@ -2,7 +2,8 @@
 
 `FakeClock` is advanced by hand. `FakeReplica` is a small OpenAI-compatible HTTP server (FastAPI)
 whose behaviour a test sets: answer, fail with 500, be slow, stream slowly; it records the bodies
-it received. `serve(app)` runs any ASGI app with uvicorn on a free 127.0.0.1 port in a thread.
+it received. `serve(app)` runs any ASGI app on a free 127.0.0.1 port in a thread, with uvicorn or
+(`server="lab"`) with the gateway's own `lab.gateway.server`.
 `make_config(...)` builds a gateway config with known keys (plain keys in `KEYS`).
 """
 
@@ -123,9 +124,49 @@ class ServerThread:
         self.sock.close()
 
 
+class LabServerThread:
+    """`lab.gateway.server.HttpServer` on its own event loop in a thread."""
+
+    def __init__(self, app: Any, keep_alive_s: float = 5.0) -> None:
+        self.app, self.keep_alive_s = app, keep_alive_s
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.started = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from lab.gateway.server import HttpServer
+
+        async def main() -> None:
+            self.loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            server = HttpServer(self.app, keep_alive_s=self.keep_alive_s, drain_timeout_s=5.0)
+            await server.start(sock=self.sock)
+            self.started.set()
+            await self._stop.wait()
+            await server.stop()
+
+        asyncio.run(main())
+
+    def start(self) -> LabServerThread:
+        self.thread.start()
+        if not self.started.wait(10):
+            raise RuntimeError("test server did not start")
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
 @contextlib.contextmanager
-def serve(app: Any) -> Iterator[ServerThread]:
-    server = ServerThread(app).start()
+def serve(app: Any, server: str = "uvicorn") -> Iterator[ServerThread | LabServerThread]:
+    server = (LabServerThread if server == "lab" else ServerThread)(app).start()
     try:
         yield server
     finally:

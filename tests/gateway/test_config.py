@@ -27,6 +27,28 @@ def test_example_config_has_the_article_defaults():
     assert config.stable_version == "v1" and config.admin_key_hash.startswith("sha256:")
 
 
+def test_default_tiers_keep_slots_for_vip_and_let_it_preempt_lower_tiers_batch_first():
+    share = {t.name: t.max_inflight_share for t in DEFAULT_TIERS}
+    assert share == {"vip": 1.0, "realtime": 0.9, "async": 0.75, "batch": 0.5}
+    assert {t.name: t.preempts for t in DEFAULT_TIERS} == {"vip": ("batch", "async", "realtime"),
+                                                           "realtime": ("batch", "async"), "async": (), "batch": ()}
+    assert {t.name: t.preempt_after_ms for t in DEFAULT_TIERS} == {"vip": 100, "realtime": 1000, "async": None,
+                                                                  "batch": None}
+    assert tier("vip", 0).get("max_inflight_share") is None  # omitted: 1.0, no preemption either way
+    plain = make_config([REPLICA]).tier("batch")
+    assert (plain.max_inflight_share, plain.preempt_after_ms, plain.preempts) == (1.0, None, ())
+
+
+def test_preempts_round_trips_through_a_plain_mapping():
+    # lab.bench.priority_study writes DEFAULT_TIERS as dataclasses.asdict (tuples) into the YAML it starts with.
+    from dataclasses import asdict
+
+    import yaml
+
+    data = yaml.safe_load(yaml.safe_dump({"replicas": [REPLICA], "tiers": [asdict(t) for t in DEFAULT_TIERS]}))
+    assert parse_config(data).tiers == DEFAULT_TIERS
+
+
 def test_omitted_sections_take_defaults():
     config = parse_config({"replicas": [REPLICA]})
     assert config.tiers == DEFAULT_TIERS and config.canary.steps == (1.0, 5.0, 25.0, 50.0, 100.0)
@@ -45,6 +67,25 @@ def test_omitted_sections_take_defaults():
     ({"replicas": [REPLICA], "stable_version": "v9"}, "stable_version"),
     ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "key_limit": {"requests_per_s": 1}}]},
      "tiers[0].key_limit.request_burst"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "max_inflight_share": 1.5}]}, "tiers[0].max_inflight_share"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "max_inflight_share": 0}]}, "tiers[0].max_inflight_share"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_after_ms": -1}]}, "tiers[0].preempt_after_ms"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preemptible": True}]}, "tiers[0].preemptible"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_after_ms": 100, "preempts": "batch"},
+                                       tier("batch", 3)]}, "tiers[0].preempts"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_after_ms": 100, "preempts": ["batch", "batch"]},
+                                       tier("batch", 3)]}, "tiers[0].preempts"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_after_ms": 100}]}, "tiers[0].preempts"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempts": ["batch"]}, tier("batch", 3)]},
+     "tiers[0].preempts"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_after_ms": 100, "preempts": ["gold"]}]},
+     "tiers[0].preempts"),
+    ({"replicas": [REPLICA], "tiers": [tier("vip", 0), {**tier("batch", 3), "preempt_after_ms": 100,
+                                                        "preempts": ["vip"]}]}, "tiers[1].preempts"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_after_ms": 100, "preempts": ["vip"]}]},
+     "tiers[0].preempts"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "max_inflight_share": 0.5},
+                                       {**tier("batch", 3), "max_inflight_share": 0.9}]}, "tiers"),
 ])
 def test_bad_field_is_named(data, field):
     with pytest.raises(ConfigError, match=re.escape(f"{field}:")):

@@ -36,7 +36,8 @@ def test_added_latency_is_the_difference_of_the_percentiles() -> None:
 
 
 def test_the_gateway_runs_on_uvloop_and_httptools() -> None:
-    assert server_stack() == {"loop": "uvloop", "http": "HttpToolsProtocol"}
+    assert server_stack() == {"server": "lab.gateway.server", "loop": "uvloop", "http": "httptools"}
+    assert server_stack("uvicorn") == {"server": "uvicorn", "loop": "uvloop", "http": "HttpToolsProtocol"}
 
 
 def test_load_generator_keeps_its_rate_against_the_minimal_upstream() -> None:
@@ -75,6 +76,7 @@ def test_bench_latency_command_writes_a_record_naming_its_device_rates_and_stack
     assert record.experiment == "gateway_latency" and record.device
     assert record.params["rate_per_s"] == 80 and record.params["rates_per_s"] == [40, 80]
     assert record.params["gateway_loop"] == "uvloop" and "minimal" in record.params["upstream"]
+    assert record.params["gateway_server"] == "lab.gateway.server"
     assert record.metrics["direct_count"] == record.metrics["gateway_count"] == 40  # 80/s for 0.5 s, each path
     m = record.metrics
     assert m["added_p50_ms"] == pytest.approx(m["gateway_p50_ms"] - m["direct_p50_ms"])

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import pytest
 
 from lab.gateway.config import BucketLimit, TierConfig
-from lab.gateway.queue import AdmissionQueue, PriorityAdmission, QueueTimeout
+from lab.gateway.queue import AdmissionQueue, PriorityAdmission, QueueTimeout, Ticket
 from tests.gateway.fakes import FakeClock
 
 LIMIT = BucketLimit(1, 1, 1, 1)
@@ -101,3 +102,120 @@ def test_async_waiter_is_woken_in_priority_order_and_cancel_leaves_the_queue():
         assert order == ["vip", "batch"]
 
     asyncio.run(scenario())
+
+
+def reserving_tiers(batch_share=0.5, async_share=0.75, vip_preempt_ms=None, vip_preempts=("batch", "async")):
+    return (TierConfig("vip", 0, 8, 500, LIMIT, LIMIT, preempt_after_ms=vip_preempt_ms, preempts=vip_preempts),
+            TierConfig("async", 2, 8, 30_000, LIMIT, LIMIT, max_inflight_share=async_share),
+            TierConfig("batch", 3, 8, 60_000, LIMIT, LIMIT, max_inflight_share=batch_share))
+
+
+def test_lower_tiers_leave_their_reserved_slots_free_for_higher_ones():
+    queue = PriorityAdmission(reserving_tiers(), max_inflight=8, clock=FakeClock())
+    batch = [queue.submit("batch") for _ in range(6)]
+    assert [t.state for t in batch] == ["admitted"] * 4 + ["waiting"] * 2  # floor(0.5 * 8) = 4 slots
+    async_ = [queue.submit("async") for _ in range(3)]
+    assert [t.state for t in async_] == ["admitted", "admitted", "waiting"]  # all tiers together < 6
+    vip = [queue.submit("vip") for _ in range(3)]
+    assert [t.state for t in vip] == ["admitted", "admitted", "waiting"]  # the last 2 slots were VIP's
+    queue.release(batch[0])
+    assert vip[2].state == "admitted" and batch[4].state == "waiting"  # a freed slot goes to the highest waiter
+    queue.release(vip[0]), queue.release(vip[1]), queue.release(vip[2])
+    assert async_[2].state == "admitted" and batch[4].state == "waiting"  # 6 in flight: batch still waits
+
+
+def test_preempt_for_takes_the_newest_request_of_the_first_tier_in_preempts():
+    queue = PriorityAdmission(reserving_tiers(batch_share=1.0, async_share=1.0), max_inflight=3, clock=FakeClock())
+    preempted: list[Ticket] = []
+    old_batch, new_batch = (queue.submit("batch", on_preempt=preempted.append) for _ in range(2))
+    running_async = queue.submit("async", on_preempt=preempted.append)
+    vip = queue.submit("vip")
+    assert vip.state == "waiting" and queue.inflight() == 3
+    assert queue.preempt_for(vip) is new_batch  # lowest tier first, newest first: least work lost
+    assert preempted == [new_batch] and new_batch.state == "preempted" and vip.state == "admitted"
+    assert old_batch.state == running_async.state == "admitted" and queue.inflight() == 3
+    queue.release(new_batch)  # its owner's cleanup: a no-op, the slot is gone already
+    assert queue.inflight() == 3 and queue.preemptions == 1
+    second_vip = queue.submit("vip")
+    assert queue.preempt_for(second_vip) is old_batch
+    third_vip = queue.submit("vip")
+    assert queue.preempt_for(third_vip) is running_async  # no batch left: the next tier in VIP's list
+    assert queue.preempt_for(queue.submit("vip")) is None  # nothing of batch or async runs any more
+
+
+def test_nothing_is_preempted_for_a_tier_held_back_by_its_own_cap_or_without_a_victim():
+    tiers = (TierConfig("vip", 0, 1, 500, LIMIT, LIMIT, preempt_after_ms=10, preempts=("batch",)),
+             TierConfig("batch", 3, 8, 60_000, LIMIT, LIMIT))
+    queue = PriorityAdmission(tiers, max_inflight=2, clock=FakeClock())
+    queue.submit("vip"), queue.submit("batch")
+    waiting_vip = queue.submit("vip")
+    assert queue.preempt_for(waiting_vip) is None  # VIP's own cap (1) holds it: a batch slot would not help
+    # Realtime may start below 2 of 4 slots: with 4 held, freeing one batch slot would not let it in.
+    tiers = (TierConfig("vip", 0, 8, 500, LIMIT, LIMIT),
+             TierConfig("realtime", 1, 8, 2000, LIMIT, LIMIT, max_inflight_share=0.5, preempt_after_ms=10,
+                        preempts=("batch",)),
+             TierConfig("batch", 3, 8, 60_000, LIMIT, LIMIT, max_inflight_share=0.5))
+    queue = PriorityAdmission(tiers, max_inflight=4, clock=FakeClock())
+    batch = [queue.submit("batch") for _ in range(2)]
+    vips = [queue.submit("vip") for _ in range(2)]
+    realtime = queue.submit("realtime")
+    assert queue.inflight() == 4 and realtime.state == "waiting"
+    assert queue.preempt_for(realtime) is None and all(t.state == "admitted" for t in batch + vips)
+
+
+def test_async_waiter_preempts_after_its_tiers_delay_and_gets_the_slot():
+    async def scenario():
+        queue = AdmissionQueue(reserving_tiers(batch_share=1.0, async_share=1.0, vip_preempt_ms=50), max_inflight=2,
+                               clock=time.monotonic)
+        preempted: list[Ticket] = []
+        batch = [await queue.acquire("batch", on_preempt=preempted.append) for _ in range(2)]
+        started = time.monotonic()
+        vip = await queue.acquire("vip")
+        waited_ms = (time.monotonic() - started) * 1000
+        assert vip.state == "admitted" and 45 <= waited_ms < 400  # after its 50 ms, well inside its 500 ms
+        assert preempted == [batch[1]] and batch[0].state == "admitted"
+
+    asyncio.run(scenario())
+
+
+def test_a_tier_preempts_only_the_tiers_it_names_in_their_order():
+    # The article's four tiers; VIP may take realtime's slot, but only when no batch or async request runs.
+    tiers = (TierConfig("vip", 0, 8, 500, LIMIT, LIMIT, preempt_after_ms=10, preempts=("batch", "async", "realtime")),
+             TierConfig("realtime", 1, 8, 2000, LIMIT, LIMIT, preempt_after_ms=10, preempts=("batch",)),
+             TierConfig("async", 2, 8, 30_000, LIMIT, LIMIT),
+             TierConfig("batch", 3, 8, 60_000, LIMIT, LIMIT))
+    queue = PriorityAdmission(tiers, max_inflight=4, clock=FakeClock())
+    old_realtime, new_realtime = queue.submit("realtime"), queue.submit("realtime")
+    running_async, running_batch = queue.submit("async"), queue.submit("batch")
+    waiting_realtime = queue.submit("realtime")
+    assert queue.preempt_for(waiting_realtime) is running_batch and waiting_realtime.state == "admitted"
+    assert queue.preempt_for(queue.submit("realtime")) is None  # realtime never takes async's slot: not in its list
+    vips = [queue.submit("vip") for _ in range(3)]
+    assert [queue.preempt_for(v) for v in vips] == [running_async, waiting_realtime, new_realtime]
+    assert [v.state for v in vips] == ["admitted"] * 3 and old_realtime.state == "admitted"
+    assert queue.preempt_for(queue.submit("vip")) is old_realtime
+    assert queue.preempt_for(queue.submit("vip")) is None  # VIP never preempts VIP
+
+
+def test_acquire_and_release_leave_no_reference_cycles_for_the_gc():
+    # A ticket's callbacks hold the waiter's future, whose result is the ticket: were they kept, every
+    # request would leave a cycle behind, and the collector's passes would pause the request path.
+    async def scenario():
+        queue = AdmissionQueue(tiers(), max_inflight=1, clock=time.monotonic)
+        for _ in range(100):
+            ticket = await queue.acquire("vip", on_preempt=lambda _: None)
+            queue.release(ticket)
+        waiting = asyncio.get_running_loop().create_task(queue.acquire("batch", on_preempt=lambda _: None))
+        held = await queue.acquire("vip")
+        await asyncio.sleep(0)
+        queue.release(held)  # the batch waiter is admitted through its on_admit callback
+        queue.release(await waiting)
+
+    asyncio.run(scenario())  # the loop's own start-up leaves some garbage: collect it first
+    gc.collect()
+    gc.disable()
+    try:
+        asyncio.run(scenario())
+        assert gc.collect() < 50  # the event loop's few; one cycle per request would be >= 300
+    finally:
+        gc.enable()

@@ -11,6 +11,7 @@ queue behind a batch.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 
@@ -129,3 +130,34 @@ def test_queued_requests_show_in_the_vllm_gauges(hf_server):
     assert [a["usage"]["completion_tokens"] for a in answers] == [16] * 5
     assert len({a["choices"][0]["text"] for a in answers}) == 1  # same prompt, greedy: same answer
     assert 1.0 <= seen["running"] <= HF_BATCH_SIZE and seen["waiting"] >= 1.0
+
+
+def _timed_stream(url: str, prompt: str, max_tokens: int) -> tuple[float, list[float]]:
+    """(E2E, arrival time of every SSE chunk that carries tokens), both from just before the POST."""
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True, "stream": True}
+    arrivals = []
+    start = time.perf_counter()
+    with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {") and '"choices":[{' in line.replace(" ", ""):
+                arrivals.append(time.perf_counter() - start)
+    return time.perf_counter() - start, arrivals
+
+
+def test_tokens_stream_as_generate_produces_them_alone_and_in_a_static_batch(hf_server):
+    # TTFT against the baseline must be the first token's time, not the whole generate() call:
+    # each row's tokens leave the server step by step, also when two requests share one batch.
+    max_tokens = 48
+
+    def one(prompt: str) -> tuple[float, list[float]]:
+        return _timed_stream(hf_server.url, prompt, max_tokens)
+
+    e2e_s, arrivals = one(PROMPTS[0])
+    assert arrivals[0] < 0.5 * e2e_s  # alone: the first token long before the end
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        # Together (one batch, or the second queued behind the first: its TTFT then includes the wait).
+        batched = list(pool.map(one, PROMPTS[:2]))
+    for _, arrivals in ((e2e_s, arrivals), *batched):
+        assert len(arrivals) >= max_tokens * 3 // 4  # about one chunk per token (a partial character waits)
+        streamed_s = arrivals[-1] - arrivals[0]
+        assert arrivals[-1] - arrivals[len(arrivals) // 2] > 0.25 * streamed_s  # spread out, not a burst at the end

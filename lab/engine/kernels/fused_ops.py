@@ -1,4 +1,5 @@
-"""Fused elementwise kernels for the decode step: RMSNorm, rotary embedding, SiLU-and-multiply.
+"""Fused elementwise kernels for the decode step: RMSNorm (alone or after the residual add), rotary
+embedding, SiLU-and-multiply.
 
 Why: at batch 1 a decode step is ~1,300 kernels, most of them elementwise (RMSNorm is six torch
 ops, RoPE about ten); inside a CUDA graph each still costs a few microseconds, which adds up to
@@ -7,6 +8,9 @@ more than reading the weights. One kernel per op cuts that several-fold.
 Contract: each equals its torch counterpart in `models/layers.py` / `models/rope.py` to the
 rounding of the output dtype (same float32 math, same casts):
   rms_norm_triton(x (T, N), weight (N,), eps)        == RMSNorm.forward
+  add_rms_norm_triton(x, residual (T, N), weight, eps) == (RMSNorm.forward(residual + x), residual + x),
+      the sum rounded to residual's dtype and written into `residual` in place (as vLLM's
+      fused_add_rms_norm), so the residual stream is one buffer carried through the layers
   rotate_triton(x (T, H, D), cos, sin (T, D/2), interleaved) == Rotation.apply (new contiguous tensor)
   silu_and_mul_triton(gate_up (T, 2I))                == layers.silu_and_mul
 Inputs may be strided views with a contiguous last dim (q, k, v are column slices of one GEMM).
@@ -41,6 +45,42 @@ def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.
         _rms_norm_kernel[(x2.shape[0],)](x2, weight, out, x2.stride(0), out.stride(0), n, eps,
                                          BLOCK=triton.next_power_of_2(n), num_warps=4)
     return out.view(x.shape)
+
+
+@triton.jit
+def _add_rms_norm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, stride_x, stride_r, stride_o, n, eps, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
+    res = tl.load(res_ptr + row * stride_r + offs, mask=mask, other=0.0).to(tl.float32)
+    h = (res + x).to(res_ptr.dtype.element_ty)  # the residual stream keeps its dtype, as `hidden + out` does
+    tl.store(res_ptr + row * stride_r + offs, h, mask=mask)
+    hf = h.to(tl.float32)
+    r = tl.rsqrt(tl.sum(hf * hf, 0) / n + eps)
+    y = (hf * r).to(out_ptr.dtype.element_ty)
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0)
+    out = (w.to(tl.float32) * y.to(tl.float32)).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + row * stride_o + offs, out, mask=mask)
+
+
+def add_rms_norm_triton(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """residual += x (in place); returns (RMSNorm(residual), residual). Both (T, N), same dtype."""
+    n = x.shape[-1]
+    if residual.dim() != 2 or residual.stride(-1) != 1 or x.shape != residual.shape or x.dtype != residual.dtype:
+        raise ValueError(f"add_rms_norm_triton needs x and residual alike, (T, N) with a contiguous last dim; "
+                         f"got {tuple(x.shape)} {x.dtype} and {tuple(residual.shape)} {residual.dtype}")
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    out = torch.empty(residual.shape, dtype=residual.dtype, device=residual.device)
+    if residual.shape[0]:
+        _add_rms_norm_kernel[(residual.shape[0],)](
+            x, residual, weight, out, x.stride(0), residual.stride(0), out.stride(0), n, eps,
+            BLOCK=triton.next_power_of_2(n), num_warps=4,
+        )
+    return out, residual
 
 
 @triton.jit

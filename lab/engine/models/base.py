@@ -8,6 +8,10 @@ Contract (what the runner calls):
     process_weights_after_loading()              -> derived tensors (MLA's absorbed projections)
 Layer i reads and writes `kv_caches[i]`. Module names mirror the HF checkpoints
 (`model.layers.3.self_attn...`), so most parameters load under their own names.
+With `DecoderStack.fused` on (`set_fused_ops`), the layers carry the residual stream beside the
+hidden state, as vLLM does: each residual add happens inside the next RMSNorm
+(`RMSNorm.add_and_norm`, one Triton kernel), so a layer runs two norm kernels and no add kernels.
+Same sums, same roundings as the plain path (`DecoderLayer.forward`), which stays the oracle.
 """
 from __future__ import annotations
 
@@ -40,6 +44,24 @@ class DecoderLayer(nn.Module):
         hidden = hidden + self.self_attn(self.input_layernorm(hidden), rot, kv_cache, meta)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
 
+    def forward_residual(
+        self,
+        hidden: torch.Tensor,
+        residual: torch.Tensor | None,
+        rot: Rotation,
+        kv_cache: tuple[torch.Tensor, ...],
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mlp output, residual stream without it): the add is left to the next norm.
+        residual None: the first layer, whose input is the whole stream."""
+        if residual is None:
+            residual, normed = hidden, self.input_layernorm(hidden)
+        else:
+            normed, residual = self.input_layernorm.add_and_norm(hidden, residual)
+        attn = self.self_attn(normed, rot, kv_cache, meta)
+        normed, residual = self.post_attention_layernorm.add_and_norm(attn, residual)
+        return self.mlp(normed), residual
+
 
 class DecoderStack(nn.Module):
     """HF's `model.*`: embed_tokens, layers, norm (and the rotary angles, which hold no weights)."""
@@ -50,6 +72,7 @@ class DecoderStack(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = rotary_emb
+        self.fused = False  # carry the residual stream (DecoderLayer.forward_residual)
 
 
 class CausalLM(nn.Module):
@@ -73,6 +96,13 @@ class CausalLM(nn.Module):
             raise ValueError(f"got {len(kv_caches)} KV caches for {len(self.model.layers)} layers")
         hidden = self.model.embed_tokens(input_ids)  # (T, hidden)
         rot = self.model.rotary_emb(positions)
+        if self.model.fused:
+            residual = None
+            for layer, kv_cache in zip(self.model.layers, kv_caches):
+                hidden, residual = layer.forward_residual(hidden, residual, rot, kv_cache, meta)
+            if residual is None:  # no layers
+                return self.model.norm(hidden)
+            return self.model.norm.add_and_norm(hidden, residual)[0]
         for layer, kv_cache in zip(self.model.layers, kv_caches):
             hidden = layer(hidden, rot, kv_cache, meta)
         return self.model.norm(hidden)

@@ -4,8 +4,11 @@ Contract: every block takes flat token rows (T, hidden) and returns (T, hidden),
 transformers does (RMSNorm in float32, weight applied after casting back), so float32 outputs
 match the reference to rounding. Parameter names follow the Hugging Face checkpoints except
 where two HF matrices are fused into one GEMM (gate_up_proj); `weights.py` maps the names.
-RMSNorm and the SwiGLU MLP have a `fused` switch (off by default: the plain path; `set_fused_ops`
-turns it on for a whole model on CUDA) that runs one Triton kernel per op (`kernels/fused_ops.py`).
+RMSNorm, the SwiGLU MLP, Linear and the LM head have a `fused` switch (off by default: the plain
+path; `set_fused_ops` turns it on for a whole model on CUDA) that runs Triton kernels instead:
+one kernel per elementwise op (`kernels/fused_ops.py`), and for Linear / LMHead with at most
+`gemv.MAX_M` rows of 16-bit input a bandwidth-bound skinny GEMM (`kernels/gemv.py`) in place of
+cuBLAS, which reads weights at about half the card's bandwidth at batch 1.
 """
 from __future__ import annotations
 
@@ -22,9 +25,28 @@ class Linear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.fused = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and takes_gemv(x, self.weight, GEMV_LINEAR_MAX_ROWS):
+            from lab.engine.kernels.gemv import gemv  # CUDA only; never imported on CPU
+
+            return gemv(x.reshape(-1, x.shape[-1]), self.weight, self.bias).view(*x.shape[:-1], -1)
         return F.linear(x, self.weight, self.bias)
+
+
+GEMV_MAX_ROWS = 16  # kernels/gemv.py MAX_M: decode-sized batches; larger ones are cuBLAS's
+# Measured on an H200 (scratch/bench_gemv.py): the kernel beats cuBLAS at one row for every
+# projection, but at 4-16 rows only for the LM head (vocab-sized N); Linear stops at one row.
+GEMV_LINEAR_MAX_ROWS = 1
+GEMV_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def takes_gemv(x: torch.Tensor, weight: torch.Tensor, max_rows: int = GEMV_MAX_ROWS) -> bool:
+    """Whether the skinny-GEMM kernel runs x @ weight^T: CUDA, 16-bit, at most `max_rows` rows.
+    Shapes and dtypes only, so the choice is the same at CUDA-graph capture and replay."""
+    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    return x.is_cuda and x.dtype in GEMV_DTYPES and weight.dtype == x.dtype and 0 < rows <= max_rows
 
 
 class Embedding(nn.Module):
@@ -51,6 +73,15 @@ class RMSNorm(nn.Module):
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xf.to(x.dtype)
+
+    def add_and_norm(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(residual + x), residual + x). Fused: one kernel that updates `residual` in place."""
+        if self.fused and x.dtype == residual.dtype and x.shape == residual.shape and residual.dim() == 2:
+            from lab.engine.kernels.fused_ops import add_rms_norm_triton
+
+            return add_rms_norm_triton(x, residual, self.weight, self.eps)
+        residual = residual + x
+        return self(residual), residual
 
 
 def silu_and_mul(gate_up: torch.Tensor, fused: bool = False) -> torch.Tensor:
@@ -94,14 +125,21 @@ class LMHead(nn.Module):
         super().__init__()
         self.tied_to = [tied_to] if tied_to is not None else None  # a list: not registered as a child twice
         self.weight = None if tied_to is not None else nn.Parameter(torch.empty(vocab_size, hidden_size))
+        self.fused = False
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.tied_to[0].weight if self.tied_to is not None else self.weight
+        if self.fused and hidden.dim() == 2 and takes_gemv(hidden, weight):
+            from lab.engine.kernels.gemv import gemv
+
+            # float32 straight from the accumulator: no bf16 rounding of the logits, no cast kernel
+            return gemv(hidden, weight, out_dtype=torch.float32)
         return F.linear(hidden, weight).float()  # (N, vocab) float32 for the sampler
 
 
 def set_fused_ops(model: nn.Module, enabled: bool) -> None:
-    """Switch every module with a `fused` flag (RMSNorm, GatedMLP, FusedExperts, RotaryEmbedding)."""
+    """Switch every module with a `fused` flag (RMSNorm, GatedMLP, Linear, LMHead, FusedExperts,
+    RotaryEmbedding, DecoderStack)."""
     for module in model.modules():
         if hasattr(module, "fused"):
             module.fused = enabled

@@ -2,8 +2,10 @@
 
 Contract: `LlamaForCausalLM(config)` follows `models/base.py`. Each layer caches K and V of its
 KV heads, (num_kv_heads, head_dim) each per token, and attends with the paged oracle
-`paged_attention` on the "reference" backend; otherwise decode steps take the vectorized torch or
-Triton paged decode and prefill steps without cached context take torch SDPA. q/k/v are one
+`paged_attention` on the "reference" backend; otherwise pure-decode steps take the vectorized
+torch or Triton paged decode, and every other step `prefill_attention.gqa_prefill_attention`:
+torch SDPA when no sequence has cached context, else the Triton varlen kernel ("triton") or
+batched decode rows plus SDPA per prefill chunk ("torch"). q/k/v are one
 fused GEMM (`qkv_proj`); checkpoints load from HF's separate
 q_proj/k_proj/v_proj (with Qwen2's q/k/v bias). A tied head reuses the embedding matrix.
 """
@@ -14,7 +16,7 @@ from torch import nn
 
 from lab.engine.attention import AttentionMetadata, paged_attention
 from lab.engine.decode_attention import cache_write, gqa_decode_attention
-from lab.engine.prefill_attention import prefill_attention_sdpa
+from lab.engine.prefill_attention import gqa_prefill_attention
 from lab.engine.kv_cache import KVCacheSpec
 from lab.engine.model_config import ModelConfig
 from lab.engine.models.base import CausalLM, DecoderLayer, DecoderStack
@@ -49,10 +51,8 @@ class LlamaAttention(nn.Module):
             out = paged_attention(q, k_cache, v_cache, meta, self.scale)  # (T, H, D): the oracle
         elif meta.is_pure_decode:
             out = gqa_decode_attention(q, k_cache, v_cache, meta, self.scale)
-        elif meta.no_cached_context:
-            out = prefill_attention_sdpa(q, k, v, meta, self.scale)  # the new K/V are the whole context
         else:
-            out = paged_attention(q, k_cache, v_cache, meta, self.scale)  # chunked prefill over cached context
+            out = gqa_prefill_attention(q, k, v, k_cache, v_cache, meta, self.scale)  # prefill, chunks, mixed steps
         return self.o_proj(out.reshape(num_tokens, self.q_size))
 
     def weight_targets(self, prefix: str) -> dict[str, tuple[str, tuple]]:

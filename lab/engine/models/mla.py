@@ -10,7 +10,19 @@ Two paths compute the same attention:
     attending over the latents, so the cache is never expanded (decode; memory-bound). Decode
     steps on the "torch"/"triton" backends read the step's device tensors (`decode_attention.py`).
 `mode` = "auto" takes absorbed for pure-decode steps and expanded otherwise; "absorbed" and
-"expanded" force one (tests compare them). The absorbed weights come from
+"expanded" force one (tests compare them). On the "reference" backend "expanded" is the
+per-sequence float32 oracle loop. On "torch" / "triton", a non-decode step in "auto" mode is
+split (`AttentionMetadata.split`): its one-token sequences take the absorbed decode path as one
+batch (split-K Triton kernel or vectorized torch), and each prefill span takes torch SDPA over K/V
+expanded from its sequence's latents with a lower-right causal mask (without cached context, the
+step's own latents are expanded once for all sequences and no cache row is read back).
+Why not one absorbed varlen kernel for the whole step: absorbed, every (query, key, head) costs
+2 x (R + rope + R) = 2,176 FLOPs at V2/V3 shapes against 2 x (qk_head + v_head) = 640 expanded, and
+its (rows x R) float32 accumulator (512 wide) leaves little register room for the query tiles that
+prefill needs, whereas expanding costs one GEMM over the context (2 x L x R x H x (nope + v)),
+which a chunk of hundreds of queries amortizes; flash/memory-efficient SDPA is already tuned for
+the expanded shapes. Decode rows are the opposite case (one query per sequence, memory-bound),
+hence the split. The absorbed weights come from
 `process_weights_after_loading()`, which the loader calls. Softmax scale: qk_head_dim**-0.5 times
 DeepSeek's YaRN mscale**2. q_a/kv_a layernorms use eps 1e-6 whatever rms_norm_eps is, as HF does.
 """
@@ -19,8 +31,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lab.engine.attention import AttentionMetadata, attend, causal_mask, gather_from_cache
+from lab.engine.attention import AttentionMetadata, attend, causal_mask, gather_from_cache, gather_sequence
 from lab.engine.decode_attention import cache_write, mla_decode_attention
+from lab.engine.prefill_attention import causal_sdpa, prefill_attention_sdpa
 from lab.engine.model_config import ModelConfig
 from lab.engine.models.layers import Linear, RMSNorm
 from lab.engine.models.rope import Rotation, mla_softmax_scale
@@ -78,9 +91,37 @@ class MLAttention(nn.Module):
         cache_write(cache, meta.slot_mapping, torch.cat([c_kv, k_pe], dim=-1), meta)
         if self.mode not in MLA_MODES:
             raise ValueError(f"MLA mode must be one of {MLA_MODES}, got {self.mode!r}")
-        absorbed = self.mode == "absorbed" or (self.mode == "auto" and meta.is_pure_decode)
-        out = self._absorbed(q_nope, q_pe, cache, meta) if absorbed else self._expanded(q_nope, q_pe, cache, meta)
+        if self.mode == "absorbed" or (self.mode == "auto" and meta.is_pure_decode):
+            out = self._absorbed(q_nope, q_pe, cache, meta)
+        elif self.mode == "expanded" or meta.backend == "reference":
+            out = self._expanded(q_nope, q_pe, cache, meta)  # the oracle
+        elif meta.no_cached_context:
+            k, v = self._expand(c_kv, k_pe)  # the step's own latents are every sequence's whole context
+            out = prefill_attention_sdpa(torch.cat([q_nope, q_pe], dim=-1), k, v, meta, self.scale)
+        else:
+            out = self._mixed(q_nope, q_pe, cache, meta)
         return self.o_proj(out.reshape(num_tokens, self.num_heads * self.v_head_dim))
+
+    def _expand(self, c_kv: torch.Tensor, k_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head K (L, H, qk_head) and V (L, H, v) from latents c_kv (L, R) and k_pe (L, rope)."""
+        kv = self.kv_b_proj(c_kv).view(c_kv.shape[0], self.num_heads, -1)  # (L, H, qk_nope + v)
+        k_nope, v = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
+        k = torch.cat([k_nope, k_pe[:, None, :].expand(-1, self.num_heads, -1)], dim=-1)
+        return k, v
+
+    def _mixed(self, q_nope: torch.Tensor, q_pe: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """Decode rows absorbed as one batch; each prefill span expanded over its cached context with SDPA."""
+        split = meta.split
+        out = q_nope.new_empty(q_nope.shape[0], self.num_heads, self.v_head_dim)
+        if split.decode_meta is not None:
+            rows = split.decode_rows
+            out[rows] = self._absorbed(q_nope.index_select(0, rows), q_pe.index_select(0, rows), cache, split.decode_meta)
+        for span in split.prefills:
+            ctx = gather_sequence(cache, meta, span.seq)  # (L, R + rope), the span's own rows included
+            k, v = self._expand(*ctx.split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1))
+            q = torch.cat([q_nope[span.start : span.end], q_pe[span.start : span.end]], dim=-1)  # (Lq, H, qk_head)
+            out[span.start : span.end] = causal_sdpa(q, k, v, self.scale)
+        return out
 
     def _expanded(self, q_nope: torch.Tensor, q_pe: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         q = torch.cat([q_nope, q_pe], dim=-1)  # (T, H, qk_head)
@@ -88,10 +129,7 @@ class MLAttention(nn.Module):
         for i in range(meta.num_seqs):
             start, end, seq_len = meta.query_start_loc[i], meta.query_start_loc[i + 1], meta.seq_lens[i]
             ctx = gather_from_cache(cache, meta.block_tables[i], seq_len)  # (L, R + rope)
-            c_kv, k_pe = ctx.split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
-            kv = self.kv_b_proj(c_kv).view(seq_len, self.num_heads, -1)  # (L, H, qk_nope + v)
-            k_nope, v = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
-            k = torch.cat([k_nope, k_pe[:, None, :].expand(-1, self.num_heads, -1)], dim=-1)  # (L, H, qk_head)
+            k, v = self._expand(*ctx.split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1))  # (L, H, qk_head), (L, H, v)
             out[start:end] = attend(q[start:end], k, v, causal_mask(end - start, seq_len, q.device), self.scale)
         return out
 

@@ -9,16 +9,24 @@ Routing (`MoEGate`, float32, as transformers' DeepseekV2/V3 routers):
     choices; keep topk_group groups; top-k of choice; the weights come from the unbiased scores.
   norm_topk_prob: weights / their sum; then x routed_scaling_factor.
 transformers' DeepseekV2 router ignores norm_topk_prob; released V2 checkpoints set it False, and
-here True normalizes, as DeepSeek's own V2 code and vLLM do.
-Experts are stacked (E, 2I, H) / (E, H, I); tokens are sorted by expert. Two ways to run them
+here True normalizes, as DeepSeek's own V2 code and vLLM do. With `fused` (set by `set_fused_ops`),
+greedy routing after the router GEMM is one Triton kernel (`fused_moe.route_greedy_triton`).
+Experts are stacked (E, 2I, H) / (E, H, I). Three ways to run them
 (`FusedExperts.backend`, set for the whole model by `set_moe_backend`):
   "loop"    (the plain path, the oracle): each expert with tokens runs one GEMM on its slice; the
             per-expert counts come to the host (`.tolist()`), one sync per layer, so no CUDA graph.
   "grouped" one `torch._grouped_mm` per projection over all experts, group ends found on the device
             (`searchsorted`): no host sync and no Python loop, so decode can be graph-captured, and
             only experts that received tokens have their weights read.
+  "triton"  decode-sized calls (T * k <= fused_moe.MAX_PAIRS) run two Triton kernels that read each
+            selected expert by id (`kernels/fused_moe.py`: no sort, no host sync, SiLU-mul and the
+            weighted combine fused); larger calls (prefill) run "grouped" where grouped_mm runs
+            (CPU, Hopper+), else "loop" - or the Triton kernels while a CUDA graph is being
+            captured, so decode graphs work on pre-Hopper cards too.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -44,10 +52,16 @@ class MoEGate(nn.Module):
             self.e_score_correction_bias = nn.Parameter(torch.zeros(self.num_experts, dtype=torch.float32))
         else:
             self.e_score_correction_bias = None
+        self.fused = False  # greedy routing after the GEMM as one Triton kernel (`set_fused_ops`)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (T, H) -> (weights (T, k) float32, expert ids (T, k) int64)."""
         logits = F.linear(x.float(), self.weight.float())  # (T, E)
+        if self.fused and self.topk_method == "greedy":
+            from lab.engine.kernels.fused_moe import route_greedy_triton  # CUDA only; never imported on CPU
+
+            return route_greedy_triton(logits, self.top_k, self.scoring_func == "sigmoid", self.norm_topk_prob,
+                                       self.routed_scaling_factor)
         scores = logits.sigmoid() if self.scoring_func == "sigmoid" else logits.softmax(dim=-1)
         choice = scores
         if self.topk_method != "greedy":
@@ -69,7 +83,13 @@ class MoEGate(nn.Module):
         return weights * self.routed_scaling_factor, ids
 
 
-MOE_BACKENDS = ("loop", "grouped")
+MOE_BACKENDS = ("loop", "grouped", "triton")
+
+
+@functools.lru_cache(maxsize=None)
+def grouped_mm_runs(device: torch.device) -> bool:
+    """torch._grouped_mm has kernels on the CPU and on Hopper+ (sm90) GPUs."""
+    return device.type != "cuda" or torch.cuda.get_device_capability(device)[0] >= 9
 
 
 class FusedExperts(nn.Module):
@@ -83,8 +103,25 @@ class FusedExperts(nn.Module):
         self.w2 = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size))
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        if self.backend == "triton":
+            return self._triton(x, weights, ids)
         if self.backend == "grouped":
             return self._grouped(x, weights, ids)
+        return self._loop(x, weights, ids)
+
+    def _triton(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        from lab.engine.kernels import fused_moe  # CUDA (or Triton's interpreter) only; never imported otherwise
+
+        if ids.numel() <= fused_moe.MAX_PAIRS:
+            return fused_moe.fused_moe(x, self.w13, self.w2, weights, ids)
+        device = torch.device(x.device.type, x.device.index or 0) if x.is_cuda else x.device
+        if grouped_mm_runs(device):
+            return self._grouped(x, weights, ids)
+        if x.is_cuda and torch.cuda.is_current_stream_capturing():  # the loop syncs; slower here, but capturable
+            return fused_moe.fused_moe(x, self.w13, self.w2, weights, ids)
+        return self._loop(x, weights, ids)
+
+    def _loop(self, x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         num_tokens, top_k = ids.shape
         flat_ids = ids.reshape(-1)  # (T*k,)
         order = torch.argsort(flat_ids, stable=True)
@@ -140,7 +177,7 @@ class DeepseekMoE(nn.Module):
 
 
 def set_moe_backend(model: nn.Module, backend: str) -> None:
-    """Choose "loop" (the oracle) or "grouped" for every `FusedExperts` of `model`."""
+    """Choose "loop" (the oracle), "grouped" or "triton" for every `FusedExperts` of `model`."""
     if backend not in MOE_BACKENDS:
         raise ValueError(f"MoE backend must be one of {MOE_BACKENDS}, got {backend!r}")
     for module in model.modules():
