@@ -5,14 +5,15 @@ async > batch); it passes the per-key and per-tier token buckets (429 with Retry
 waits in one priority queue across tiers under per-tier concurrency limits and deadlines (an explicit
 JSON error when its tier's timeout passes; lower tiers leave slots free for higher ones, and a higher
 tier about to miss its deadline may preempt a lower tier's running request, in an order set per tier),
-and is forwarded over HTTP to the healthy replica with
-the least outstanding work of a version chosen by the canary weights. Streams pass through unbuffered;
+and is forwarded over HTTP to the healthy replica with the least outstanding work of a version chosen
+by the canary weights. Streams pass through unbuffered;
 a replica that fails before the first byte is replaced by another. A health loop probes every replica
 with a 1-token completion, ejects one after consecutive failures, rolls traffic back when a new
 version fails, and drives canary ramps.
 
 This package never imports torch: it talks to replicas over HTTP only, so it fronts vLLM, SGLang
 and `lab serve` the same way. Modules, one concept each: config, auth, buckets, queue, traffic,
-router, health, canary, pools (per-replica aiohttp connection pools), proxy, forward (the forwarded
-routes on the bare ASGI interface), metrics, admin, app, server (asyncio + httptools HTTP server), cli.
+router, health, canary, upstream_http (per-replica keep-alive connection pools on httptools; pools: the
+same on aiohttp, the plain path), proxy, forward (the forwarded routes on the bare ASGI interface),
+metrics, admin, app, server (asyncio + httptools HTTP server), cli.
 """

@@ -41,6 +41,7 @@ from lab.gateway.proxy import Proxy, Upstream
 from lab.gateway.queue import AdmissionQueue, Ticket
 from lab.gateway.router import LeastOutstandingWork, Router
 from lab.gateway.traffic import Event, ReplicaState, Traffic
+from lab.gateway.upstream_http import HttpPools
 
 
 class Gateway:
@@ -55,7 +56,8 @@ class Gateway:
         self.traffic = Traffic.from_config(config)
         self.canary = CanaryController(self.traffic, config.canary, clock)
         self.metrics = GatewayMetrics(self.traffic, self.queue.core, [t.name for t in config.tiers])
-        self.pools = UpstreamPools(config.proxy, max_connections=max(100, 2 * config.queue.max_inflight))
+        pools = HttpPools if config.proxy.client == "lab" else UpstreamPools
+        self.pools = pools(config.proxy, max_connections=max(100, 2 * config.queue.max_inflight))
         self.proxy = Proxy(self.pools, self.traffic, router, config.proxy, uniform, on_retry=self._failed_attempt)
         # Probes, model listings: the cold path, on httpx.
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(config.proxy.read_timeout_s,

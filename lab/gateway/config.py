@@ -101,12 +101,16 @@ class QueueConfig:
     default_max_tokens: int = 256  # token cost of a request that does not say max_tokens
 
 
+PROXY_CLIENTS = ("lab", "aiohttp")
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     max_attempts: int = 3  # replicas tried before the first byte
     connect_timeout_s: float = 2.0
     read_timeout_s: float = 600.0
     max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get a 413 before anything is forwarded
+    client: str = "lab"  # upstream HTTP client: lab (lab.gateway.upstream_http) or aiohttp (the plain path)
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,9 @@ def _cross_check(config: GatewayConfig) -> None:
             raise ConfigError(f"gateway config: tiers: max_inflight_share of {lower.name!r} ({lower.max_inflight_share}) "
                               f"exceeds that of the higher tier {higher.name!r} ({higher.max_inflight_share}): "
                               "a lower tier would take the slots kept for a higher one")
+    if config.proxy.client not in PROXY_CLIENTS:
+        raise ConfigError(f"gateway config: proxy.client: expected one of {list(PROXY_CLIENTS)}, "
+                          f"got {config.proxy.client!r}")
     replica_names = [r.name for r in config.replicas]
     if len(set(replica_names)) != len(replica_names):
         raise ConfigError(f"gateway config: replicas: duplicate replica names in {replica_names}")

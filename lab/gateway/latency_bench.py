@@ -27,6 +27,7 @@ import numpy as np
 
 from lab.errors import LabError
 from lab.gateway.auth import hash_key
+from lab.gateway.config import ProxyConfig
 from lab.gateway.latency_load import LoadSamples, completion_request, fire
 from lab.gateway.local_service import LocalService, LocalServiceConfig
 
@@ -100,7 +101,8 @@ class LatencyBenchResult:
                     if self.config.upstream == "minimal" else "lab serve --model tiny (CPU)")
         return {**asdict(self.config), "upstream_server": upstream, "cpu_count": os.cpu_count(),
                 "client": "lab.gateway.latency_load (open loop, keep-alive, httptools)",
-                **{f"gateway_{k}": v for k, v in self.server_stack.items()}}
+                **{f"gateway_{k}": v for k, v in self.server_stack.items()},
+                "gateway_upstream_client": ProxyConfig().client, "gateway_gc_freeze": True}  # lab gateway's defaults
 
 
 def server_stack(server: str = "lab") -> dict[str, str]:

@@ -2,12 +2,13 @@
 
 Contract: `Proxy.open(path, request, tier_priority)` chooses a version by the traffic weights,
 picks a replica with the router, and POSTs the request over that replica's connection pool
-(`lab.gateway.pools`, aiohttp), returning as soon as the response headers are in. A connection
-error, a timeout or a 5xx status before any body byte counts as a failure of that replica: the
-attempt is dropped and another replica is tried (same version first, then any healthy one), up to
-`ProxyConfig.max_attempts`. The returned `Upstream` holds the open response, whose body the app
-forwards chunk by chunk as it arrives (SSE included), and the `Reservation` of outstanding work,
-closed when the response ends (or at once, if `open` itself fails or is cancelled).
+(`lab.gateway.upstream_http`; aiohttp's `lab.gateway.pools` with `proxy.client: aiohttp`), returning
+as soon as the response headers are in. A connection error, a timeout or a 5xx status before any
+body byte counts as a failure of that replica: the attempt is dropped and another replica is tried
+(same version first, then any healthy one), up to `ProxyConfig.max_attempts`. The returned
+`Upstream` holds the open response, whose body the app forwards chunk by chunk as it arrives (SSE
+included), and the `Reservation` of outstanding work, closed when the response ends (or at once, if
+`open` itself fails or is cancelled).
 `NoHealthyReplica` (503) and `UpstreamFailed` (502) are `GatewayError`s naming what was tried.
 """
 
@@ -25,17 +26,19 @@ from lab.gateway.openai_body import ClientRequest, for_replica
 from lab.gateway.pools import UpstreamPools
 from lab.gateway.router import Reservation, Router
 from lab.gateway.traffic import ReplicaState, Traffic
+from lab.gateway.upstream_http import HttpPools, HttpResponse, UpstreamError
 
 # Hop-by-hop and length headers are the gateway's own business on each leg.
 _DROP_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"content-encoding",
                  b"server", b"date"}
 _REQUEST_HEADERS = {"content-type": "application/json", "accept-encoding": "identity"}
-UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)  # what a broken or silent replica raises
+# What a broken or silent replica raises, with either client.
+UPSTREAM_ERRORS = (aiohttp.ClientError, UpstreamError, asyncio.TimeoutError)
 
 
 @dataclass
 class Upstream:
-    response: aiohttp.ClientResponse
+    response: aiohttp.ClientResponse | HttpResponse
     replica: ReplicaState
     reservation: Reservation
     attempts: int
@@ -64,7 +67,7 @@ class Upstream:
 
 
 class Proxy:
-    def __init__(self, pools: UpstreamPools, traffic: Traffic, router: Router, config: ProxyConfig,
+    def __init__(self, pools: UpstreamPools | HttpPools, traffic: Traffic, router: Router, config: ProxyConfig,
                  uniform: Callable[[], float], on_retry: Callable[[ReplicaState, str], None] | None = None) -> None:
         self.pools, self.traffic, self.router, self.config = pools, traffic, router, config
         self._uniform, self._on_retry = uniform, on_retry

@@ -139,11 +139,11 @@ class PriorityAdmission:
         victim = self.victim_for(ticket)
         if victim is None:
             return None
-        victim.state = "preempted"
+        on_preempt, victim.state, victim.on_preempt = victim.on_preempt, "preempted", None
         del self._running[victim.tier][victim]
         self.preemptions += 1
-        if victim.on_preempt is not None:
-            victim.on_preempt(victim)
+        if on_preempt is not None:
+            on_preempt(victim)
         self._dispatch()
         return victim
 

@@ -84,6 +84,7 @@ def test_omitted_sections_take_defaults():
                                                         "preempts": ["vip"]}]}, "tiers[1].preempts"),
     ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_after_ms": 100, "preempts": ["vip"]}]},
      "tiers[0].preempts"),
+    ({"replicas": [REPLICA], "proxy": {"client": "httpx"}}, "proxy.client"),
     ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "max_inflight_share": 0.5},
                                        {**tier("batch", 3), "max_inflight_share": 0.9}]}, "tiers"),
 ])
