@@ -77,7 +77,7 @@ def _delta(out: RequestOutput) -> Delta:
     return Delta(
         text=out.new_text,
         token_ids=tuple(out.new_token_ids),
-        num_output_tokens=len(out.token_ids),
+        num_output_tokens=out.num_output_tokens,  # no copy of the whole output each step
         finish_reason=out.finish_reason if out.finished else None,
         queue_time_s=out.metrics.time_in_queue_s,
         num_preemptions=out.metrics.num_preemptions,
