@@ -7,9 +7,11 @@ Contract (the logic of notebook `02_priority_scheduling`):
   replica; tiers use the article's four tiers (`lab.gateway.config.DEFAULT_TIERS`: VIP 500 ms,
   realtime 2000 ms, async 30 s, batch 120 s queue timeouts) in front of a `priority` replica. Both
   admit at most `max_inflight` requests to the replica at once, so the queue sits in the gateway.
-  The tiers setup keeps the gateway's defaults for overload: lower tiers may fill only a share of
-  the slots (`max_inflight_share`), and a VIP or realtime request that waits too long preempts a
-  running lower-tier request (`preempt_after_ms`), whose client gets an explicit `preempted` error;
+  The tiers setup keeps the gateway's defaults for overload: lower tiers run within a share of the
+  slots (`max_inflight_share`), batch borrows the idle rest and gives a borrowed slot back to a
+  higher tier that needs it (`borrow`, `reclaim_after_ms`), and a VIP or realtime request that waits
+  too long preempts a running lower-tier request (`preempt_after_ms`); either way the cancelled
+  request's client gets an explicit `preempted` error;
   `max_concurrency` overrides the per-tier caps.
 - `tier_mix(fractions)`: a `lab.bench.TierMix` whose tiers send the example keys of
   `deploy/gateway.example.yaml` (`TIER_KEYS`); both setups hash the same keys into their config.
@@ -20,11 +22,14 @@ Contract (the logic of notebook `02_priority_scheduling`):
 - `tier_outcomes(result, prefix, tiers)`: record-ready metrics per tier, e.g. `tiers_vip_success_pct`,
   `tiers_vip_e2e_p99_ms`, `fcfs_batch_shed_pct` (see `OUTCOME_METRICS`). A request is a success when
   its stream completed; "shed" means the gateway refused it explicitly (429 rate limit or 504 queue
-  timeout); `timeout_pct` is the client giving up (`request_timeout_s`); `error_pct` everything else.
+  timeout); `preempted_pct` the gateway's explicit `preempted` error (a 503, or an SSE error event once
+  streaming: its slot went to a higher tier); `timeout_pct` is the client giving up
+  (`request_timeout_s`); `error_pct` everything else.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +37,7 @@ from typing import Any
 
 from lab.bench.arrivals import PoissonArrivals
 from lab.bench.metrics import LatencyStats
+from lab.bench.client import RequestResult
 from lab.bench.runner import BenchConfig, BenchResult, run_benchmark
 from lab.bench.tiers import Tier, TierMix
 from lab.bench.workloads import RandomWorkload
@@ -43,7 +49,8 @@ from lab.gateway.local_service import LocalService, LocalServiceConfig
 TIER_KEYS = {"vip": "sk-vip-example", "realtime": "sk-realtime-example", "async": "sk-async-example",
              "batch": "sk-batch-example"}
 SHED_KINDS = ("http_429", "http_504")  # the gateway's explicit refusals: rate limit, queue deadline
-OUTCOME_METRICS = ("requests", "success_pct", "shed_pct", "timeout_pct", "error_pct",
+PREEMPTED_CODE = "preempted"  # the `code` of the gateway's error for a preempted request (lab.gateway.forward)
+OUTCOME_METRICS = ("requests", "success_pct", "shed_pct", "preempted_pct", "timeout_pct", "error_pct",
                    "ttft_p50_ms", "ttft_p99_ms", "e2e_p50_ms", "e2e_p99_ms")
 
 
@@ -117,6 +124,17 @@ def _pct(part: int, whole: int) -> float:
     return 100.0 * part / whole if whole else math.nan
 
 
+def error_code(result: RequestResult) -> str | None:
+    """The OpenAI-shaped error's `code` of a failed request (a JSON body or an SSE error event), if any."""
+    try:
+        error = json.loads(result.error_message or "")
+    except ValueError:
+        return None
+    if isinstance(error, dict) and isinstance(error.get("error"), dict):
+        error = error["error"]  # a response body; an SSE error event carries the inner object
+    return error.get("code") if isinstance(error, dict) else None
+
+
 def tier_outcomes(result: BenchResult, prefix: str, tiers: Sequence[str]) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for tier in tiers:
@@ -126,9 +144,11 @@ def tier_outcomes(result: BenchResult, prefix: str, tiers: Sequence[str]) -> dic
         ttft = LatencyStats.of([r.ttft_s for r in done])
         e2e = LatencyStats.of([r.e2e_s for r in done])
         shed = sum(k in SHED_KINDS for k in kinds)
+        preempted = sum(error_code(r) == PREEMPTED_CODE for r in rows if not r.success)
         timeouts = sum(k == "timeout" for k in kinds)
         values = {"requests": len(rows), "success_pct": _pct(len(done), len(rows)), "shed_pct": _pct(shed, len(rows)),
-                  "timeout_pct": _pct(timeouts, len(rows)), "error_pct": _pct(len(kinds) - shed - timeouts, len(rows)),
+                  "preempted_pct": _pct(preempted, len(rows)), "timeout_pct": _pct(timeouts, len(rows)),
+                  "error_pct": _pct(len(kinds) - shed - preempted - timeouts, len(rows)),
                   "ttft_p50_ms": ttft.median_s * 1e3, "ttft_p99_ms": ttft.p99_s * 1e3,
                   "e2e_p50_ms": e2e.median_s * 1e3, "e2e_p99_ms": e2e.p99_s * 1e3}
         metrics.update({f"{prefix}_{tier}_{name}": float(values[name]) for name in OUTCOME_METRICS})

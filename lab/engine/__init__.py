@@ -2,7 +2,9 @@
 
 Public API, in vLLM's vocabulary: `LLM`, `SamplingParams`, `RequestOutput`, `EngineArgs`,
 `LLMEngine` (the synchronous step loop) and `AsyncLLM` (async deltas, for the server).
-Imports are lazy so that torch-free parts (scheduler, block manager) load without torch.
+`core_process` / `core_client` run `LLMEngine` in a process of its own behind a pipe (what
+`lab serve` does by default, as vLLM V1's EngineCore). Imports are lazy so that torch-free parts
+(scheduler, block manager, the core client) load without torch.
 """
 from __future__ import annotations
 

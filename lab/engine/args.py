@@ -42,7 +42,8 @@ class EngineArgs:
     scheduling_policy: str = "fcfs"  # "fcfs" or "priority"
     hf_overrides: dict = field(default_factory=dict)  # config.json fields to override (e.g. num_hidden_layers)
     # Hot-path optimizations, each with its plain path beside it (the correctness reference):
-    enforce_eager: bool = False  # True: no CUDA graphs for decode (CPU is always eager)
+    enforce_eager: bool = False  # True: no CUDA graphs at all (CPU is always eager)
+    mixed_cuda_graphs: bool = True  # also graph steps with prefill chunks (<= 1024 tokens), where the model allows (GQA)
     attention_backend: str = "auto"  # "reference" (per-sequence loops), "torch" (vectorized), "triton"; auto: triton on CUDA, torch on CPU
     fused_ops: bool = True  # Triton RMSNorm / RoPE / SiLU-mul on CUDA (False: the torch ops; CPU always torch)
     async_scheduling: bool | None = None  # schedule step N+1 while step N runs (None: on for CUDA; False: the plain loop)

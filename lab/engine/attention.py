@@ -88,7 +88,7 @@ class StepSplit:
 
 
 def split_step(meta: AttentionMetadata) -> StepSplit:
-    """Separate one-token sequences from longer spans; one host pass, one small copy per tensor."""
+    """Separate one-token sequences from longer spans; one host pass, one small asynchronous copy per tensor."""
     device = meta.slot_mapping.device
     starts = meta.query_start_loc
     decode_seqs = [i for i in range(meta.num_seqs) if starts[i + 1] - starts[i] == 1]
@@ -97,8 +97,7 @@ def split_step(meta: AttentionMetadata) -> StepSplit:
         for i in range(meta.num_seqs)
         if starts[i + 1] - starts[i] > 1
     ]
-    rows = [starts[i] for i in decode_seqs]
-    decode_rows = torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)
+    decode_rows = _long_to_device([starts[i] for i in decode_seqs], device)
     if not decode_seqs:
         return StepSplit(decode_rows, None, prefills)
     decode_meta = AttentionMetadata(
@@ -113,11 +112,26 @@ def split_step(meta: AttentionMetadata) -> StepSplit:
     if meta.block_tables_tensor is None:
         build_step_tensors(decode_meta, device)
     else:  # rows of the step's tensors: no second host-to-device copy of the tables
-        seqs = torch.tensor(decode_seqs, dtype=torch.long).to(device, non_blocking=True)
+        seqs = _long_to_device(decode_seqs, device)
         decode_meta.block_tables_tensor = meta.block_tables_tensor.index_select(0, seqs)
         decode_meta.seq_lens_tensor = meta.seq_lens_tensor.index_select(0, seqs)
         decode_meta.query_start_loc_tensor = torch.arange(len(decode_seqs) + 1, dtype=torch.int32, device=device)
     return StepSplit(decode_rows, decode_meta, prefills)
+
+
+def _long_to_device(values: list[int], device: torch.device) -> torch.Tensor:
+    """A host list as an int64 tensor on `device`, without blocking the host on CUDA.
+
+    A copy from pageable memory goes through the driver's staging buffer and may wait for the
+    stream (behind the step's queued kernels), so the source is pinned and the copy asynchronous.
+    The pinned tensor may be dropped at once: it comes from PyTorch's caching host allocator, and
+    the CUDA copy records an event on its stream for that block (`CachingHostAllocator_recordEvent`
+    in copy_kernel_cuda), so the block is not handed out again before the copy has completed.
+    Kernels that read the result are queued after the copy on the same (current) stream.
+    """
+    if device.type != "cuda":
+        return torch.tensor(values, dtype=torch.long, device=device)
+    return torch.tensor(values, dtype=torch.long, pin_memory=True).to(device, non_blocking=True)
 
 
 def build_step_tensors(meta: AttentionMetadata, device: torch.device, width: int | None = None) -> None:

@@ -3,8 +3,8 @@
 Why: a decode step of a small model is ~1 ms of GPU work spread over hundreds of kernels; launching
 them from Python costs about as much again. A graph replays the whole forward in one launch.
 
-Contract: `DecodeGraphs(model, kv_caches, ...)` captures `model.forward` for every bucket size
-(largest first, all into one memory pool, so the buckets share activation memory) on static input
+Contract: `DecodeGraphs(model, kv_caches, ...)`.capture(pool) captures `model.forward` for every
+bucket size (largest first, all into one memory pool, so the buckets share activation memory) on static input
 buffers. `can_run(meta)` says whether a step fits: pure decode, at most the largest bucket, every
 context within `max_model_len`. `run(input_ids, positions, meta)` copies the step into the buffers,
 pads the batch to its bucket (padding rows: slot -1 so they write no cache, seq len 0 so they
@@ -12,6 +12,17 @@ attend to nothing), replays, and returns hidden (B, hidden) — a view of the gr
 until the next replay. The eager forward with the same backend is the reference (`enforce_eager`).
 Only the Triton backend is captured: its cost follows each sequence's own length while the block
 table is padded to the full `max_model_len` width, and its cache write skips padding rows.
+
+`MixedGraphs(...)` does the same for steps that are not pure decode (prefill chunks, alone or
+mixed with decode rows), in buckets of *tokens* up to `MAX_MIXED_GRAPH_TOKENS`, for models whose
+every non-decode step can take one launch-shape-stable attention kernel (`supports_mixed_graphs`:
+GQA's varlen kernel; MLA's mixed path loops over prefill chunks in Python and stays eager). The
+sequence dimension is padded to `max_num_seqs`: padding sequences have an empty query span and seq
+len 0 (the varlen kernel returns at once for their tiles), padding tokens sit past the last query
+span (slot -1: no cache write; their rows of the output are garbage and never read, as every op
+of the forward other than attention is row-wise). Why: at serving load almost every step carries
+a prefill chunk, and an eager forward of a 28-layer model costs a few ms of host time per step,
+more than the GPU work of a few hundred tokens.
 """
 from __future__ import annotations
 
@@ -22,10 +33,27 @@ import torch
 from lab.engine.attention import AttentionMetadata
 
 
+MAX_MIXED_GRAPH_TOKENS = 1024  # above this a step's GPU work dwarfs its launch cost (vLLM captures <= 512)
+
+
 def bucket_sizes(max_num_seqs: int) -> list[int]:
     """1, 2, 4, 8, then steps of 16 up to max_num_seqs (which is always a bucket)."""
     sizes = [b for b in (1, 2, 4, 8) if b < max_num_seqs] + list(range(16, max_num_seqs, 16))
     return sorted(set(sizes + [max_num_seqs]))
+
+
+def _capture_buckets(model, buckets, args_for, graphs: dict, outputs: dict, pool):
+    """Capture `model(*args_for(b))` for every bucket, largest first, all into one pool; returns it."""
+    for bucket in reversed(buckets):
+        args = args_for(bucket)
+        model(*args)  # warm-up: Triton compiles, cuBLAS picks its kernels, outside the graph
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            outputs[bucket] = model(*args)
+        pool = graph.pool() if pool is None else pool
+        graphs[bucket] = graph
+    torch.cuda.synchronize()
+    return pool
 
 
 class DecodeGraphs:
@@ -68,24 +96,17 @@ class DecodeGraphs:
         )
 
     @torch.inference_mode()
-    def capture(self) -> float:
-        """Capture every bucket, largest first into one pool; returns the seconds it took."""
+    def capture(self, pool=None):
+        """Capture every bucket, largest first, into `pool` (a new one if None); returns the pool."""
         start = time.perf_counter()
         self.slot_mapping.fill_(-1)  # warm-up and capture runs must not touch the cache
         self.seq_lens.zero_()
-        pool = None
-        for batch in reversed(self.buckets):
-            meta = self._meta(batch)
-            args = (self.input_ids[:batch], self.positions[:batch], self.kv_caches, meta)
-            self.model(*args)  # warm-up: Triton compiles, cuBLAS picks its kernels, outside the graph
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self.outputs[batch] = self.model(*args)
-            pool = graph.pool() if pool is None else pool
-            self.graphs[batch] = graph
-        torch.cuda.synchronize()
+        pool = _capture_buckets(self.model, self.buckets, self._args, self.graphs, self.outputs, pool)
         self.capture_s = time.perf_counter() - start
-        return self.capture_s
+        return pool
+
+    def _args(self, batch: int) -> tuple:
+        return self.input_ids[:batch], self.positions[:batch], self.kv_caches, self._meta(batch)
 
     def can_run(self, meta: AttentionMetadata) -> bool:
         return (
@@ -109,3 +130,105 @@ class DecodeGraphs:
         self.seq_lens[batch:bucket].zero_()
         self.graphs[bucket].replay()
         return self.outputs[bucket][:batch]
+
+
+def mixed_bucket_sizes(max_num_batched_tokens: int) -> list[int]:
+    """Token buckets: 16, 32, 48, 64, 96, then steps of 32 to 512 and of 128 to the cap.
+
+    Fine steps where serving steps live (a prefill chunk plus up to a few hundred decode rows), so
+    padding costs little; capped by the step budget and `MAX_MIXED_GRAPH_TOKENS`."""
+    cap = min(max_num_batched_tokens, MAX_MIXED_GRAPH_TOKENS)
+    sizes = [16, 32, 48, 64, 96, *range(128, 513, 32), *range(640, MAX_MIXED_GRAPH_TOKENS + 1, 128)]
+    return sorted({t for t in sizes if t < cap} | {cap})
+
+
+class MixedGraphs:
+    """Graphs for non-decode steps in token buckets, sequences padded to `max_num_seqs` (module docstring)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        kv_caches: list[tuple[torch.Tensor, ...]],
+        block_size: int,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        max_model_len: int,
+        device: torch.device,
+    ) -> None:
+        self.model = model
+        self.kv_caches = kv_caches
+        self.block_size = block_size
+        self.buckets = mixed_bucket_sizes(max_num_batched_tokens)
+        self.max_num_seqs = max_num_seqs
+        self.width = (max_model_len + block_size - 1) // block_size
+        t, s = self.buckets[-1], max_num_seqs
+        to = dict(device=device)
+        self.input_ids = torch.zeros(t, dtype=torch.long, **to)
+        self.positions = torch.zeros(t, dtype=torch.long, **to)
+        self.slot_mapping = torch.full((t,), -1, dtype=torch.long, **to)
+        self.block_tables = torch.zeros(s, self.width, dtype=torch.int32, **to)
+        self.seq_lens = torch.zeros(s, dtype=torch.int32, **to)
+        self.query_start_loc = torch.zeros(s + 1, dtype=torch.int32, **to)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.capture_s = 0.0
+
+    def _meta(self, num_tokens: int) -> AttentionMetadata:
+        s = self.max_num_seqs
+        # The lists only steer Python-side dispatch (not decode, cached context possible: the varlen
+        # kernel, with its largest tile, whatever the step); the kernels read the tensors.
+        return AttentionMetadata(
+            query_start_loc=[0] + [num_tokens] * s,
+            seq_lens=[num_tokens] + [0] * (s - 1),
+            block_tables=[[0]] * s,
+            slot_mapping=self.slot_mapping[:num_tokens],
+            block_size=self.block_size,
+            block_tables_tensor=self.block_tables,
+            seq_lens_tensor=self.seq_lens,
+            query_start_loc_tensor=self.query_start_loc,
+            backend="triton",
+            no_cached_context=False,
+            pure_decode=False,
+        )
+
+    @torch.inference_mode()
+    def capture(self, pool=None):
+        """Capture every bucket, largest first, into `pool` (a new one if None); returns the pool."""
+        start = time.perf_counter()
+        self.slot_mapping.fill_(-1)  # warm-up and capture runs must not touch the cache
+        self.seq_lens.zero_()
+        self.query_start_loc.zero_()  # every sequence empty: attention does nothing while capturing
+        pool = _capture_buckets(self.model, self.buckets, self._args, self.graphs, self.outputs, pool)
+        self.capture_s = time.perf_counter() - start
+        return pool
+
+    def _args(self, tokens: int) -> tuple:
+        return self.input_ids[:tokens], self.positions[:tokens], self.kv_caches, self._meta(tokens)
+
+    def can_run(self, meta: AttentionMetadata, num_tokens: int) -> bool:
+        return (
+            bool(self.graphs)
+            and not meta.is_pure_decode
+            and meta.backend == "triton"
+            and num_tokens <= self.buckets[-1]
+            and meta.num_seqs <= self.max_num_seqs
+            and meta.block_tables_tensor is not None
+            and meta.query_start_loc_tensor is not None
+            and meta.block_tables_tensor.shape[1] <= self.width
+        )
+
+    def run(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        tokens, seqs = input_ids.shape[0], meta.num_seqs
+        bucket = next(t for t in self.buckets if t >= tokens)
+        width = meta.block_tables_tensor.shape[1]
+        self.input_ids[:tokens].copy_(input_ids)
+        self.positions[:tokens].copy_(positions)
+        self.slot_mapping[:tokens].copy_(meta.slot_mapping)
+        self.slot_mapping[tokens:bucket].fill_(-1)
+        self.block_tables[:seqs, :width].copy_(meta.block_tables_tensor)  # columns past width: never read
+        self.seq_lens[:seqs].copy_(meta.seq_lens_tensor)
+        self.seq_lens[seqs:].zero_()
+        self.query_start_loc[: seqs + 1].copy_(meta.query_start_loc_tensor)
+        self.query_start_loc[seqs + 1 :].fill_(tokens)  # padding sequences: empty spans after the last one
+        self.graphs[bucket].replay()
+        return self.outputs[bucket][:tokens]

@@ -20,7 +20,7 @@ from lab.engine.detokenizer import IncrementalDetokenizer, decode_windows
 from lab.engine.kv_cache import allocate_kv_cache
 from lab.engine.kv_sizing import blocks_from_budget, cuda_kv_budget_bytes, profile_peak_activation_bytes
 from lab.engine.loader import load_model
-from lab.engine.cuda_graphs import DecodeGraphs
+from lab.engine.cuda_graphs import DecodeGraphs, MixedGraphs
 from lab.engine.models.layers import set_fused_ops
 from lab.engine.models.moe import set_moe_backend
 from lab.engine.runner import ModelRunner
@@ -49,6 +49,7 @@ class LLMEngine:
         loaded = load_model(args.model, self.dtype, self.device, seed=args.seed, hf_overrides=args.hf_overrides or None)
         self.model = loaded.module
         self.model_config = loaded.config
+        self.checkpoint_dir = loaded.checkpoint_dir  # None for a preset (dummy weights)
         self.max_model_len = self._resolve_max_model_len(loaded.config.max_position_embeddings)
         self.tokenizer = load_tokenizer(args.tokenizer, loaded.checkpoint_dir)
         self.eos_token_id = self._resolve_eos()
@@ -60,9 +61,10 @@ class LLMEngine:
         self.attention_backend = args.resolve_attention_backend(self.device)
         set_moe_backend(self.model, args.resolve_moe_backend(self.device))
         set_fused_ops(self.model, args.use_fused_ops(self.device))
-        self.graphs = self._capture_graphs(kv_caches) if args.use_cuda_graphs(self.device) else None
+        self.graphs, self.mixed_graphs = self._capture_graphs(kv_caches) if args.use_cuda_graphs(self.device) else (None, None)
         self.runner = ModelRunner(
-            self.model, kv_caches, args.block_size, self.device, self.eos_token_id, self.attention_backend, self.graphs
+            self.model, kv_caches, args.block_size, self.device, self.eos_token_id, self.attention_backend, self.graphs,
+            self.mixed_graphs,
         )
         self._requests: dict[str, _Request] = {}
         self.async_scheduling = args.use_async_scheduling(self.device)
@@ -254,17 +256,29 @@ class LLMEngine:
             eos = eos[0] if eos else None
         return eos if eos is not None else self.tokenizer.eos_token_id
 
-    def _capture_graphs(self, kv_caches: list[tuple[torch.Tensor, ...]]) -> DecodeGraphs | None:
-        """Decode graphs in batch buckets; a capture that fails leaves the engine eager, with a warning."""
-        graphs = DecodeGraphs(
-            self.model, kv_caches, self.args.block_size, self.args.max_num_seqs, self.max_model_len, self.device
-        )
+    def _capture_graphs(self, kv_caches: list[tuple[torch.Tensor, ...]]) -> tuple[DecodeGraphs | None, MixedGraphs | None]:
+        """Decode graphs in batch buckets, then (where the model allows) graphs for steps with prefill
+        chunks in token buckets, all in one memory pool, the larger activations first. A capture that
+        fails leaves that kind of step eager, with a warning saying why."""
+        args = self.args
+        mixed = None
+        pool = None
+        if args.mixed_cuda_graphs and getattr(self.model, "supports_mixed_graphs", False):
+            mixed = MixedGraphs(self.model, kv_caches, args.block_size, args.max_num_seqs,
+                                args.max_num_batched_tokens, self.max_model_len, self.device)
+            try:
+                pool = mixed.capture()
+            except Exception as exc:  # the eager path is always correct; say why the fast one is off
+                warnings.warn(f"CUDA graph capture for mixed steps failed, running them eager: "
+                              f"{type(exc).__name__}: {exc}", stacklevel=2)
+                mixed, pool = None, None
+        decode = DecodeGraphs(self.model, kv_caches, args.block_size, args.max_num_seqs, self.max_model_len, self.device)
         try:
-            graphs.capture()
-        except Exception as exc:  # the eager path is always correct; say why the fast one is off
-            warnings.warn(f"CUDA graph capture failed, running eager: {type(exc).__name__}: {exc}", stacklevel=2)
-            return None
-        return graphs
+            decode.capture(pool)
+        except Exception as exc:
+            warnings.warn(f"CUDA graph capture failed, running decode eager: {type(exc).__name__}: {exc}", stacklevel=2)
+            decode = None
+        return decode, mixed
 
     def _size_kv_cache(self) -> int:
         args = self.args

@@ -5,7 +5,8 @@ random generators. Inputs are laid out flat (vLLM's layout): each scheduled chun
 its new tokens, and the model sees one (T,) batch with an `AttentionMetadata` describing where
 each sequence's rows and cache blocks are. Unless the backend is "reference", the step's device
 tensors (padded block table, seq lens, query starts) are built here, once per step, not per layer.
-Pure decode steps replay a CUDA graph when `graphs` (a `DecodeGraphs`) is given and the step fits.
+Pure decode steps replay a CUDA graph when `graphs` (a `DecodeGraphs`) is given and the step fits;
+other steps replay one of `mixed_graphs` (a `MixedGraphs`) when given and the step fits.
 
 Host cost per step is O(B) Python plus vectorized numpy, not O(tokens) Python: each request's
 block table is mirrored in a row of one numpy array (`BlockTableRows`, synced by appending the
@@ -120,6 +121,7 @@ class ModelRunner:
         eos_token_id: int | None,
         attention_backend: str = "reference",
         graphs=None,  # lab.engine.cuda_graphs.DecodeGraphs, captured, or None for eager
+        mixed_graphs=None,  # lab.engine.cuda_graphs.MixedGraphs (steps with prefill chunks), or None
     ) -> None:
         self.model = model
         self.kv_caches = kv_caches
@@ -128,6 +130,7 @@ class ModelRunner:
         self.eos_token_id = eos_token_id
         self.attention_backend = attention_backend
         self.graphs = graphs
+        self.mixed_graphs = mixed_graphs
         self.sampler = Sampler()
         self._generators: dict[str, torch.Generator] = {}
         self._block_rows = BlockTableRows()
@@ -251,6 +254,8 @@ class ModelRunner:
         inputs = self.prepare_inputs(output, previous)
         if self.graphs is not None and self.graphs.can_run(inputs.meta):
             hidden = self.graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
+        elif self.mixed_graphs is not None and self.mixed_graphs.can_run(inputs.meta, inputs.input_ids.shape[0]):
+            hidden = self.mixed_graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
         else:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         if not inputs.sample_rows:

@@ -3,8 +3,9 @@
 Contract: a request is authenticated by its API key, which alone decides its tier (VIP > realtime >
 async > batch); it passes the per-key and per-tier token buckets (429 with Retry-After when empty),
 waits in one priority queue across tiers under per-tier concurrency limits and deadlines (an explicit
-JSON error when its tier's timeout passes; lower tiers leave slots free for higher ones, and a higher
-tier about to miss its deadline may preempt a lower tier's running request, in an order set per tier),
+JSON error when its tier's timeout passes; lower tiers keep a share of the slots free for higher ones
+or lend it out and take it back on demand, and a higher tier about to miss its deadline may preempt a
+lower tier's running request, in an order set per tier),
 and is forwarded over HTTP to the healthy replica with the least outstanding work of a version chosen
 by the canary weights. Streams pass through unbuffered;
 a replica that fails before the first byte is replaced by another. A health loop probes every replica

@@ -86,6 +86,8 @@ class Gateway:
             self.queue.release(ticket)
         if outcome == "preempted":
             self.metrics.tier[tier].preempted.inc()
+            if ticket is not None and ticket.borrowed:
+                self.metrics.tier[tier].reclaimed.inc()
         if upstream is None:
             if outcome in ("error", "preempted"):
                 self.metrics.count_request(tier, "", outcome)

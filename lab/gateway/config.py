@@ -7,16 +7,27 @@ article's defaults: tiers VIP (32 concurrent, 500 ms) > realtime (64, 2000 ms) >
 health probes every 15 s with 3 failures to eject, canaries that start at 1%.
 
 Capacity kept for higher tiers under overload (a queue alone cannot do it: once batch holds every
-slot, a VIP waits for one to free, however high its priority), two mechanisms per tier:
-- `max_inflight_share` (trunk reservation): a request of the tier starts only while all tiers together
-  hold fewer than `floor(share * queue.max_inflight)` slots, so the rest stays free for higher tiers.
-  Defaults: VIP 1.0, realtime 0.9, async 0.75, batch 0.5 (batch alone then uses half the slots: the
-  price of the headroom). Shares may not grow from a higher tier to a lower one.
-- `preempt_after_ms` / `preempts`: a request of a tier with `preempt_after_ms` that has waited that
-  long for a slot cancels the newest running request of the first tier in its `preempts` list that
-  has one running (an explicit `preempted` error to that client: a 503 before the first byte, an SSE
-  error event after) and takes its slot. `preempts` names lower tiers only (a tier never preempts
-  its equals or betters), in the order they give up slots. Defaults: VIP preempts after 100 ms, batch
+slot, a VIP waits for one to free, however high its priority), per tier:
+- `max_inflight_share` (trunk reservation): a request of the tier runs *within its share* when it starts
+  while the within-share requests of all tiers together hold fewer than `floor(share * queue.max_inflight)`
+  slots; the rest is kept for higher tiers. Defaults: VIP 1.0, realtime 0.9, async 0.9, batch 0.5.
+  Shares may not grow from a higher tier to a lower one.
+- `borrow` (default false: the strict reservation, the plain path): a tier that borrows may also start
+  requests above its share while a slot is idle; such a request is *borrowed* until it ends, and a
+  request of a higher tier that would run within its own share and finds no free slot reclaims it:
+  the newest borrowed request of the lowest tier is preempted (an explicit `preempted` error to its
+  client) and its slot changes hands. Lent slots keep the replica busy (a strict reservation leaves
+  them idle); reclaiming them puts the cancellations on the borrowing tier. Default: batch borrows.
+- `reclaim_after_ms` (default 0: at once; null: never): how long a request of the tier waits for a free
+  slot before it reclaims a borrowed one. On a full replica a slot frees every ~1/max_inflight of a
+  request's time, and the best waiter gets it: a short wait spares most borrowers (each reclaim is a
+  borrower's request lost) at little cost in latency. Defaults: VIP 0, realtime 500, async 5000.
+- `preempt_after_ms` / `preempts` (the last resort, for requests running within their share): a
+  request of a tier with `preempt_after_ms` that has waited that long for a slot (and found nothing
+  borrowed to reclaim) cancels the newest running request of the first tier in its `preempts` list
+  that has one running (an explicit `preempted` error to that client: a 503 before the first byte, an
+  SSE error event after) and takes its slot. `preempts` names lower tiers only (a tier never preempts
+  its equals or betters), in the order they give up slots. Defaults: VIP preempts after 200 ms, batch
   first, then async, then realtime (under 2x overload VIP and realtime can hold every slot, and a VIP
   that may not take realtime's then misses its 500 ms); realtime after 1000 ms, batch then async.
 Values the gateway derives at run time (health, weights, outstanding work) live in
@@ -56,7 +67,9 @@ class TierConfig:
     timeout_ms: int  # longest wait in the queue before an explicit error
     tier_limit: BucketLimit  # shared by every key of the tier
     key_limit: BucketLimit  # each key of the tier on its own
-    max_inflight_share: float = 1.0  # starts only while all tiers hold < floor(share * max_inflight) slots
+    max_inflight_share: float = 1.0  # within its share while within-share requests hold < floor(share * max_inflight)
+    borrow: bool = False  # may start above its share on idle slots (borrowed: reclaimed when a higher tier needs one)
+    reclaim_after_ms: int | None = 0  # waited this long for a free slot: reclaim a lower borrowed one; None: never
     preempt_after_ms: int | None = None  # waited this long: cancel a running request of a tier in `preempts`
     preempts: tuple[str, ...] = ()  # lower tiers whose running requests it may cancel, tried in this order
 
@@ -137,14 +150,21 @@ def _limit(rps: float, tps: float) -> BucketLimit:
 
 
 # Article: {"name": "VIP", "max_concurrency": 32, "timeout": 500}, {"name": "Realtime", ... 64, 2000}.
-# Reservation and preemption (not in the article) keep VIP's 500 ms deadline under 2x overload.
+# Reservation and preemption (not in the article) keep VIP's 500 ms deadline under 2x overload; batch
+# borrows the idle reserved slots, so the reservation costs little throughput. VIP takes a borrowed slot
+# back at once; realtime and async first wait a little (500 ms, 5 s: a fraction of their timeouts), since
+# a slot frees every ~1/8 of a request's time on a full replica and every reclaim loses a batch request.
+# Async's share is realtime's (with 0.75 it waited for its share while borrowed batch requests ran, and
+# timed out); VIP's last resort waits 200 ms (turnover usually frees a slot first, sparing realtime/async).
 DEFAULT_TIERS: tuple[TierConfig, ...] = (
     TierConfig("vip", 0, 32, 500, _limit(200, 200_000), _limit(50, 50_000), max_inflight_share=1.0,
-               preempt_after_ms=100, preempts=("batch", "async", "realtime")),
+               reclaim_after_ms=0, preempt_after_ms=200, preempts=("batch", "async", "realtime")),
     TierConfig("realtime", 1, 64, 2000, _limit(400, 400_000), _limit(100, 100_000), max_inflight_share=0.9,
-               preempt_after_ms=1000, preempts=("batch", "async")),
-    TierConfig("async", 2, 128, 30_000, _limit(400, 800_000), _limit(100, 200_000), max_inflight_share=0.75),
-    TierConfig("batch", 3, 32, 120_000, _limit(200, 800_000), _limit(100, 400_000), max_inflight_share=0.5),
+               reclaim_after_ms=500, preempt_after_ms=1000, preempts=("batch", "async")),
+    TierConfig("async", 2, 128, 30_000, _limit(400, 800_000), _limit(100, 200_000), max_inflight_share=0.9,
+               reclaim_after_ms=5000),
+    TierConfig("batch", 3, 32, 120_000, _limit(200, 800_000), _limit(100, 400_000), max_inflight_share=0.5,
+               borrow=True),
 )
 
 
@@ -186,12 +206,17 @@ def _tier(t: _Fields) -> TierConfig:
         max_concurrency=t.positive("max_concurrency", int), timeout_ms=t.positive("timeout_ms", int),
         tier_limit=_bucket(t.sub("tier_limit", required=True)), key_limit=_bucket(t.sub("key_limit", required=True)),
         max_inflight_share=t.positive("max_inflight_share", float, 1.0),
+        borrow=t.get("borrow", bool, False),
+        reclaim_after_ms=t.optional_non_negative("reclaim_after_ms", int, 0),
         preempt_after_ms=t.optional_positive("preempt_after_ms", int),
         preempts=tuple(t.names("preempts")),
     )
     if tier.max_inflight_share > 1.0:
         raise ConfigError(f"gateway config: {t.path}.max_inflight_share: expected 0 < share <= 1, "
                           f"got {tier.max_inflight_share}")
+    if tier.borrow and tier.max_inflight_share >= 1.0:
+        raise ConfigError(f"gateway config: {t.path}.borrow: a tier with max_inflight_share 1.0 has no share to "
+                          "exceed, so it has nothing to borrow; lower its share or drop `borrow`")
     if (tier.preempt_after_ms is None) != (not tier.preempts):
         raise ConfigError(f"gateway config: {t.path}.preempts: preempt_after_ms and preempts go together "
                           f"(when to preempt, and whom); got {tier.preempt_after_ms} and {list(tier.preempts)}")
@@ -309,7 +334,7 @@ class _Fields:
         value = self.data[name]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ConfigError(f"gateway config: {self._name(name)}: expected {kind.__name__}, got {value!r}")
         return value
 
@@ -319,6 +344,18 @@ class _Fields:
             self.seen.add(name)
             return None
         return self.positive(name, kind)
+
+    def optional_non_negative(self, name: str, kind: type, default: Any) -> Any:
+        """A number >= 0, `default` when missing, None when null (the feature is off)."""
+        self.seen.add(name)
+        if name not in self.data:
+            return default
+        if self.data[name] is None:
+            return None
+        value = self.get(name, kind)
+        if value < 0:
+            raise ConfigError(f"gateway config: {self._name(name)}: expected a number >= 0 or null, got {value!r}")
+        return value
 
     def names(self, name: str) -> list[str]:
         """A list of distinct strings (empty when missing or null)."""

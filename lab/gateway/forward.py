@@ -188,7 +188,8 @@ class Forwarder:
             exchange.absorb()
             exchange.outcome = exchange.reason
             if exchange.reason == "preempted":
-                await self._say_preempted(send, tier, exchange, upstream)
+                borrowed = ticket is not None and ticket.borrowed
+                await self._say_preempted(send, tier, exchange, upstream, borrowed)
         finally:
             exchange.reason = exchange.reason or "done"
             watcher.cancel()
@@ -237,9 +238,14 @@ class Forwarder:
         exchange.reason, exchange.outcome = "done", "ok"
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _say_preempted(self, send: Send, tier: str, exchange: _Exchange, upstream: Upstream | None) -> None:
-        message = (f"request of tier {tier!r} was preempted: its slot went to a higher tier that would "
-                   "otherwise have missed its deadline; retry later")
+    async def _say_preempted(self, send: Send, tier: str, exchange: _Exchange, upstream: Upstream | None,
+                             borrowed: bool) -> None:
+        if borrowed:
+            message = (f"request of tier {tier!r} was preempted: it ran on a slot borrowed above its tier's share, "
+                       "and a higher tier took the slot back; retry later")
+        else:
+            message = (f"request of tier {tier!r} was preempted: its slot went to a higher tier that would "
+                       "otherwise have missed its deadline; retry later")
         if not exchange.started:
             await send_error(send, GatewayError(503, message, "service_unavailable", "preempted", tier=tier))
         elif upstream is not None and upstream.is_event_stream:

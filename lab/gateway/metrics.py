@@ -27,7 +27,8 @@ SHED_BUCKETS = ("key requests", "key tokens", "tier requests", "tier tokens")  #
 
 METRIC_NAMES = (
     "lab_gateway_requests_admitted_total", "lab_gateway_requests_shed_total", "lab_gateway_requests_timed_out_total",
-    "lab_gateway_requests_total", "lab_gateway_requests_preempted_total", "lab_gateway_upstream_retries_total", "lab_gateway_replica_ejections_total",
+    "lab_gateway_requests_total", "lab_gateway_requests_preempted_total",
+    "lab_gateway_requests_reclaimed_total", "lab_gateway_upstream_retries_total", "lab_gateway_replica_ejections_total",
     "lab_gateway_rollbacks_total", "lab_gateway_request_latency_seconds", "lab_gateway_time_to_first_byte_seconds",
     "lab_gateway_queue_wait_seconds", "lab_gateway_queue_length", "lab_gateway_inflight_requests",
     "lab_gateway_replica_healthy", "lab_gateway_replica_outstanding_requests", "lab_gateway_version_weight_percent",
@@ -65,6 +66,7 @@ class TierSeries:
     admitted: Any
     timed_out: Any
     preempted: Any
+    reclaimed: Any
     latency: Any
     ttfb: Any
     queue_wait: Any
@@ -84,6 +86,8 @@ class GatewayMetrics:
                                 "client_closed, preempted", ["tier", "version", "outcome"], registry=registry)
         self.preempted = Counter("lab_gateway_requests_preempted", "Running requests cancelled to free a slot "
                                  "for a higher tier", ["tier"], registry=registry)
+        self.reclaimed = Counter("lab_gateway_requests_reclaimed", "Preempted requests that ran on a borrowed slot "
+                                 "(above their tier's share), given back to a higher tier", ["tier"], registry=registry)
         self.retries = Counter("lab_gateway_upstream_retries", "Attempts that failed before the first byte and moved on",
                                ["replica"], registry=registry)
         self.ejections = Counter("lab_gateway_replica_ejections", "Replicas ejected after consecutive failed probes",
@@ -96,13 +100,13 @@ class GatewayMetrics:
         self.queue_wait = Histogram("lab_gateway_queue_wait_seconds", "Time spent waiting for a slot",
                                     ["tier"], buckets=LATENCY_BUCKETS_S, registry=registry)
         registry.register(_StateCollector(traffic, queue, tiers))
-        self.tier = {t: TierSeries(*(family.labels(t) for family in (self.admitted, self.timed_out, self.preempted,
-                                                                     self.latency, self.ttfb, self.queue_wait)))
-                     for t in tiers}
+        per_tier = (self.admitted, self.timed_out, self.preempted, self.reclaimed, self.latency, self.ttfb,
+                    self.queue_wait)  # TierSeries' fields, in order
+        self.tier = {t: TierSeries(*(family.labels(t) for family in per_tier)) for t in tiers}
         self._outcomes: dict[tuple[str, str, str], Any] = {}
         # Series exist from the start (at 0), so rate() and the alert rules see them before the first event.
         for tier in tiers:
-            for family in (self.admitted, self.timed_out, self.preempted, self.latency, self.ttfb, self.queue_wait):
+            for family in per_tier:
                 family.labels(tier)
             for bucket in SHED_BUCKETS:
                 self.shed.labels(tier, bucket)

@@ -4,15 +4,18 @@ Contract: a `Policy` has a `name` and `decide(signals) -> ScalingDecision`; it m
 between calls (a stabilisation window, the time of its last change), so one policy object drives
 one fleet. `reset()` forgets that state. `Bounds` clamps a desired count to [min, max] replicas;
 `Cooldown` remembers when the policy last scaled up or down and says whether it may again
-(Kubernetes HPA's stabilisation windows, AWS's cool-downs). `Static` always asks for the same
-count: static peak provisioning, the baseline every dynamic policy is compared with.
+(Kubernetes HPA's stabilisation windows, AWS's cool-downs). `CooldownPolicy` is the base of the
+dynamic policies (reactive, target tracking, predictive): it holds the config (whose `bounds` and
+`cooldown` fields every such config has), the name and the `Cooldown`, and its `reset()` forgets the
+last change. `Static` always asks for the same count: static peak provisioning, the baseline every
+dynamic policy is compared with.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from lab.scale.signals import Action, LoadSignals, ScalingDecision
 
@@ -68,10 +71,40 @@ class Cooldown:
         self.last_change_s = -math.inf
 
 
-def replicas_for_rate(rate_per_s: float, replica_capacity_per_s: float, target_load: float) -> int:
-    """Replicas needed so `rate_per_s` loads each to `target_load` of its capacity (>= 0)."""
+class LimitsConfig(Protocol):
+    """What `CooldownPolicy` reads from a policy's config."""
+
+    @property
+    def bounds(self) -> Bounds: ...
+
+    @property
+    def cooldown(self) -> CooldownConfig: ...
+
+
+ConfigT = TypeVar("ConfigT", bound=LimitsConfig)
+
+
+class CooldownPolicy(Generic[ConfigT]):
+    """A policy's config, name and `Cooldown`; subclasses that keep more state extend `reset()`."""
+
+    def __init__(self, config: ConfigT, name: str) -> None:
+        self.config = config
+        self.name = name
+        self._cooldown = Cooldown(config.cooldown)
+
+    def reset(self) -> None:
+        self._cooldown.reset()
+
+
+def check_rate_target(replica_capacity_per_s: float, target_load: float) -> None:
+    """Raise `ValueError` unless replica_capacity_per_s > 0 and 0 < target_load <= 1."""
     if replica_capacity_per_s <= 0 or not 0 < target_load <= 1:
         raise ValueError("need replica_capacity_per_s > 0 and 0 < target_load <= 1")
+
+
+def replicas_for_rate(rate_per_s: float, replica_capacity_per_s: float, target_load: float) -> int:
+    """Replicas needed so `rate_per_s` loads each to `target_load` of its capacity (>= 0)."""
+    check_rate_target(replica_capacity_per_s, target_load)
     return max(0, math.ceil(rate_per_s / (replica_capacity_per_s * target_load) - 1e-9))
 
 

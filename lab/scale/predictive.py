@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lab.scale.forecast import Forecast
-from lab.scale.policy import Bounds, Cooldown, CooldownConfig, replicas_for_rate
+from lab.scale.policy import Bounds, CooldownConfig, CooldownPolicy, replicas_for_rate
 from lab.scale.signals import Action, LoadSignals, ScalingDecision
 
 
@@ -72,15 +72,10 @@ class PredictiveConfig:
             raise ValueError("headroom must be in [0, 1)")
 
 
-class PredictiveStepped:
+class PredictiveStepped(CooldownPolicy[PredictiveConfig]):
     def __init__(self, config: PredictiveConfig, forecast: RateForecast, name: str = "predictive") -> None:
-        self.config = config
+        super().__init__(config, name)
         self.forecast = forecast
-        self.name = name
-        self._cooldown = Cooldown(config.cooldown)
-
-    def reset(self) -> None:
-        self._cooldown.reset()
 
     def decide(self, s: LoadSignals) -> ScalingDecision:
         cfg, now, current = self.config, s.time_s, s.provisioned_replicas

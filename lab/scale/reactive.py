@@ -17,7 +17,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from lab.scale.policy import Bounds, Cooldown, CooldownConfig
+from lab.scale.policy import Bounds, CooldownConfig, CooldownPolicy
 from lab.scale.signals import Action, LoadSignals, ScalingDecision
 
 
@@ -40,18 +40,17 @@ class ReactiveConfig:
             raise ValueError("max_step_factor must be > 1")
 
 
-class ReactiveThreshold:
+class ReactiveThreshold(CooldownPolicy[ReactiveConfig]):
     def __init__(self, config: ReactiveConfig | None = None, name: str | None = None) -> None:
-        self.config = config or ReactiveConfig()
-        self.name = name or f"reactive_{self.config.decision_delay_s:g}s"
-        self._cooldown = Cooldown(self.config.cooldown)
+        config = config or ReactiveConfig()
+        super().__init__(config, name or f"reactive_{config.decision_delay_s:g}s")
         self._above_since: float | None = None
         self._below_since: float | None = None
         # (time, needed) with decreasing needed: the max over the scale-down window in O(1).
         self._recent_needed: deque[tuple[float, int]] = deque()
 
     def reset(self) -> None:
-        self._cooldown.reset()
+        super().reset()
         self._above_since = self._below_since = None
         self._recent_needed.clear()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lab.scale.policy import Bounds, Cooldown, CooldownConfig, replicas_for_rate
+from lab.scale.policy import Bounds, CooldownConfig, CooldownPolicy, check_rate_target, replicas_for_rate
 from lab.scale.signals import Action, LoadSignals, ScalingDecision
 
 
@@ -23,18 +23,12 @@ class TargetTrackingConfig:
     cooldown: CooldownConfig = field(default_factory=CooldownConfig)
 
     def __post_init__(self) -> None:
-        if self.replica_capacity_per_s <= 0 or not 0 < self.target_load <= 1:
-            raise ValueError("need replica_capacity_per_s > 0 and 0 < target_load <= 1")
+        check_rate_target(self.replica_capacity_per_s, self.target_load)
 
 
-class TargetTracking:
+class TargetTracking(CooldownPolicy[TargetTrackingConfig]):
     def __init__(self, config: TargetTrackingConfig, name: str = "target_tracking") -> None:
-        self.config = config
-        self.name = name
-        self._cooldown = Cooldown(config.cooldown)
-
-    def reset(self) -> None:
-        self._cooldown.reset()
+        super().__init__(config, name)
 
     def decide(self, s: LoadSignals) -> ScalingDecision:
         cfg, now, current = self.config, s.time_s, s.provisioned_replicas

@@ -1,9 +1,10 @@
 """The replica server: one engine behind OpenAI-compatible HTTP (`lab serve`).
 
 Layout, one concept per file: `backend` (the `ServingBackend` protocol the HTTP layer needs),
-`engine_backend` (its adapter over `lab.engine.AsyncLLM`), `schemas` (request bodies),
-`sampling` (request -> prompt ids and `SamplingParams`), `responses` (OpenAI response and chunk
-shapes), `serving` (run one request: JSON or SSE, disconnects), `metrics` (vLLM-named Prometheus
-metrics), `lifecycle` (loading/ready/draining), `app` (routes), `runner` (uvicorn + SIGTERM
-drain), `cli` (`lab serve`). Nothing here is imported by `lab.engine`.
+`core_backend` (its adapter over the engine core in its own process, `lab.engine.core_client`;
+the default), `engine_backend` (its adapter over `lab.engine.AsyncLLM`, the step loop on a
+thread), `schemas` (request bodies), `sampling` (request -> prompt ids and `SamplingParams`),
+`responses` (OpenAI response and chunk shapes), `serving` (run one request: JSON or SSE,
+disconnects), `metrics` (vLLM-named Prometheus metrics), `lifecycle` (loading/ready/draining),
+`app` (routes), `runner` (uvicorn + SIGTERM drain), `cli` (`lab serve`). Nothing here is imported by `lab.engine`.
 """

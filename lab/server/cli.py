@@ -6,10 +6,15 @@ is bound (exit 2, naming the flag's problem).
 
     lab serve --model tiny --port 8000 --num-gpu-blocks 256 --scheduling-policy priority
     lab serve --engine hf --hf-batch-size 8 --model tiny    # the transformers generate() baseline
+    lab serve --engine-core thread --model tiny             # step loop on a thread of the HTTP process
+
+`--engine-core process` (the default, as in vLLM V1) runs the engine's step loop in its own
+process, so the HTTP/SSE work of many streams does not hold the GIL the steps need; `thread` runs
+it on a thread of the server process (the plain path and the reference).
 
 `--engine hf` serves the same model (same weights for a preset) with transformers' own model
 class and `generate()`, FCFS in static batches; the paging and scheduling flags of our engine
-mean nothing there and are refused, as `--hf-batch-size` is with `--engine lab`.
+mean nothing there and are refused (`--engine-core` too), as `--hf-batch-size` is with `--engine lab`.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ ENGINE_FLAGS = ("model", "tokenizer", "dtype", "device", "seed", "max_model_len"
 # EngineArgs fields that only our engine has (paged KV cache, continuous batching, scheduler)
 LAB_ONLY_FLAGS = ("block_size", "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs",
                   "max_num_batched_tokens", "enable_chunked_prefill", "scheduling_policy")
+ENGINE_CORES = ("process", "thread")  # --engine-core choices; the first is the default (runner.ENGINE_CORES)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "FCFS in static batches, no paging (same weights for a preset)")
     parser.add_argument("--hf-batch-size", type=int,
                         help="--engine hf only: requests per static generate() batch (default 1: one at a time)")
+    parser.add_argument("--engine-core", choices=ENGINE_CORES,
+                        help="--engine lab only: where the step loop runs. process (the default, as vLLM V1): "
+                        "its own process, so HTTP/SSE work does not share the GIL with the steps; "
+                        "thread: a thread of the server process (the plain path)")
     parser.add_argument("--served-model-name", help="the name clients pass as `model` (default: --model)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -85,7 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     given = {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name) is not None}
-    _check_engine_flags(args.engine, given, args.hf_batch_size)  # before torch loads: fail fast
+    _check_engine_flags(args.engine, given, args.hf_batch_size, args.engine_core)  # before torch loads: fail fast
 
     from lab.engine.args import EngineArgs  # torch: only when a replica really starts
     from lab.server.runner import ServerConfig, serve
@@ -96,6 +106,7 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host, port=args.port, drain_timeout_s=args.drain_timeout_s,
             log_level=args.log_level, access_log=args.access_log,
             engine=args.engine, hf_batch_size=1 if args.hf_batch_size is None else args.hf_batch_size,
+            engine_core=args.engine_core or ENGINE_CORES[0],
         )
     except ValueError as exc:
         raise LabError(str(exc)) from None
@@ -103,13 +114,15 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
-def _check_engine_flags(engine: str, given: dict, hf_batch_size: int | None) -> None:
+def _check_engine_flags(engine: str, given: dict, hf_batch_size: int | None, engine_core: str | None = None) -> None:
     """Refuse flags the chosen engine would silently ignore."""
     if engine == "hf":
         ignored = [f"--{name.replace('_', '-')}" for name in LAB_ONLY_FLAGS if name in given]
+        if engine_core is not None:
+            ignored.append("--engine-core")
         if ignored:
-            raise LabError(f"{', '.join(ignored)}: only --engine lab has a paged KV cache and a scheduler; "
-                           "--engine hf runs transformers generate() in static batches (see --hf-batch-size)")
+            raise LabError(f"{', '.join(ignored)}: only --engine lab has a paged KV cache, a scheduler and an "
+                           "engine core; --engine hf runs transformers generate() in static batches (see --hf-batch-size)")
         if hf_batch_size is not None and hf_batch_size < 1:
             raise LabError(f"--hf-batch-size must be >= 1, got {hf_batch_size}")
     elif hf_batch_size is not None:

@@ -6,7 +6,9 @@ one process, e.g. in tests). Every series has the label `model_name`. Exported:
   `vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc` (0..1);
 - histograms, seconds: `vllm:time_to_first_token_seconds` (request received -> first token
   delivered), `vllm:inter_token_latency_seconds` (gap between consecutive token deliveries to the
-  HTTP layer: real delivery times, one observation per delivery), `vllm:e2e_request_latency_seconds`
+  HTTP layer: real delivery times, one observation per token after the first; a delivery of k
+  tokens coalesced from k steps counts as k gaps of 1/k of its wait, tokens that came with the
+  first one as gaps of 0, so count and sum stay exact), `vllm:e2e_request_latency_seconds`
   (received -> end, whatever the reason), `vllm:request_queue_time_seconds` (engine arrival -> first scheduled);
 - counters: `vllm:prompt_tokens_total` (at the first token: the prefill is done),
   `vllm:generation_tokens_total` (as tokens are delivered), `vllm:num_preemptions_total`,
@@ -101,11 +103,15 @@ class RequestRecorder:
     def on_delta(self, delta: Delta) -> None:
         now = time.monotonic()
         if delta.token_ids:
+            num_tokens = len(delta.token_ids)
             if self._last_token is None:
                 self._m.ttft.observe(now - self._received)
                 self._m.prompt_tokens.inc(self._num_prompt_tokens)
+                gap_s, num_gaps = 0.0, num_tokens - 1
             else:
-                self._m.itl.observe(now - self._last_token)
+                gap_s, num_gaps = (now - self._last_token) / num_tokens, num_tokens
+            for _ in range(num_gaps):
+                self._m.itl.observe(gap_s)
             self._last_token = now
             self._m.generation_tokens.inc(len(delta.token_ids))
         if delta.num_preemptions > self._preemptions:

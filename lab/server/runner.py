@@ -8,8 +8,11 @@ Contract:
   left is aborted (streams end with a finish_reason), uvicorn closes the connections, the engine
   stops, and `serve` returns 0. A second signal exits at once.
 - Returns 1 when the model failed to load (the error is logged), so a pool can tell.
-- `config.engine` picks the backend: "lab" (our engine, `AsyncLLMBackend`) or "hf" (the
-  transformers `generate()` baseline, `HFBackend`, in static batches of `hf_batch_size`).
+- `config.engine` picks the backend: "lab" (our engine) or "hf" (the transformers `generate()`
+  baseline, `HFBackend`, in static batches of `hf_batch_size`). For "lab", `config.engine_core`
+  picks where its step loop runs: "process" (the default, `EngineCoreBackend`: the engine core in
+  its own process, so HTTP work and steps do not share a GIL, as in vLLM V1) or "thread"
+  (`AsyncLLMBackend`: a thread of this process; the plain path and the reference).
 uvicorn's own SIGTERM handling would stop listening immediately and re-raise the signal after
 shutdown (exit status -15); `DrainingServer.handle_exit` replaces it.
 """
@@ -28,6 +31,7 @@ import uvicorn
 
 from lab.server.app import build_app
 from lab.server.backend import ServingBackend
+from lab.server.core_backend import EngineCoreBackend
 from lab.server.engine_backend import AsyncLLMBackend
 from lab.server.lifecycle import Lifecycle, State
 
@@ -38,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 SHUTDOWN_BACKSTOP_S = 5.0  # after the drain: how long uvicorn may wait for connections to close
 ENGINES = ("lab", "hf")  # lab: our engine (full power); hf: transformers generate() (the native baseline)
+ENGINE_CORES = ("process", "thread")  # engine "lab": step loop in its own process (default) or a thread here
 
 
 @dataclass(frozen=True)
@@ -51,10 +56,13 @@ class ServerConfig:
     access_log: bool = False  # one log line per request: off by default, it costs at high rates
     engine: str = "lab"  # which backend serves: see ENGINES
     hf_batch_size: int = 1  # engine "hf": requests per static generate() batch (1 = one request at a time)
+    engine_core: str = "process"  # engine "lab": where the step loop runs, see ENGINE_CORES
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        if self.engine_core not in ENGINE_CORES:
+            raise ValueError(f"engine_core must be one of {ENGINE_CORES}, got {self.engine_core!r}")
         if self.hf_batch_size < 1:
             raise ValueError(f"hf_batch_size must be >= 1, got {self.hf_batch_size}")
         if not 0 <= self.port <= 65535:
@@ -107,6 +115,8 @@ def backend_loader(config: ServerConfig) -> Callable[[], ServingBackend]:
         from lab.server.hf_backend import HFBackend
 
         return partial(HFBackend.load, config.engine_args, config.served_model_name, config.hf_batch_size)
+    if config.engine_core == "process":
+        return partial(EngineCoreBackend.load, config.engine_args, config.served_model_name)
     return partial(AsyncLLMBackend.load, config.engine_args, config.served_model_name)
 
 

@@ -54,9 +54,25 @@ def test_tier_outcomes_count_shed_timeouts_and_errors_apart_and_take_percentiles
     # batch: 5 counted (the cancelled one is not), 1 served, 2 shed (429 + 504), 1 client timeout, 1 error
     assert m["tiers_batch_requests"] == 5
     assert (m["tiers_batch_success_pct"], m["tiers_batch_shed_pct"], m["tiers_batch_timeout_pct"],
-            m["tiers_batch_error_pct"]) == (20.0, 40.0, 20.0, 20.0)
+            m["tiers_batch_error_pct"], m["tiers_batch_preempted_pct"]) == (20.0, 40.0, 20.0, 20.0, 0.0)
     assert m["tiers_async_requests"] == 0 and math.isnan(m["tiers_async_success_pct"])
     assert math.isnan(m["tiers_async_e2e_p99_ms"])
+
+
+def test_tier_outcomes_count_the_gateways_preempted_errors_apart_from_other_errors() -> None:
+    from dataclasses import replace
+
+    body = '{"error":{"message":"request of tier \'batch\' was preempted","type":"service_unavailable",' \
+           '"param":null,"code":"preempted","tier":"batch"}}'
+    event = '{"message": "request of tier \'batch\' was preempted", "type": "service_unavailable", "code": "preempted"}'
+    other = '{"error":{"message":"no replica","type":"upstream_error","code":"no_replica"}}'
+    rows = (replace(failed(0, "http_503", tier="batch"), error_message=body),
+            replace(failed(1, "stream_error", tier="batch"), error_message=event),
+            replace(failed(2, "http_503", tier="batch"), error_message=other),
+            replace(failed(3, "http_500", tier="batch"), error_message="Internal Server Error"))
+    result = bench_result(1.0, [])
+    m = tier_outcomes(type(result)(**{**result.__dict__, "results": rows}), "tiers", ["batch"])
+    assert (m["tiers_batch_preempted_pct"], m["tiers_batch_error_pct"], m["tiers_batch_shed_pct"]) == (50.0, 50.0, 0.0)
 
 
 def test_tier_caps_can_be_overridden_by_name_and_unknown_names_are_refused() -> None:

@@ -374,3 +374,181 @@ def test_triton_moe_backend_generates_like_loop() -> None:
     plain = LLM("deepseek-v2-lite", moe_backend="loop", fused_ops=False, **kw).generate(prompts, params)
     fast = LLM("deepseek-v2-lite", moe_backend="triton", fused_ops=True, **kw).generate(prompts, params)
     assert [o.outputs[0].token_ids for o in fast] == [o.outputs[0].token_ids for o in plain]
+
+
+# ---- decode fusions: gate_up + SiLU-mul (kernels/gate_up_silu.py), RoPE + KV write (kernels/rope_kv_write.py) ----
+
+GATE_UP_SHAPES = {  # (I, K, bias): the SwiGLU MLPs that decode runs at one row
+    "qwen_mlp": (8960, 1536, False), "v2_shared": (2816, 2048, False), "v2_dense": (10944, 2048, False),
+    "biased": (1000, 512, True),
+}
+
+
+@pytest.mark.parametrize("m", [1, 4, 16])
+@pytest.mark.parametrize("name", list(GATE_UP_SHAPES))
+def test_gate_up_silu_bf16_equals_unfused(name, m) -> None:
+    """vs the float32 math of the same bf16 inputs, and at one row vs the unfused kernels (GEMV, then SiLU-mul)."""
+    from lab.engine.kernels.fused_ops import silu_and_mul_triton
+    from lab.engine.kernels.gate_up_silu import gate_up_silu
+    from lab.engine.kernels.gemv import gemv
+    from lab.engine.models.layers import silu_and_mul
+
+    i, k, has_bias = GATE_UP_SHAPES[name]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(m, k, device="cuda", generator=g).to(torch.bfloat16)
+    w = (torch.randn(2 * i, k, device="cuda", generator=g) * 0.05).to(torch.bfloat16)
+    b = torch.randn(2 * i, device="cuda", generator=g).to(torch.bfloat16) if has_bias else None
+    got = gate_up_silu(x, w, b)
+    assert got.dtype == torch.bfloat16 and got.shape == (m, i)
+    gate_up = torch.nn.functional.linear(x.float(), w.float(), None if b is None else b.float())
+    torch.testing.assert_close(got.float(), silu_and_mul(gate_up), atol=2e-2, rtol=2e-2)
+    if m == 1:  # same roundings as the two kernels it replaces; only the summation order may differ
+        unfused = silu_and_mul_triton(gemv(x, w, b)).float()
+        assert (got.float() - unfused).abs().max().item() <= 2e-2 * unfused.abs().max().item()
+
+
+def test_gated_mlp_takes_fused_gate_up_at_one_row() -> None:
+    from lab.engine.models.layers import GatedMLP, set_fused_ops
+
+    torch.manual_seed(0)
+    mlp = GatedMLP(1536, 8960).cuda().to(torch.bfloat16)
+    for p in mlp.parameters():
+        p.data.normal_(0, 0.03)
+    for rows in (1, 2):  # 2: gate_up on cuBLAS, SiLU-mul kernel
+        x = torch.randn(rows, 1536, device="cuda", dtype=torch.bfloat16)
+        set_fused_ops(mlp, False)
+        want = mlp(x).float()
+        set_fused_ops(mlp, True)
+        torch.testing.assert_close(mlp(x).float(), want, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+@pytest.mark.parametrize("heads,kv_heads,dim", [(12, 2, 128), (28, 4, 128), (32, 8, 64)])
+def test_rope_kv_write_bitwise_equals_rotate_then_write(interleaved, heads, kv_heads, dim) -> None:
+    from lab.engine.kernels.fused_ops import rotate_triton
+    from lab.engine.kernels.kv_write import write_kv_triton
+    from lab.engine.kernels.rope_kv_write import rope_kv_write_triton
+    from lab.engine.models.rope import RotaryEmbedding
+
+    tokens = 6
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * dim, device="cuda", dtype=torch.bfloat16)
+    q, k, v = (t.view(tokens, -1, dim) for t in qkv.split([heads * dim, kv_heads * dim, kv_heads * dim], dim=-1))
+    rot = RotaryEmbedding(dim, 1e6, None, interleaved).cuda()(torch.tensor([0, 1, 511, 4000, 7, 30], device="cuda"))
+    slots = torch.tensor([3, 17, -1, 127, 64, 200], device="cuda")  # -1: padding
+    want_k = torch.randn(16, 16, kv_heads, dim, device="cuda", dtype=torch.bfloat16)
+    want_v = torch.randn_like(want_k)
+    got_k, got_v = want_k.clone(), want_v.clone()
+    want_q = rotate_triton(q, rot.cos, rot.sin, interleaved)
+    write_kv_triton(want_k, slots, rotate_triton(k, rot.cos, rot.sin, interleaved))
+    write_kv_triton(want_v, slots, v)
+    got_q = rope_kv_write_triton(q, k, v, rot.cos, rot.sin, interleaved, got_k, got_v, slots)
+    assert torch.equal(got_q, want_q) and torch.equal(got_k, want_k) and torch.equal(got_v, want_v)
+    torch.testing.assert_close(got_q.float(), rot.apply(q.float()).float(), atol=2e-2, rtol=2e-2)  # vs torch RoPE
+
+
+def test_fused_decode_step_close_to_plain_bf16() -> None:
+    """A 2-layer bf16 R1-Distill-Qwen decode step (one token after a 10-token prompt): every fused op (M=1 GEMV,
+    gate_up + SiLU-mul, RoPE + KV write) vs the plain path, logits and the KV rows the step wrote."""
+    from lab.engine.attention import AttentionMetadata, build_step_tensors
+    from lab.engine.kv_cache import allocate_kv_cache
+    from lab.engine.loader import load_model
+    from lab.engine.models.layers import set_fused_ops
+
+    model = load_model("r1-distill-qwen-1.5b", torch.bfloat16, "cuda", hf_overrides={"num_hidden_layers": 2}).module
+    prompt = torch.arange(100, 110, device="cuda")
+    logits, caches = {}, {}
+    for fused in (False, True):
+        set_fused_ops(model, False)  # the same plain prefill for both
+        cache = allocate_kv_cache(model.kv_cache_spec(torch.bfloat16), 4, 16, torch.device("cuda"))
+        with torch.inference_mode():
+            meta = AttentionMetadata([0, 10], [10], [[1]], torch.arange(16, 26, device="cuda"), 16, backend="triton")
+            build_step_tensors(meta, torch.device("cuda"))
+            model(prompt, torch.arange(10, device="cuda"), cache, meta)
+            set_fused_ops(model, fused)
+            meta = AttentionMetadata([0, 1], [11], [[1]], torch.tensor([26], device="cuda"), 16, backend="triton",
+                                     pure_decode=True)
+            build_step_tensors(meta, torch.device("cuda"))
+            logits[fused] = model.compute_logits(model(torch.tensor([7], device="cuda"), torch.tensor([10], device="cuda"),
+                                                       cache, meta))
+        caches[fused] = cache
+    err = (logits[True] - logits[False]).abs().max().item()
+    assert err <= 0.05 * logits[False].abs().max().item(), err
+    for plain_layer, fused_layer in zip(caches[False], caches[True]):
+        for plain, fused in zip(plain_layer, fused_layer):
+            torch.testing.assert_close(fused[1, 10].float(), plain[1, 10].float(), atol=2e-2, rtol=2e-2)
+
+
+def test_split_step_copies_survive_pinned_buffer_reuse() -> None:
+    """split_step's asynchronous copies from pinned memory: the host buffers are dropped and the pinned pool
+    reused while the GPU is still busy, yet the device tensors hold the step's values."""
+    from tests.engine.paged_fixtures import random_step_meta
+
+    meta = random_step_meta([1, 5, 1, 3, 1], [9, 5, 40, 10, 2], 16, 64, "cuda", seed=1)
+    torch.cuda._sleep(50_000_000)  # ~tens of ms of GPU work queued ahead of the copies
+    split = meta.split
+    for _ in range(64):  # churn the caching host allocator with same-sized pinned blocks
+        torch.full((5,), -7, dtype=torch.long, pin_memory=True)
+    assert split.decode_rows.tolist() == [0, 6, 10]
+    assert split.decode_meta.seq_lens_tensor.tolist() == [9, 40, 2]
+    assert split.decode_meta.block_tables_tensor.tolist() == [row for i, row in enumerate(meta.block_tables_tensor.tolist())
+                                                              if i in (0, 2, 4)]
+
+
+@pytest.mark.parametrize("heads", [16, 128])  # V2-Lite, V3
+@pytest.mark.parametrize("interleaved", [True, False])
+def test_mla_latent_write_bitwise_equals_unfused_kernels(heads, interleaved) -> None:
+    from lab.engine.kernels.fused_ops import rms_norm_triton, rotate_triton
+    from lab.engine.kernels.kv_write import write_kv_triton
+    from lab.engine.kernels.mla_latent_write import mla_rope_latent_write_triton
+    from lab.engine.models.rope import RotaryEmbedding
+
+    tokens, rank, rope = 5, 512, 64
+    q = torch.randn(tokens, heads, 128 + rope, device="cuda", dtype=torch.bfloat16)
+    q_pe = q[..., 128:]  # strided, as in MLAttention
+    kv_a = torch.randn(tokens, rank + rope, device="cuda", dtype=torch.bfloat16)
+    weight = (torch.randn(rank, device="cuda") * 0.2 + 1).to(torch.bfloat16)
+    rot = RotaryEmbedding(rope, 1e4, None, interleaved).cuda()(torch.tensor([0, 9, 4000, 3, 77], device="cuda"))
+    slots = torch.tensor([3, 17, -1, 127, 64], device="cuda")
+    want = torch.randn(16, 16, rank + rope, device="cuda", dtype=torch.bfloat16)
+    got = want.clone()
+    c_kv, k_pe = kv_a.split([rank, rope], dim=-1)
+    k_rot = rotate_triton(k_pe.unsqueeze(1), rot.cos, rot.sin, interleaved).squeeze(1)
+    write_kv_triton(want, slots, torch.cat([rms_norm_triton(c_kv, weight, 1e-6), k_rot], dim=-1))
+    got_q = mla_rope_latent_write_triton(q_pe, kv_a, weight, 1e-6, rot.cos, rot.sin, interleaved, got, slots)
+    assert torch.equal(got_q, rotate_triton(q_pe, rot.cos, rot.sin, interleaved))
+    assert torch.equal(got, want)
+
+
+def test_fused_mla_decode_step_close_to_plain_bf16() -> None:
+    """A 2-layer bf16 V2-Lite decode step after a 10-token prompt: fused ops (GEMV, gate_up + SiLU-mul in the dense
+    and shared-expert MLPs, the fused latent write) vs the plain path, logits and the latent rows written."""
+    from lab.engine.attention import AttentionMetadata, build_step_tensors
+    from lab.engine.kv_cache import allocate_kv_cache
+    from lab.engine.loader import load_model
+    from lab.engine.models.layers import set_fused_ops
+    from lab.engine.models.moe import set_moe_backend
+
+    model = load_model("deepseek-v2-lite", torch.bfloat16, "cuda", hf_overrides={"num_hidden_layers": 2}).module
+    set_moe_backend(model, "triton")
+    prompt = torch.arange(100, 110, device="cuda")
+    logits, caches = {}, {}
+    for fused in (False, True):
+        set_fused_ops(model, False)
+        cache = allocate_kv_cache(model.kv_cache_spec(torch.bfloat16), 4, 16, torch.device("cuda"))
+        with torch.inference_mode():
+            meta = AttentionMetadata([0, 10], [10], [[1]], torch.arange(16, 26, device="cuda"), 16, backend="triton")
+            build_step_tensors(meta, torch.device("cuda"))
+            model(prompt, torch.arange(10, device="cuda"), cache, meta)
+            set_fused_ops(model, fused)
+            meta = AttentionMetadata([0, 1], [11], [[1]], torch.tensor([26], device="cuda"), 16, backend="triton",
+                                     pure_decode=True)
+            build_step_tensors(meta, torch.device("cuda"))
+            assert model.model.layers[0].self_attn.takes_fused_latent_write(model.model.rotary_emb(
+                torch.tensor([10], device="cuda")), meta) == fused
+            logits[fused] = model.compute_logits(model(torch.tensor([7], device="cuda"), torch.tensor([10], device="cuda"),
+                                                       cache, meta))
+        caches[fused] = cache
+    err = (logits[True] - logits[False]).abs().max().item()
+    assert err <= 0.05 * logits[False].abs().max().item(), err
+    for (plain,), (fused,) in zip(caches[False], caches[True]):
+        torch.testing.assert_close(fused[1, 10].float(), plain[1, 10].float(), atol=2e-2, rtol=2e-2)

@@ -10,6 +10,7 @@ the "reference" backend. On a GPU the same tests run the compiled kernels.
 from __future__ import annotations
 
 from tests.engine.triton_interpret import DEVICE, ON_GPU  # first: sets TRITON_INTERPRET=1 without CUDA
+from tests.engine.triton_interpret import interpreter_scalar_index  # noqa: F401  (autouse in this module)
 
 import pytest
 import torch
@@ -22,27 +23,6 @@ NUM_BLOCKS = 48
 # Small blocks keep the interpreter fast; compiled decode kernels need >= 16 (tl.dot's K over a block).
 DECODE_BLOCK = 16 if ON_GPU else 8
 TOL = dict(atol=1e-5, rtol=1e-5)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _interpreter_scalar_index():
-    """Triton 3.6's interpreter turns a loaded scalar (a 1-element numpy array) into a Python int
-    with int(array), which numpy >= 2.3 refuses; loop bounds such as range(0, seq_len) need it.
-    Use .item() instead for this module's kernels (a no-op on a GPU, where the kernels compile)."""
-    if ON_GPU:
-        yield
-        return
-    from triton.runtime import interpreter
-
-    original = interpreter._patch_lang_tensor
-
-    def patch(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.item()))
-
-    interpreter._patch_lang_tensor = patch
-    yield
-    interpreter._patch_lang_tensor = original
 
 
 # (query lens, seq lens): decode rows, prefills from 0, chunks over cached context, a lone token

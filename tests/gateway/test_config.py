@@ -29,14 +29,25 @@ def test_example_config_has_the_article_defaults():
 
 def test_default_tiers_keep_slots_for_vip_and_let_it_preempt_lower_tiers_batch_first():
     share = {t.name: t.max_inflight_share for t in DEFAULT_TIERS}
-    assert share == {"vip": 1.0, "realtime": 0.9, "async": 0.75, "batch": 0.5}
+    assert share == {"vip": 1.0, "realtime": 0.9, "async": 0.9, "batch": 0.5}
     assert {t.name: t.preempts for t in DEFAULT_TIERS} == {"vip": ("batch", "async", "realtime"),
                                                            "realtime": ("batch", "async"), "async": (), "batch": ()}
-    assert {t.name: t.preempt_after_ms for t in DEFAULT_TIERS} == {"vip": 100, "realtime": 1000, "async": None,
+    assert {t.name: t.preempt_after_ms for t in DEFAULT_TIERS} == {"vip": 200, "realtime": 1000, "async": None,
                                                                   "batch": None}
     assert tier("vip", 0).get("max_inflight_share") is None  # omitted: 1.0, no preemption either way
     plain = make_config([REPLICA]).tier("batch")
     assert (plain.max_inflight_share, plain.preempt_after_ms, plain.preempts) == (1.0, None, ())
+
+
+def test_batch_borrows_idle_slots_which_vip_reclaims_at_once_and_lower_tiers_after_a_wait():
+    assert {t.name: t.borrow for t in DEFAULT_TIERS} == {"vip": False, "realtime": False, "async": False,
+                                                          "batch": True}
+    assert {t.name: t.reclaim_after_ms for t in DEFAULT_TIERS} == {"vip": 0, "realtime": 500, "async": 5000,
+                                                                  "batch": 0}
+    plain = make_config([REPLICA]).tier("batch")
+    assert (plain.borrow, plain.reclaim_after_ms) == (False, 0)  # omitted: the strict reservation
+    never = parse_config({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "reclaim_after_ms": None}]})
+    assert never.tier("vip").reclaim_after_ms is None
 
 
 def test_preempts_round_trips_through_a_plain_mapping():
@@ -85,6 +96,13 @@ def test_omitted_sections_take_defaults():
     ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_after_ms": 100, "preempts": ["vip"]}]},
      "tiers[0].preempts"),
     ({"replicas": [REPLICA], "proxy": {"client": "httpx"}}, "proxy.client"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("batch", 3), "max_inflight_share": 0.5, "borrow": "yes"}]},
+     "tiers[0].borrow"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("batch", 3), "max_inflight_share": 0.5, "borrow": 1}]},
+     "tiers[0].borrow"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("batch", 3), "borrow": True}]}, "tiers[0].borrow"),  # share 1.0
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "reclaim_after_ms": -1}]}, "tiers[0].reclaim_after_ms"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "reclaim_after_ms": 0.5}]}, "tiers[0].reclaim_after_ms"),
     ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "max_inflight_share": 0.5},
                                        {**tier("batch", 3), "max_inflight_share": 0.9}]}, "tiers"),
 ])

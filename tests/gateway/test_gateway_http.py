@@ -341,6 +341,43 @@ def test_under_overload_with_batch_holding_every_slot_vip_all_succeed_by_preempt
     assert sample(metrics, "lab_gateway_requests_timed_out_total", tier="vip") == 0
 
 
+def test_batch_borrows_idle_slots_and_gives_them_back_to_vip_at_once_with_an_explicit_error():
+    replica = FakeReplica()
+    replica.delay_s = 1.0
+    # VIP may not preempt anyone within their share: only the slots batch borrowed come back to it.
+    tiers = [tier("vip", 0, timeout_ms=500),
+             {**tier("batch", 3, concurrency=8, timeout_ms=30000), "max_inflight_share": 0.5, "borrow": True}]
+    with gateway({"a": replica}, tiers=tiers, queue={"max_inflight": 4}) as (client, gw):
+        done: list[tuple[str, int, dict, float]] = []
+
+        def send(tier_name: str) -> None:
+            started = time.monotonic()
+            reply = client.post("/v1/completions", json=COMPLETION, headers=auth(tier_name))
+            done.append((tier_name, reply.status_code, reply.json(), time.monotonic() - started))
+
+        batch = [threading.Thread(target=send, args=("batch",)) for _ in range(6)]
+        for t in batch:
+            t.start()
+        time.sleep(0.3)
+        assert gw.queue.core.inflight("batch") == 4 and gw.queue.core.borrowed("batch") == 2  # 2 above its share
+        vip = [threading.Thread(target=send, args=("vip",)) for _ in range(2)]
+        for t in vip:
+            t.start()
+        for t in batch + vip:
+            t.join()
+        metrics = client.get("/metrics").text
+        assert gw.queue.core.inflight() == 0 and gw.traffic.replicas["a"].outstanding_requests == 0
+    assert len(done) == 8  # every request ended with a response or an explicit error
+    vip_done = [d for d in done if d[0] == "vip"]
+    assert [d[1] for d in vip_done] == [200] * 2
+    assert all(d[3] < 1.0 + 0.3 for d in vip_done)  # the replica's 1 s and no wait: the slots came back at once
+    assert sorted(d[1] for d in done if d[0] == "batch") == [200] * 4 + [503] * 2  # the 2 borrowed, given back
+    preempted = [d[2]["error"] for d in done if d[1] == 503]
+    assert all(e["code"] == "preempted" and e["tier"] == "batch" and "borrowed" in e["message"] for e in preempted)
+    assert sample(metrics, "lab_gateway_requests_preempted_total", tier="batch") == 2
+    assert sample(metrics, "lab_gateway_requests_reclaimed_total", tier="batch") == 2
+
+
 def test_a_preempted_stream_ends_with_an_explicit_error_event():
     replica = FakeReplica()
     replica.chunk_delay_s = 0.4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
 import time
 
 import pytest
@@ -219,3 +220,155 @@ def test_acquire_and_release_leave_no_reference_cycles_for_the_gc():
         assert gc.collect() < 50  # the event loop's few; one cycle per request would be >= 300
     finally:
         gc.enable()
+
+
+def lending_tiers(vip_reclaim_ms=0, vip_preempt_ms=None, async_borrow=False, batch_borrow=True):
+    vip_preempts = ("batch", "async") if vip_preempt_ms is not None else ()
+    return (TierConfig("vip", 0, 8, 500, LIMIT, LIMIT, reclaim_after_ms=vip_reclaim_ms, preempt_after_ms=vip_preempt_ms,
+                       preempts=vip_preempts),
+            TierConfig("async", 2, 8, 30_000, LIMIT, LIMIT, max_inflight_share=0.75, borrow=async_borrow),
+            TierConfig("batch", 3, 8, 60_000, LIMIT, LIMIT, max_inflight_share=0.5, borrow=batch_borrow))
+
+
+def test_a_borrowing_tier_uses_idle_slots_above_its_share_and_a_strict_one_does_not():
+    queue = PriorityAdmission(lending_tiers(), max_inflight=8, clock=FakeClock())
+    batch = [queue.submit("batch") for _ in range(9)]
+    assert [t.state for t in batch] == ["admitted"] * 8 + ["waiting"]  # every idle slot, not just floor(0.5 * 8)
+    assert [t.borrowed for t in batch[:8]] == [False] * 4 + [True] * 4
+    assert queue.inflight() == 8 and queue.borrowed("batch") == 4
+    strict = PriorityAdmission(lending_tiers(batch_borrow=False), max_inflight=8, clock=FakeClock())
+    assert [strict.submit("batch").state for _ in range(5)] == ["admitted"] * 4 + ["waiting"]  # the plain path
+
+
+def test_a_borrowed_slot_counts_as_free_for_a_higher_tier_within_its_share():
+    queue = PriorityAdmission(lending_tiers(), max_inflight=8, clock=FakeClock())
+    preempted: list[Ticket] = []
+    batch = [queue.submit("batch", on_preempt=preempted.append) for _ in range(8)]
+    async_ = queue.submit("async")
+    assert async_.state == "waiting"  # no free slot: it needs one reclaimed
+    assert queue.reclaim_for(async_) is batch[7] and async_.state == "admitted" and not async_.borrowed
+    assert preempted == [batch[7]] and batch[7].state == "preempted" and queue.reclaims == 1
+    assert queue.inflight() == 8 and queue.borrowed("batch") == 3
+
+
+def test_reclaim_takes_the_newest_borrower_of_the_lowest_tier_and_never_a_request_within_its_share():
+    queue = PriorityAdmission(lending_tiers(async_borrow=True), max_inflight=8, clock=FakeClock())
+    batch = [queue.submit("batch") for _ in range(4)]  # within batch's 4
+    async_ = [queue.submit("async") for _ in range(3)]  # 2 within async's 6, then 1 borrowed
+    late_batch = queue.submit("batch")  # borrowed
+    assert [t.borrowed for t in async_] == [False, False, True] and late_batch.borrowed and queue.inflight() == 8
+    vips = [queue.submit("vip") for _ in range(3)]
+    assert [queue.reclaim_for(v) for v in vips] == [late_batch, async_[2], None]  # batch first, then async
+    assert [v.state for v in vips] == ["admitted", "admitted", "waiting"]
+    assert all(t.state == "admitted" for t in batch + async_[:2])  # within their share: untouched by a reclaim
+
+
+def test_a_waiter_above_its_own_share_or_of_a_lower_tier_reclaims_nothing():
+    queue = PriorityAdmission(lending_tiers(async_borrow=True), max_inflight=8, clock=FakeClock())
+    async_ = [queue.submit("async") for _ in range(7)]  # 6 within, 1 borrowed
+    batch = queue.submit("batch")  # borrowed, the 8th slot
+    assert batch.borrowed and async_[6].borrowed
+    waiting_async = queue.submit("async")  # would run above async's share: borrowers do not evict borrowers
+    assert queue.reclaim_for(waiting_async) is None and batch.state == "admitted"
+    waiting_batch = queue.submit("batch")
+    assert queue.reclaim_for(waiting_batch) is None and async_[6].state == "admitted"  # never a higher tier's
+
+
+def test_a_freed_slot_goes_to_a_higher_waiter_before_a_borrowing_tier():
+    queue = PriorityAdmission(lending_tiers(vip_reclaim_ms=None), max_inflight=4, clock=FakeClock())
+    batch = [queue.submit("batch") for _ in range(4)]  # 2 within, 2 borrowed
+    more_batch, vip = queue.submit("batch"), queue.submit("vip")
+    queue.release(batch[0])
+    assert vip.state == "admitted" and more_batch.state == "waiting"
+    queue.release(batch[1])
+    assert more_batch.state == "admitted" and not more_batch.borrowed  # within again: only 1 of 2 within held
+
+
+def test_lending_never_leaks_or_starves_under_random_traffic():
+    rng = random.Random(0)
+    clock = FakeClock()
+    queue = PriorityAdmission(lending_tiers(vip_preempt_ms=100, async_borrow=True), max_inflight=6, clock=clock)
+    preempted: list[Ticket] = []
+    tickets: list[Ticket] = []
+    for _ in range(3000):
+        roll = rng.random()
+        running = [t for t in tickets if t.state == "admitted"]
+        waiting = [t for t in tickets if t.state == "waiting"]
+        if roll < 0.4:
+            tickets.append(queue.submit(rng.choice(["vip", "async", "batch"]), on_preempt=preempted.append))
+        elif roll < 0.75 and running:
+            queue.release(rng.choice(running))
+        elif roll < 0.9 and waiting:
+            queue.reclaim_for(rng.choice(waiting))
+        elif waiting:
+            queue.preempt_for(rng.choice(waiting))
+        clock.advance(0.001)
+        running = [t for t in tickets if t.state == "admitted"]
+        assert queue.inflight() == len(running) <= 6
+        assert queue._within == sum(not t.borrowed for t in running)  # the within-share count never drifts
+        for tier in ("vip", "async", "batch"):
+            # work-conserving: nobody waits while its tier could start
+            assert queue.waiting(tier) == 0 or not queue._has_room(tier)
+    # every preempted request was told so, once; lending and both ways of taking slots back happened
+    assert sorted(map(id, preempted)) == sorted(id(t) for t in tickets if t.state == "preempted")
+    assert queue.reclaims > 10 and queue.preemptions > queue.reclaims and any(t.borrowed for t in tickets)
+    for _ in range(len(tickets)):  # drain: every waiter is admitted in the end, every slot comes back
+        running = [t for t in tickets if t.state == "admitted"]
+        if not running:
+            break
+        queue.release(running[0])
+    assert all(t.state in ("released", "preempted") for t in tickets) and queue.inflight() == 0 and queue._within == 0
+
+
+def test_async_waiter_reclaims_a_borrowed_slot_at_once_but_preempts_one_within_share_only_after_its_delay():
+    async def scenario():
+        tiers = lending_tiers(vip_preempt_ms=100)
+        queue = AdmissionQueue(tiers, max_inflight=4, clock=time.monotonic)
+        preempted: list[Ticket] = []
+        batch = [await queue.acquire("batch", on_preempt=preempted.append) for _ in range(4)]  # 2 within, 2 lent
+        waits = []
+        for _ in range(3):
+            started = time.monotonic()
+            await queue.acquire("vip")
+            waits.append((time.monotonic() - started) * 1000)
+        assert preempted == [batch[3], batch[2], batch[1]]  # the borrowed ones first, newest first
+        assert waits[0] < 20 and waits[1] < 20  # reclaimed at once
+        assert 95 <= waits[2] < 400  # batch[1] ran within its share: preempted only after VIP's 100 ms
+        assert queue.core.reclaims == 2 and queue.core.preemptions == 3
+
+    asyncio.run(scenario())
+
+
+def test_reclaim_after_ms_delays_the_reclaim_and_null_never_reclaims():
+    async def scenario(reclaim_ms):
+        queue = AdmissionQueue(lending_tiers(vip_reclaim_ms=reclaim_ms), max_inflight=2, clock=time.monotonic)
+        batch = [await queue.acquire("batch") for _ in range(2)]  # 1 within, 1 borrowed
+        started = time.monotonic()
+        try:
+            await queue.acquire("vip")
+        except QueueTimeout:
+            return None, batch
+        return (time.monotonic() - started) * 1000, batch
+
+    waited_ms, batch = asyncio.run(scenario(60))
+    assert 55 <= waited_ms < 400 and batch[1].state == "preempted"
+    waited_ms, batch = asyncio.run(scenario(None))
+    assert waited_ms is None and [t.state for t in batch] == ["admitted", "admitted"]  # VIP timed out instead
+
+
+def test_a_waiter_held_back_by_its_share_preempts_a_request_within_share_of_the_first_tier_not_the_next():
+    tiers = (TierConfig("vip", 0, 8, 500, LIMIT, LIMIT),
+             TierConfig("realtime", 1, 8, 2000, LIMIT, LIMIT, max_inflight_share=0.75, preempt_after_ms=10,
+                        preempts=("batch", "async")),
+             TierConfig("async", 2, 8, 30_000, LIMIT, LIMIT, max_inflight_share=0.75),
+             TierConfig("batch", 3, 8, 60_000, LIMIT, LIMIT, max_inflight_share=0.25, borrow=True))
+    queue = PriorityAdmission(tiers, max_inflight=4, clock=FakeClock())
+    within_batch = queue.submit("batch")  # within batch's 1
+    async_ = queue.submit("async")
+    vip = queue.submit("vip")
+    borrowed_batch = queue.submit("batch")
+    assert borrowed_batch.borrowed and queue.inflight() == 4
+    realtime = queue.submit("realtime")  # 3 within-share held: realtime (3 slots) is held back by its share
+    assert queue.reclaim_for(realtime) is None  # the borrowed slot would not let it in
+    assert queue.preempt_for(realtime) is within_batch  # not the newest batch (borrowed), nor async's
+    assert realtime.state == "admitted" and async_.state == vip.state == borrowed_batch.state == "admitted"

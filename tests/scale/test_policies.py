@@ -118,3 +118,20 @@ def test_rate_forecast_peak_over_the_horizon() -> None:
     assert forecast.peak_rate_per_s(250, 600) == 9  # past the end: the last value holds
     with pytest.raises(ValueError, match="outside"):
         forecast.peak_rate_per_s(300, 60)
+
+
+@pytest.mark.parametrize("make", [
+    lambda cd: ReactiveThreshold(ReactiveConfig(decision_delay_s=15, cooldown=cd)),
+    lambda cd: TargetTracking(TargetTrackingConfig(10.0, cooldown=cd)),
+    lambda cd: PredictiveStepped(PredictiveConfig(10.0, 60.0, horizon_s=60.0, cooldown=cd), ramp_forecast([10, 10])),
+], ids=["reactive", "target_tracking", "predictive"])
+def test_reset_makes_a_policy_decide_like_a_fresh_one(make) -> None:
+    # Overload (utilization 1.0, 100 requests/s on 4 replicas): each policy scales up once, then its
+    # scale-up cool-down (never over) holds it, until reset() forgets the change.
+    steps = [signals(t, running=40, rate=100.0) for t in (0, 15)]
+    policy = make(CooldownConfig(scale_up_cooldown_s=1e9))
+    fresh = [policy.decide(s) for s in steps]
+    assert Action.SCALE_UP in [d.action for d in fresh]
+    assert Action.SCALE_UP not in [policy.decide(s).action for s in steps]  # in cool-down: state matters
+    policy.reset()
+    assert [policy.decide(s) for s in steps] == fresh

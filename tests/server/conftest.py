@@ -1,8 +1,12 @@
 """Real `lab serve` subprocesses on 127.0.0.1 for the server tests.
 
-`server` is one replica shared by the whole package (the tiny model is loaded once);
+`server` is one replica shared by the whole package (the tiny model is loaded once), on the
+default engine core (its own process); `thread_server` is the same replica with `--engine-core
+thread` (the reference the process core is compared with); the two load in parallel when the
+collected tests use both;
 `launch(*flags, tmp_dir=...)` starts another (the drain tests need their own, since they end it);
 `base_flags=HF_MODEL_FLAGS` starts the transformers baseline (`--engine hf`) on the same model.
+`engine_core_pids(srv)` are the pids of a replica's engine core processes.
 Replicas use a 2-layer tiny model and a small KV cache so the suite stays fast on 2 cores.
 """
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,14 +86,63 @@ def launch(*flags: str, tmp_dir: Path, base_flags: tuple[str, ...] = SMALL_MODEL
     return ServerProcess(proc, port, log_path)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = launch(tmp_dir=tmp_path_factory.mktemp("serve"))
-    try:
+SHARED_SERVERS = {"server": (), "thread_server": ("--engine-core", "thread")}  # fixture -> its flags
+
+
+class _SharedServers:
+    """Session replicas by fixture name, launched on first use or all at once by `prelaunch`."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self._servers: dict[str, ServerProcess] = {}
+
+    def prelaunch(self, names: set[str]) -> None:
+        for name in SHARED_SERVERS:
+            if name in names:
+                self._launch(name)
+
+    def ready(self, name: str) -> ServerProcess:
+        srv = self._servers.get(name) or self._launch(name)
         srv.wait_ready()
-        yield srv
+        return srv
+
+    def _launch(self, name: str) -> ServerProcess:
+        if name not in self._servers:
+            self._servers[name] = launch(*SHARED_SERVERS[name], tmp_dir=self._tmp.mktemp(name))
+        return self._servers[name]
+
+    def stop(self) -> None:
+        for srv in self._servers.values():
+            srv.stop()
+
+
+@pytest.fixture(scope="session")
+def _shared_servers(request: pytest.FixtureRequest,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[_SharedServers]:
+    shared = _SharedServers(tmp_path_factory)
+    # Launch every shared replica the collected tests use at once: they load in parallel.
+    used = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    shared.prelaunch(set(SHARED_SERVERS) if "any_core_server" in used else used)
+    try:
+        yield shared
     finally:
-        srv.stop()
+        shared.stop()
+
+
+@pytest.fixture(scope="session")
+def server(_shared_servers: _SharedServers) -> ServerProcess:
+    return _shared_servers.ready("server")
+
+
+@pytest.fixture(scope="session")
+def thread_server(_shared_servers: _SharedServers) -> ServerProcess:
+    return _shared_servers.ready("thread_server")
+
+
+def engine_core_pids(srv: ServerProcess) -> list[int]:
+    """The replica's engine core children (multiprocessing spawn), not its resource tracker."""
+    children = psutil.Process(srv.proc.pid).children()
+    return [c.pid for c in children if "spawn_main" in " ".join(c.cmdline())]
 
 
 @pytest.fixture(scope="session")

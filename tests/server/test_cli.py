@@ -62,3 +62,12 @@ def test_hf_batch_size_needs_the_hf_engine_and_a_positive_value():
     assert result.returncode == 2 and "--hf-batch-size applies to --engine hf only" in result.stderr
     result = run_serve("--engine", "hf", "--hf-batch-size", "0", "--port", str(free_port()))
     assert result.returncode == 2 and "--hf-batch-size must be >= 1, got 0" in result.stderr
+
+
+def test_engine_core_flag_is_documented_and_refused_with_the_hf_engine():
+    text = " ".join(run_serve("--help").stdout.split())
+    assert "--engine-core {process,thread}" in text and "its own process" in text and "GIL" in text
+    result = run_serve("--engine", "hf", "--engine-core", "thread", "--port", str(free_port()))
+    assert result.returncode == 2 and "--engine-core" in result.stderr and "--engine hf" in result.stderr
+    result = run_serve("--engine-core", "fork", "--port", str(free_port()))
+    assert result.returncode == 2 and "'process', 'thread'" in result.stderr

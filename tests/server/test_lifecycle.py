@@ -1,7 +1,8 @@
 """Liveness vs readiness, a vanished client frees its KV, and SIGTERM drains before exiting 0.
 
-The load and drain tests share one fresh replica (`fresh_server`, started unready): the first
-watches it load, the second drains and ends it; each also works alone.
+The load and drain tests share one fresh replica (`fresh_server`, started unready, on the default
+process engine core): the first watches it load, the second drains and ends it, leaving no engine
+core process behind; each also works alone. The disconnect tests run on both engine cores.
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import threading
 import time
 
 import httpx
+import psutil
 import pytest
 
-from tests.server.conftest import launch
+from tests.server.conftest import engine_core_pids, launch
 from tests.server.test_metrics import scrape, value
 
 LONG = {"prompt": "Count slowly to a thousand:", "temperature": 0, "ignore_eos": True, "max_tokens": 480}
@@ -33,7 +35,14 @@ def _wait_engine_idle(url: str) -> dict:
         time.sleep(0.1)
 
 
-def test_streaming_client_that_disconnects_frees_its_kv(server):
+@pytest.fixture(params=["process", "thread"])
+def any_core_server(request):
+    """The shared replica on each engine core: its own process (the default) or a thread."""
+    return request.getfixturevalue("server" if request.param == "process" else "thread_server")
+
+
+def test_streaming_client_that_disconnects_frees_its_kv(any_core_server):
+    server = any_core_server
     before = scrape(server.url)
     with httpx.Client(base_url=server.url, timeout=60) as http:
         with http.stream("POST", "/v1/completions", json={**LONG, "stream": True}) as response:
@@ -47,7 +56,8 @@ def test_streaming_client_that_disconnects_frees_its_kv(server):
     assert aborted == 1
 
 
-def test_non_streaming_client_that_disconnects_frees_its_kv(server):
+def test_non_streaming_client_that_disconnects_frees_its_kv(any_core_server):
+    server = any_core_server
     with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
         httpx.post(f"{server.url}/v1/completions", json=LONG, timeout=httpx.Timeout(60, read=1.5))
     _wait_engine_idle(server.url)
@@ -96,6 +106,8 @@ def test_sigterm_drains_in_flight_streams_then_exits_zero(fresh_server):
     threads = [_stream_in_thread(srv.url, {**LONG, "max_tokens": 12}, short, short_started),
                _stream_in_thread(srv.url, {**LONG, "max_tokens": 900}, long_, long_started)]
     assert short_started.wait(30) and long_started.wait(30)
+    cores = [psutil.Process(pid) for pid in engine_core_pids(srv)]
+    assert len(cores) == 1  # the default: the engine core runs in its own process
 
     srv.proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)  # the signal handler schedules the drain on the event loop
@@ -115,3 +127,5 @@ def test_sigterm_drains_in_flight_streams_then_exits_zero(fresh_server):
     assert sum(1 for e in short if e["choices"] and e["choices"][0]["text"]) >= 1
     assert long_[-1]["choices"][0]["finish_reason"] == "length"
     assert long_[-1]["choices"][0]["engine_finish_reason"] == "abort"
+    psutil.wait_procs(cores, timeout=5)
+    assert not any(core.is_running() and core.status() != psutil.STATUS_ZOMBIE for core in cores)

@@ -27,7 +27,7 @@ class PresetResult:
     device_name: str
     bandwidth_bytes_per_s: float | None
     engine_init_s: float  # load + KV sizing + graph capture
-    graph_capture_s: float  # capture + warm-up of every decode bucket (0: eager)
+    graph_capture_s: float  # capture + warm-up of every graph bucket, decode and mixed (0: eager)
     kv_bytes_per_token: int
     decode: list[DecodePoint]
     offline: OfflinePoint
@@ -66,7 +66,7 @@ def run_preset(
         dtype=str(engine.dtype), **{k: v for k, v in kw.items() if isinstance(v, (int, float, str, bool))},
     )
     result_dev, dtype = engine.device, engine.dtype
-    capture_s = engine.graphs.capture_s if engine.graphs is not None else 0.0
+    capture_s = sum(g.capture_s for g in (engine.graphs, engine.mixed_graphs) if g is not None)
     kv_bpt = engine.kv_cache_spec.bytes_per_token
     hf_overrides = (engine_kwargs or {}).get("hf_overrides")
     del llm, engine

@@ -7,6 +7,10 @@ backend, which the engine only does on CUDA (`kernels_available()` says whether 
   kv_write.write_kv_triton         KV-cache row writes that skip padding slots (< 0)
   split_k.combine_splits           merges split-K partial softmax states (shared by both)
   fused_ops.*                      RMSNorm, RoPE and SiLU-and-multiply as one kernel each
+  gemv.gemv                        skinny GEMM for decode-sized rows (M <= 16)
+  gate_up_silu.gate_up_silu        the SwiGLU gate_up GEMV with SiLU-and-multiply in its epilogue
+  rope_kv_write.rope_kv_write_triton      GQA decode: RoPE on q and k + the K/V cache write
+  mla_latent_write.mla_rope_latent_write_triton  MLA decode: RoPE(q_pe) + [norm(c_kv) | RoPE(k_pe)] cache row
 The pure-torch paths in `lab.engine.decode_attention` and `lab.engine.attention` are the oracles.
 """
 from __future__ import annotations

@@ -15,7 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from lab.engine.kernels.split_k import choose_num_splits, dot_precision, combine_splits, partial_buffers
+from lab.engine.kernels.split_k import (
+    choose_num_splits, combine_splits, dot_precision, online_softmax_update, partial_buffers,
+)
 
 BLOCK_H = 16  # heads per program: tl.dot's minimum tile
 
@@ -55,13 +57,7 @@ def _mla_partial_kernel(
         pe = tl.load(rows + RANK + offs_p[None, :], mask=t_mask[:, None], other=0.0)  # (BLOCK_SIZE, rope): k_pe
         s = tl.dot(q_nope, tl.trans(c), input_precision=PRECISION)  # (BLOCK_H, BLOCK_SIZE): latent part
         s = (s + tl.dot(q_pe, tl.trans(pe), input_precision=PRECISION)) * scale  # + rope part
-        s = tl.where(t_mask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(c.dtype), c, input_precision=PRECISION)  # values are the latents themselves
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_update(s, t_mask, m_i, l_i, acc, c, PRECISION)  # values: the latents themselves
     part = (b * num_heads + heads) * num_splits + split
     tl.store(m_ptr + part, m_i, mask=h_mask)
     tl.store(l_ptr + part, l_i, mask=h_mask)

@@ -14,7 +14,9 @@ import torch
 import triton
 import triton.language as tl
 
-from lab.engine.kernels.split_k import choose_num_splits, dot_precision, combine_splits, partial_buffers
+from lab.engine.kernels.split_k import (
+    choose_num_splits, combine_splits, dot_precision, online_softmax_update, partial_buffers,
+)
 
 
 @triton.jit
@@ -53,15 +55,9 @@ def _gqa_partial_kernel(
         k = tl.load(k_ptr + block_id * stride_kn + offs_t[:, None] * stride_kt + kvh * stride_kh + offs_d[None, :],
                     mask=t_mask[:, None] & d_mask[None, :], other=0.0)  # (BLOCK_SIZE, BLOCK_D)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # (BLOCK_G, BLOCK_SIZE) float32
-        s = tl.where(t_mask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_ptr + block_id * stride_vn + offs_t[:, None] * stride_vt + kvh * stride_vh + offs_dv[None, :],
                     mask=t_mask[:, None] & dv_mask[None, :], other=0.0)  # (BLOCK_SIZE, BLOCK_DV)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-        m_i = m_new
+        m_i, l_i, acc = online_softmax_update(s, t_mask, m_i, l_i, acc, v, PRECISION)
     part = (b * num_heads + heads) * num_splits + split  # (BLOCK_G,) rows of the (B, H, S) partials
     tl.store(m_ptr + part, m_i, mask=g_mask)
     tl.store(l_ptr + part, l_i, mask=g_mask)

@@ -5,6 +5,7 @@ so each sequence's context is cut into `num_splits` ranges that run as separate 
 writes its partial state: running max m, sum of exp l, and unnormalized output acc. This module
 picks the split count and merges the partials: out = sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s.
 A split with no keys has m = -inf, l = 0, acc = 0 and drops out; a sequence with no keys gives 0.
+`online_softmax_update` is the per-block update of that state, shared by the GQA and MLA kernels.
 """
 from __future__ import annotations
 
@@ -44,6 +45,23 @@ def _combine_kernel(
     acc = tl.load(acc_ptr + (base + offs_s[:, None]) * DV + offs_d[None, :], mask=s_mask[:, None] & d_mask[None, :], other=0.0)
     out = tl.sum(acc * w[:, None], 0) / tl.where(denom > 0, denom, 1.0)
     tl.store(out_ptr + b * stride_ob + h * stride_oh + offs_d, out.to(out_ptr.dtype.element_ty), mask=d_mask)
+
+
+@triton.jit
+def online_softmax_update(s, t_mask, m_i, l_i, acc, v, PRECISION: tl.constexpr):
+    """One key block of a split's online softmax, the loop body both decode kernels share.
+
+    s (ROWS, BLOCK_T) float32 scaled scores, t_mask (BLOCK_T,) which keys exist, v (BLOCK_T, DV)
+    the block's values; (m_i, l_i, acc) the running max, sum of exp and unnormalized output,
+    returned updated. Inlined by Triton: the same instructions as the loop bodies it replaced.
+    """
+    s = tl.where(t_mask[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp(m_i - m_new)
+    p = tl.exp(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+    return m_new, l_i, acc
 
 
 def dot_precision(dtype: torch.dtype) -> str:

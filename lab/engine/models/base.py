@@ -78,6 +78,10 @@ class DecoderStack(nn.Module):
 class CausalLM(nn.Module):
     """Subclasses build `self.model` (a DecoderStack) and define `kv_cache_spec_from_config`."""
 
+    # True when every non-decode step on the "triton" backend is one fixed-shape launch sequence
+    # (no Python loop over the step's sequences), so `cuda_graphs.MixedGraphs` may capture it.
+    supports_mixed_graphs = False
+
     def __init__(self, config: ModelConfig, model: DecoderStack) -> None:
         super().__init__()
         self.config = config

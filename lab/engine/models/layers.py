@@ -8,7 +8,8 @@ RMSNorm, the SwiGLU MLP, Linear and the LM head have a `fused` switch (off by de
 path; `set_fused_ops` turns it on for a whole model on CUDA) that runs Triton kernels instead:
 one kernel per elementwise op (`kernels/fused_ops.py`), and for Linear / LMHead with at most
 `gemv.MAX_M` rows of 16-bit input a bandwidth-bound skinny GEMM (`kernels/gemv.py`) in place of
-cuBLAS, which reads weights at about half the card's bandwidth at batch 1.
+cuBLAS, which reads weights at about half the card's bandwidth at batch 1. At the rows where Linear
+takes the GEMV, the SwiGLU MLP runs gate_up and SiLU-mul as one kernel (`kernels/gate_up_silu.py`).
 """
 from __future__ import annotations
 
@@ -105,6 +106,12 @@ class GatedMLP(nn.Module):
         self.fused = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and takes_gemv(x, self.gate_up_proj.weight, GEMV_LINEAR_MAX_ROWS):
+            from lab.engine.kernels.gate_up_silu import gate_up_silu  # CUDA only; never imported on CPU
+
+            # one GEMV whose epilogue applies SiLU-mul: no (T, 2I) intermediate, no activation launch
+            act = gate_up_silu(x.reshape(-1, x.shape[-1]), self.gate_up_proj.weight, self.gate_up_proj.bias)
+            return self.down_proj(act.view(*x.shape[:-1], -1))
         return self.down_proj(silu_and_mul(self.gate_up_proj(x), self.fused))
 
     def weight_targets(self, prefix: str) -> dict[str, tuple[str, tuple]]:

@@ -7,7 +7,9 @@ torch or Triton paged decode, and every other step `prefill_attention.gqa_prefil
 torch SDPA when no sequence has cached context, else the Triton varlen kernel ("triton") or
 batched decode rows plus SDPA per prefill chunk ("torch"). q/k/v are one
 fused GEMM (`qkv_proj`); checkpoints load from HF's separate
-q_proj/k_proj/v_proj (with Qwen2's q/k/v bias). A tied head reuses the embedding matrix.
+q_proj/k_proj/v_proj (with Qwen2's q/k/v bias; the GEMV adds it in its epilogue). A tied head
+reuses the embedding matrix. With fused ops on the "triton" backend, a pure-decode step rotates q
+and k and writes k and v to the cache in one kernel (`takes_fused_rope_kv_write`).
 """
 from __future__ import annotations
 
@@ -41,10 +43,17 @@ class LlamaAttention(nn.Module):
     ) -> torch.Tensor:
         num_tokens = hidden.shape[0]
         q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = rot.apply(q.view(num_tokens, self.num_heads, self.head_dim))  # (T, H, D)
-        k = rot.apply(k.view(num_tokens, self.num_kv_heads, self.head_dim))  # (T, Hkv, D)
+        q = q.view(num_tokens, self.num_heads, self.head_dim)  # (T, H, D)
+        k = k.view(num_tokens, self.num_kv_heads, self.head_dim)  # (T, Hkv, D)
         v = v.view(num_tokens, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = kv_cache
+        if takes_fused_rope_kv_write(rot, meta):  # decode reads k and v from the cache only
+            from lab.engine.kernels.rope_kv_write import rope_kv_write_triton  # CUDA only; never imported on CPU
+
+            q = rope_kv_write_triton(q, k, v, rot.cos, rot.sin, rot.interleaved, k_cache, v_cache, meta.slot_mapping)
+            out = gqa_decode_attention(q, k_cache, v_cache, meta, self.scale)  # (T, H, D)
+            return self.o_proj(out.reshape(num_tokens, self.q_size))
+        q, k = rot.apply(q), rot.apply(k)
         cache_write(k_cache, meta.slot_mapping, k, meta)
         cache_write(v_cache, meta.slot_mapping, v, meta)
         if meta.backend == "reference":
@@ -69,7 +78,15 @@ class LlamaAttention(nn.Module):
         return targets
 
 
+def takes_fused_rope_kv_write(rot: Rotation, meta: AttentionMetadata) -> bool:
+    """RoPE + KV write as one kernel (`kernels/rope_kv_write.py`): fused ops on, Triton backend (so CUDA,
+    and padding slots are skipped as `cache_write` skips them), pure decode. Step-level facts only, the
+    same at CUDA-graph capture and replay."""
+    return rot.fused and meta.backend == "triton" and meta.is_pure_decode
+
+
 class LlamaForCausalLM(CausalLM):
+    supports_mixed_graphs = True  # non-decode steps: one varlen attention kernel per layer
     def __init__(self, config: ModelConfig) -> None:
         layers = [
             DecoderLayer(

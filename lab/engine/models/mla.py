@@ -23,7 +23,9 @@ prefill needs, whereas expanding costs one GEMM over the context (2 x L x R x H 
 which a chunk of hundreds of queries amortizes; flash/memory-efficient SDPA is already tuned for
 the expanded shapes. Decode rows are the opposite case (one query per sequence, memory-bound),
 hence the split. The absorbed weights come from
-`process_weights_after_loading()`, which the loader calls. Softmax scale: qk_head_dim**-0.5 times
+`process_weights_after_loading()`, which the loader calls. With fused ops on the "triton" backend,
+an absorbed pure-decode step runs RoPE(q_pe), kv_a_layernorm, RoPE(k_pe) and the cache write as one
+kernel (`kernels/mla_latent_write.py`). Softmax scale: qk_head_dim**-0.5 times
 DeepSeek's YaRN mscale**2. q_a/kv_a layernorms use eps 1e-6 whatever rms_norm_eps is, as HF does.
 """
 from __future__ import annotations
@@ -83,15 +85,25 @@ class MLAttention(nn.Module):
             q = self.q_proj(hidden)
         q = q.view(num_tokens, self.num_heads, self.qk_head_dim)  # (T, H, qk_nope + qk_rope)
         q_nope, q_pe = q.split([self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
-        q_pe = rot.apply(q_pe)
-        c_kv, k_pe = self.kv_a_proj_with_mqa(hidden).split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
-        c_kv = self.kv_a_layernorm(c_kv)  # (T, R)
-        k_pe = rot.apply(k_pe.unsqueeze(1)).squeeze(1)  # (T, rope): one key rotation shared by all heads
+        kv_a = self.kv_a_proj_with_mqa(hidden)  # (T, R + rope): [c_kv | k_pe] before norm and RoPE
         (cache,) = kv_cache
-        cache_write(cache, meta.slot_mapping, torch.cat([c_kv, k_pe], dim=-1), meta)
         if self.mode not in MLA_MODES:
             raise ValueError(f"MLA mode must be one of {MLA_MODES}, got {self.mode!r}")
-        if self.mode == "absorbed" or (self.mode == "auto" and meta.is_pure_decode):
+        absorbed = self.mode == "absorbed" or (self.mode == "auto" and meta.is_pure_decode)
+        if self.takes_fused_latent_write(rot, meta):
+            from lab.engine.kernels.mla_latent_write import mla_rope_latent_write_triton  # CUDA only
+
+            # one kernel for RoPE(q_pe), kv_a_layernorm, RoPE(k_pe) and the cache row: decode reads only the cache
+            q_pe = mla_rope_latent_write_triton(q_pe, kv_a, self.kv_a_layernorm.weight, self.kv_a_layernorm.eps,
+                                                rot.cos, rot.sin, rot.interleaved, cache, meta.slot_mapping)
+            out = self._absorbed(q_nope, q_pe, cache, meta)
+            return self.o_proj(out.reshape(num_tokens, self.num_heads * self.v_head_dim))
+        q_pe = rot.apply(q_pe)
+        c_kv, k_pe = kv_a.split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
+        c_kv = self.kv_a_layernorm(c_kv)  # (T, R)
+        k_pe = rot.apply(k_pe.unsqueeze(1)).squeeze(1)  # (T, rope): one key rotation shared by all heads
+        cache_write(cache, meta.slot_mapping, torch.cat([c_kv, k_pe], dim=-1), meta)
+        if absorbed:
             out = self._absorbed(q_nope, q_pe, cache, meta)
         elif self.mode == "expanded" or meta.backend == "reference":
             out = self._expanded(q_nope, q_pe, cache, meta)  # the oracle
@@ -101,6 +113,11 @@ class MLAttention(nn.Module):
         else:
             out = self._mixed(q_nope, q_pe, cache, meta)
         return self.o_proj(out.reshape(num_tokens, self.num_heads * self.v_head_dim))
+
+    def takes_fused_latent_write(self, rot: Rotation, meta: AttentionMetadata) -> bool:
+        """`kernels/mla_latent_write.py` instead of five launches: fused ops on, Triton backend (CUDA; padding
+        slots skipped), an absorbed pure-decode step (it reads the latents back from the cache only)."""
+        return self.mode in ("absorbed", "auto") and rot.fused and meta.backend == "triton" and meta.is_pure_decode
 
     def _expand(self, c_kv: torch.Tensor, k_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-head K (L, H, qk_head) and V (L, H, v) from latents c_kv (L, R) and k_pe (L, rope)."""

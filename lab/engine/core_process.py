@@ -1,0 +1,176 @@
+"""The engine core process: `LLMEngine`'s step loop alone in its own process (vLLM V1's EngineCore).
+
+Why: a server's HTTP side (parsing, one SSE event per token per request) and the step loop in one
+process share one GIL, so each step waits on host work that grows with the number of streams.
+Here the core only schedules, runs the model, detokenizes and checks stops; the parent serves HTTP.
+
+Contract of `run_engine_core(commands, outputs, engine_args)` (the target of a *spawn* process,
+started by `core_client.EngineCoreClient`; messages are the records of `core_messages.py`):
+- Builds `LLMEngine(engine_args)`, then sends `CoreReady`, or `CoreLoadFailed` and returns.
+- Loops: applies the pending commands between steps (adds, aborts, shutdown; at most
+  `MAX_COMMAND_MESSAGES_PER_STEP` messages, so a flood cannot starve running requests); blocks on the
+  command pipe while idle (in waits of at most `IDLE_POLL_S`); steps
+  while there is work; and sends ONE `StepBatch` per turn that did anything.
+- A refused add (ValueError) is a `RequestFailure(refused=True)`; the engine is untouched. A step
+  that raises fails the requests it had (aborted, `refused=False`), not the process.
+- Exits on `Shutdown`, or when either pipe breaks (EOF: the parent died), with `os._exit` (status 0;
+  1 if the loop itself raised): no interpreter teardown, which takes seconds on a GPU. Ignores SIGINT and
+  SIGTERM: Ctrl-C or a process-group SIGTERM reaches the parent, which drains and then sends
+  `Shutdown`; a core that died first would end the streams the drain waits for.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+from lab.engine.core_messages import (
+    AbortRequest, AddRequest, CoreLoadFailed, CoreOutput, CoreReady, CoreStats, RequestFailure, Shutdown,
+    StepBatch,
+)
+
+if TYPE_CHECKING:
+    from lab.engine.args import EngineArgs
+    from lab.engine.engine import LLMEngine
+    from lab.engine.outputs import RequestOutput
+
+logger = logging.getLogger(__name__)
+
+IDLE_POLL_S = 1.0  # idle: longest wait on the command pipe before looking again
+MAX_COMMAND_MESSAGES_PER_STEP = 64  # a flood of commands must not starve the requests already running
+
+
+def run_engine_core(commands: Connection, outputs: Connection, engine_args: EngineArgs) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    exit_code = 0
+    try:
+        _serve(commands, outputs, engine_args)
+    except (EOFError, OSError):  # BrokenPipeError included: the parent is gone, nobody to serve
+        pass
+    except BaseException:  # a bug in the loop itself: say so; the parent fails the live requests
+        logger.exception("engine core: the loop failed")
+        exit_code = 1
+    # Skip the interpreter's teardown: with a CUDA context and a large KV cache it takes seconds
+    # (over ten on an H200), and nothing is left to save. The OS frees the memory either way.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
+
+
+def _serve(commands: Connection, outputs: Connection, engine_args: EngineArgs) -> None:
+    try:
+        from lab.engine.engine import LLMEngine  # torch: in this process only
+
+        engine = LLMEngine(engine_args)
+    except Exception as exc:  # the parent says why the replica cannot serve
+        logger.exception("engine core: building the engine failed")
+        _send_quietly(outputs, CoreLoadFailed(type(exc).__name__, str(exc)))
+        return
+    checkpoint_dir = engine.checkpoint_dir
+    outputs.send(CoreReady(
+        max_model_len=engine.max_model_len,
+        checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
+        num_gpu_blocks=engine.num_blocks,
+        device=str(engine.device),
+    ))
+    _CoreLoop(engine, commands, outputs).run()
+
+
+class _CoreLoop:
+    def __init__(self, engine: LLMEngine, commands: Connection, outputs: Connection) -> None:
+        self.engine = engine
+        self.commands = commands
+        self.outputs = outputs
+        self.live: set[str] = set()  # admitted, not yet finished: what a failed step must fail
+        self.stopping = False
+
+    def run(self) -> None:
+        while not self.stopping:
+            new: list[CoreOutput] = []
+            failures: list[RequestFailure] = []
+            busy = self.engine.has_unfinished_requests()
+            applied = self._apply_pending(0.0 if busy else IDLE_POLL_S, new, failures)
+            if self.stopping:
+                return
+            stepped = self.engine.has_unfinished_requests()
+            if stepped:
+                self._step(new, failures)
+            if applied or stepped:
+                self.outputs.send(StepBatch(new, failures, self._stats()))
+
+    def _apply_pending(self, timeout_s: float, new: list[CoreOutput], failures: list[RequestFailure]) -> bool:
+        """Apply every command already queued (waiting up to `timeout_s` for the first)."""
+        applied = False
+        for _ in range(MAX_COMMAND_MESSAGES_PER_STEP):
+            if not self.commands.poll(0.0 if applied else timeout_s):
+                break
+            for command in self.commands.recv():  # EOFError when the parent is gone
+                self._apply(command, new, failures)
+                applied = True
+            if self.stopping:
+                break
+        return applied
+
+    def _apply(self, command, new: list[CoreOutput], failures: list[RequestFailure]) -> None:
+        if isinstance(command, AddRequest):
+            try:
+                self.engine.add_request(command.request_id, command.prompt_token_ids, command.params,
+                                        priority=command.priority, deadline=command.deadline)
+            except ValueError as exc:  # refused: nothing changed in the engine
+                failures.append(RequestFailure(command.request_id, refused=True, message=str(exc)))
+                return
+            self.live.add(command.request_id)
+        elif isinstance(command, AbortRequest):
+            out = self.engine.abort_request(command.request_id)
+            if out is not None:
+                self.live.discard(command.request_id)
+                new.append(_core_output(out))
+        elif isinstance(command, Shutdown):
+            self.stopping = True
+        else:
+            logger.error("engine core: unknown command %r ignored", command)
+
+    def _step(self, new: list[CoreOutput], failures: list[RequestFailure]) -> None:
+        try:
+            step_outputs = self.engine.step()
+        except Exception as exc:  # a failed step fails its requests, not the process
+            logger.exception("engine core: step failed")
+            for request_id in sorted(self.live):
+                try:
+                    self.engine.abort_request(request_id)
+                except Exception:  # the engine may be inconsistent: still report every request
+                    logger.exception("engine core: abort after a failed step")
+                failures.append(RequestFailure(request_id, refused=False, message=f"engine step failed: {exc!r}"))
+            self.live.clear()
+            return
+        for out in step_outputs:
+            if out.finished:
+                self.live.discard(out.request_id)
+            new.append(_core_output(out))
+
+    def _stats(self) -> CoreStats:
+        sched = self.engine.scheduler
+        return CoreStats(sched.num_running, sched.num_waiting, float(self.engine.kv_cache_usage))
+
+
+def _core_output(out: RequestOutput) -> CoreOutput:
+    return CoreOutput(
+        request_id=out.request_id,
+        new_text=out.new_text,
+        new_token_ids=out.new_token_ids,
+        num_output_tokens=out.num_output_tokens,
+        finish_reason=out.finish_reason if out.finished else None,
+        queue_time_s=out.metrics.time_in_queue_s,
+        num_preemptions=out.metrics.num_preemptions,
+    )
+
+
+def _send_quietly(conn: Connection, message: object) -> None:
+    try:
+        conn.send(message)
+    except OSError:
+        pass  # the parent is gone: nobody to tell

@@ -1,0 +1,87 @@
+"""MLA decode's step between the projections and attention in one kernel: RoPE on q_pe, and the
+latent cache row [RMSNorm(c_kv) | RoPE(k_pe)] written at each token's slot.
+
+Why: a MLA layer's decode step launched five small kernels there: rotate q_pe, kv_a_layernorm,
+rotate k_pe, concatenate, write the cache row; each is a few KB and a launch (~2 us in a graph).
+
+Contract: mla_rope_latent_write_triton(q_pe (T, H, rope), kv_a (T, R + rope) = [c_kv | k_pe] before
+the norm and RoPE, norm_weight (R,), eps, cos, sin (T, rope/2), interleaved, cache (N, bs, R + rope),
+slot_mapping (T,)) -> q_pe rotated, a new contiguous (T, H, rope) tensor; as a side effect each
+token's cache row becomes [RMSNorm(c_kv) | RoPE(k_pe)] (a negative slot, graph padding, writes
+nothing). Same float32 math and roundings as `fused_ops.rms_norm_triton`, `fused_ops.rotate_triton`
+and `kv_write.write_kv_triton` (each rounded to kv_a's dtype, then stored in the cache's).
+The normalized c_kv and rotated k_pe are not returned: absorbed decode reads the cache only.
+Program (t, h): h < H rotates head h of q_pe; h == H normalizes, rotates and writes token t's row.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from lab.engine.kernels.rope_kv_write import rotate_pair
+
+
+@triton.jit
+def _mla_rope_latent_write_kernel(
+    q_pe_ptr, kv_ptr, w_ptr, cos_ptr, sin_ptr, slot_ptr, q_out_ptr, cache_ptr,
+    stride_qt, stride_qh, stride_kvt, stride_c_slot, num_heads, eps,
+    RANK: tl.constexpr, BLOCK_R: tl.constexpr, HALF: tl.constexpr, BLOCK: tl.constexpr, INTERLEAVED: tl.constexpr,
+):
+    t = tl.program_id(0)
+    h = tl.program_id(1)
+    i = tl.arange(0, BLOCK)
+    mask = i < HALF
+    cos = tl.load(cos_ptr + t * HALF + i, mask=mask, other=0.0)
+    sin = tl.load(sin_ptr + t * HALF + i, mask=mask, other=0.0)
+    if INTERLEAVED:  # pairs (2i, 2i+1)
+        i1 = 2 * i
+        i2 = 2 * i + 1
+    else:  # pairs (i, i + rope/2)
+        i1 = i
+        i2 = i + HALF
+    if h < num_heads:
+        r1, r2 = rotate_pair(q_pe_ptr + t * stride_qt + h * stride_qh, cos, sin, i1, i2, mask)
+        dst = q_out_ptr + (t * num_heads + h) * (2 * HALF)
+        tl.store(dst + i1, r1.to(q_out_ptr.dtype.element_ty), mask=mask)
+        tl.store(dst + i2, r2.to(q_out_ptr.dtype.element_ty), mask=mask)
+    else:
+        slot = tl.load(slot_ptr + t).to(tl.int64)
+        if slot >= 0:
+            kv_ty = kv_ptr.dtype.element_ty  # the unfused kernels round to their input's dtype
+            row = kv_ptr + t * stride_kvt
+            dst = cache_ptr + slot * stride_c_slot
+            offs = tl.arange(0, BLOCK_R)
+            r_mask = offs < RANK
+            x = tl.load(row + offs, mask=r_mask, other=0.0).to(tl.float32)
+            y = (x * tl.rsqrt(tl.sum(x * x, 0) / RANK + eps)).to(kv_ty)  # rounded before the weight, as RMSNorm
+            w = tl.load(w_ptr + offs, mask=r_mask, other=0.0)
+            c_kv = (w.to(tl.float32) * y.to(tl.float32)).to(kv_ty)
+            tl.store(dst + offs, c_kv.to(cache_ptr.dtype.element_ty), mask=r_mask)
+            r1, r2 = rotate_pair(row + RANK, cos, sin, i1, i2, mask)
+            tl.store(dst + RANK + i1, r1.to(kv_ty).to(cache_ptr.dtype.element_ty), mask=mask)
+            tl.store(dst + RANK + i2, r2.to(kv_ty).to(cache_ptr.dtype.element_ty), mask=mask)
+
+
+def mla_rope_latent_write_triton(
+    q_pe: torch.Tensor, kv_a: torch.Tensor, norm_weight: torch.Tensor, eps: float, cos: torch.Tensor,
+    sin: torch.Tensor, interleaved: bool, cache: torch.Tensor, slot_mapping: torch.Tensor,
+) -> torch.Tensor:
+    num_tokens, num_heads, rope = q_pe.shape
+    rank = norm_weight.shape[0]
+    if kv_a.shape != (num_tokens, rank + rope) or cos.shape[-1] * 2 != rope or cache.shape[-1] != rank + rope:
+        raise ValueError(f"mla_rope_latent_write_triton needs q_pe (T, H, rope), kv_a (T, R + rope), cos (T, rope/2), "
+                         f"cache (N, bs, R + rope); got {tuple(q_pe.shape)}, {tuple(kv_a.shape)}, "
+                         f"{tuple(cos.shape)}, {tuple(cache.shape)}")
+    q_pe = q_pe if q_pe.stride(-1) == 1 else q_pe.contiguous()
+    kv_a = kv_a if kv_a.stride(-1) == 1 else kv_a.contiguous()
+    flat = cache.view(-1, rank + rope)  # (slots, R + rope): fails loudly on a non-flat cache
+    q_out = torch.empty(num_tokens, num_heads, rope, dtype=q_pe.dtype, device=q_pe.device)
+    if num_tokens:
+        _mla_rope_latent_write_kernel[(num_tokens, num_heads + 1)](
+            q_pe, kv_a, norm_weight, cos.contiguous(), sin.contiguous(), slot_mapping, q_out, flat,
+            q_pe.stride(0), q_pe.stride(1), kv_a.stride(0), flat.stride(0), num_heads, eps,
+            RANK=rank, BLOCK_R=triton.next_power_of_2(rank), HALF=rope // 2, BLOCK=triton.next_power_of_2(rope // 2),
+            INTERLEAVED=interleaved, num_warps=4,
+        )
+    return q_out
