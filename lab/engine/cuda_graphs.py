@@ -42,45 +42,85 @@ def bucket_sizes(max_num_seqs: int) -> list[int]:
     return sorted(set(sizes + [max_num_seqs]))
 
 
-def _capture_buckets(model, buckets, args_for, graphs: dict, outputs: dict, pool):
-    """Capture `model(*args_for(b))` for every bucket, largest first, all into one pool; returns it."""
-    for bucket in reversed(buckets):
-        args = args_for(bucket)
-        model(*args)  # warm-up: Triton compiles, cuBLAS picks its kernels, outside the graph
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
-            outputs[bucket] = model(*args)
-        pool = graph.pool() if pool is None else pool
-        graphs[bucket] = graph
-    torch.cuda.synchronize()
-    return pool
+def mixed_bucket_sizes(max_num_batched_tokens: int) -> list[int]:
+    """Token buckets: 16, 32, 48, 64, 96, then steps of 32 to 512 and of 128 to the cap.
+
+    Fine steps where serving steps live (a prefill chunk plus up to a few hundred decode rows), so
+    padding costs little; capped by the step budget and `MAX_MIXED_GRAPH_TOKENS`."""
+    cap = min(max_num_batched_tokens, MAX_MIXED_GRAPH_TOKENS)
+    sizes = [16, 32, 48, 64, 96, *range(128, 513, 32), *range(640, MAX_MIXED_GRAPH_TOKENS + 1, 128)]
+    return sorted({t for t in sizes if t < cap} | {cap})
 
 
-class DecodeGraphs:
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        kv_caches: list[tuple[torch.Tensor, ...]],
-        block_size: int,
-        max_num_seqs: int,
-        max_model_len: int,
-        device: torch.device,
-    ) -> None:
+class _StepGraphs:
+    """What both kinds share: static step buffers (`max_tokens` token rows, `max_seqs` sequences, a
+    block table `max_model_len` wide), one graph per bucket captured over them, and loading a step
+    into them. Subclasses say what a bucket's metadata is (`_meta`) and how a step picks its bucket."""
+
+    def __init__(self, model: torch.nn.Module, kv_caches: list[tuple[torch.Tensor, ...]], block_size: int,
+                 buckets: list[int], max_tokens: int, max_seqs: int, max_model_len: int, device: torch.device) -> None:
         self.model = model
         self.kv_caches = kv_caches
         self.block_size = block_size
-        self.buckets = bucket_sizes(max_num_seqs)
+        self.buckets = buckets
         self.width = (max_model_len + block_size - 1) // block_size  # block-table columns, fixed
-        b = self.buckets[-1]
         to = dict(device=device)
-        self.input_ids = torch.zeros(b, dtype=torch.long, **to)
-        self.positions = torch.zeros(b, dtype=torch.long, **to)
-        self.slot_mapping = torch.full((b,), -1, dtype=torch.long, **to)
-        self.block_tables = torch.zeros(b, self.width, dtype=torch.int32, **to)
-        self.seq_lens = torch.zeros(b, dtype=torch.int32, **to)
+        self.input_ids = torch.zeros(max_tokens, dtype=torch.long, **to)
+        self.positions = torch.zeros(max_tokens, dtype=torch.long, **to)
+        self.slot_mapping = torch.full((max_tokens,), -1, dtype=torch.long, **to)
+        self.block_tables = torch.zeros(max_seqs, self.width, dtype=torch.int32, **to)
+        self.seq_lens = torch.zeros(max_seqs, dtype=torch.int32, **to)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self.capture_s = 0.0
+
+    def _meta(self, bucket: int) -> AttentionMetadata:
+        raise NotImplementedError
+
+    def _clear(self) -> None:
+        """Buffers that make warm-up and capture runs touch nothing: no cache writes, empty sequences."""
+        self.slot_mapping.fill_(-1)
+        self.seq_lens.zero_()
+
+    @torch.inference_mode()
+    def capture(self, pool=None):
+        """Capture every bucket, largest first, into `pool` (a new one if None); returns the pool."""
+        start = time.perf_counter()
+        self._clear()
+        for bucket in reversed(self.buckets):
+            args = (self.input_ids[:bucket], self.positions[:bucket], self.kv_caches, self._meta(bucket))
+            self.model(*args)  # warm-up: Triton compiles, cuBLAS picks its kernels, outside the graph
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self.outputs[bucket] = self.model(*args)
+            pool = graph.pool() if pool is None else pool
+            self.graphs[bucket] = graph
+        torch.cuda.synchronize()
+        self.capture_s = time.perf_counter() - start
+        return pool
+
+    def _fits(self, meta: AttentionMetadata) -> bool:
+        return (bool(self.graphs) and meta.block_tables_tensor is not None
+                and meta.block_tables_tensor.shape[1] <= self.width)
+
+    def _load(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata, token_bucket: int,
+              seq_bucket: int) -> None:
+        """Copy a step into the buffers; padding up to the buckets writes no cache and attends to nothing."""
+        tokens, seqs = input_ids.shape[0], meta.num_seqs
+        self.input_ids[:tokens].copy_(input_ids)
+        self.positions[:tokens].copy_(positions)
+        self.slot_mapping[:tokens].copy_(meta.slot_mapping)
+        self.slot_mapping[tokens:token_bucket].fill_(-1)
+        self.block_tables[:seqs, : meta.block_tables_tensor.shape[1]].copy_(meta.block_tables_tensor)  # columns past: never read
+        self.seq_lens[:seqs].copy_(meta.seq_lens_tensor)
+        self.seq_lens[seqs:seq_bucket].zero_()
+
+
+class DecodeGraphs(_StepGraphs):
+    def __init__(self, model: torch.nn.Module, kv_caches: list[tuple[torch.Tensor, ...]], block_size: int,
+                 max_num_seqs: int, max_model_len: int, device: torch.device) -> None:
+        buckets = bucket_sizes(max_num_seqs)
+        super().__init__(model, kv_caches, block_size, buckets, buckets[-1], buckets[-1], max_model_len, device)
 
     def _meta(self, batch: int) -> AttentionMetadata:
         return AttentionMetadata(
@@ -95,83 +135,26 @@ class DecodeGraphs:
             pure_decode=True,
         )
 
-    @torch.inference_mode()
-    def capture(self, pool=None):
-        """Capture every bucket, largest first, into `pool` (a new one if None); returns the pool."""
-        start = time.perf_counter()
-        self.slot_mapping.fill_(-1)  # warm-up and capture runs must not touch the cache
-        self.seq_lens.zero_()
-        pool = _capture_buckets(self.model, self.buckets, self._args, self.graphs, self.outputs, pool)
-        self.capture_s = time.perf_counter() - start
-        return pool
-
-    def _args(self, batch: int) -> tuple:
-        return self.input_ids[:batch], self.positions[:batch], self.kv_caches, self._meta(batch)
-
     def can_run(self, meta: AttentionMetadata) -> bool:
-        return (
-            bool(self.graphs)
-            and meta.is_pure_decode
-            and meta.num_seqs <= self.buckets[-1]
-            and meta.block_tables_tensor is not None
-            and meta.block_tables_tensor.shape[1] <= self.width
-        )
+        return self._fits(meta) and meta.is_pure_decode and meta.num_seqs <= self.buckets[-1]
 
     def run(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         batch = meta.num_seqs
         bucket = next(b for b in self.buckets if b >= batch)
-        width = meta.block_tables_tensor.shape[1]
-        self.input_ids[:batch].copy_(input_ids)
-        self.positions[:batch].copy_(positions)
-        self.slot_mapping[:batch].copy_(meta.slot_mapping)
-        self.slot_mapping[batch:bucket].fill_(-1)
-        self.block_tables[:batch, :width].copy_(meta.block_tables_tensor)  # columns past width: never read
-        self.seq_lens[:batch].copy_(meta.seq_lens_tensor)
-        self.seq_lens[batch:bucket].zero_()
+        self._load(input_ids, positions, meta, bucket, bucket)
         self.graphs[bucket].replay()
         return self.outputs[bucket][:batch]
 
 
-def mixed_bucket_sizes(max_num_batched_tokens: int) -> list[int]:
-    """Token buckets: 16, 32, 48, 64, 96, then steps of 32 to 512 and of 128 to the cap.
-
-    Fine steps where serving steps live (a prefill chunk plus up to a few hundred decode rows), so
-    padding costs little; capped by the step budget and `MAX_MIXED_GRAPH_TOKENS`."""
-    cap = min(max_num_batched_tokens, MAX_MIXED_GRAPH_TOKENS)
-    sizes = [16, 32, 48, 64, 96, *range(128, 513, 32), *range(640, MAX_MIXED_GRAPH_TOKENS + 1, 128)]
-    return sorted({t for t in sizes if t < cap} | {cap})
-
-
-class MixedGraphs:
+class MixedGraphs(_StepGraphs):
     """Graphs for non-decode steps in token buckets, sequences padded to `max_num_seqs` (module docstring)."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        kv_caches: list[tuple[torch.Tensor, ...]],
-        block_size: int,
-        max_num_seqs: int,
-        max_num_batched_tokens: int,
-        max_model_len: int,
-        device: torch.device,
-    ) -> None:
-        self.model = model
-        self.kv_caches = kv_caches
-        self.block_size = block_size
-        self.buckets = mixed_bucket_sizes(max_num_batched_tokens)
+    def __init__(self, model: torch.nn.Module, kv_caches: list[tuple[torch.Tensor, ...]], block_size: int,
+                 max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int, device: torch.device) -> None:
+        buckets = mixed_bucket_sizes(max_num_batched_tokens)
+        super().__init__(model, kv_caches, block_size, buckets, buckets[-1], max_num_seqs, max_model_len, device)
         self.max_num_seqs = max_num_seqs
-        self.width = (max_model_len + block_size - 1) // block_size
-        t, s = self.buckets[-1], max_num_seqs
-        to = dict(device=device)
-        self.input_ids = torch.zeros(t, dtype=torch.long, **to)
-        self.positions = torch.zeros(t, dtype=torch.long, **to)
-        self.slot_mapping = torch.full((t,), -1, dtype=torch.long, **to)
-        self.block_tables = torch.zeros(s, self.width, dtype=torch.int32, **to)
-        self.seq_lens = torch.zeros(s, dtype=torch.int32, **to)
-        self.query_start_loc = torch.zeros(s + 1, dtype=torch.int32, **to)
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.outputs: dict[int, torch.Tensor] = {}
-        self.capture_s = 0.0
+        self.query_start_loc = torch.zeros(max_num_seqs + 1, dtype=torch.int32, device=device)
 
     def _meta(self, num_tokens: int) -> AttentionMetadata:
         s = self.max_num_seqs
@@ -191,44 +174,25 @@ class MixedGraphs:
             pure_decode=False,
         )
 
-    @torch.inference_mode()
-    def capture(self, pool=None):
-        """Capture every bucket, largest first, into `pool` (a new one if None); returns the pool."""
-        start = time.perf_counter()
-        self.slot_mapping.fill_(-1)  # warm-up and capture runs must not touch the cache
-        self.seq_lens.zero_()
+    def _clear(self) -> None:
+        super()._clear()
         self.query_start_loc.zero_()  # every sequence empty: attention does nothing while capturing
-        pool = _capture_buckets(self.model, self.buckets, self._args, self.graphs, self.outputs, pool)
-        self.capture_s = time.perf_counter() - start
-        return pool
-
-    def _args(self, tokens: int) -> tuple:
-        return self.input_ids[:tokens], self.positions[:tokens], self.kv_caches, self._meta(tokens)
 
     def can_run(self, meta: AttentionMetadata, num_tokens: int) -> bool:
-        return (
-            bool(self.graphs)
-            and not meta.is_pure_decode
-            and meta.backend == "triton"
-            and num_tokens <= self.buckets[-1]
-            and meta.num_seqs <= self.max_num_seqs
-            and meta.block_tables_tensor is not None
-            and meta.query_start_loc_tensor is not None
-            and meta.block_tables_tensor.shape[1] <= self.width
-        )
+        return (self._fits(meta) and not meta.is_pure_decode and meta.backend == "triton"
+                and num_tokens <= self.buckets[-1] and meta.num_seqs <= self.max_num_seqs
+                and meta.query_start_loc_tensor is not None)
 
-    def run(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def load(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> int:
+        """Copy a step into the buffers (padding sequences: empty spans after the last one); returns its bucket."""
         tokens, seqs = input_ids.shape[0], meta.num_seqs
         bucket = next(t for t in self.buckets if t >= tokens)
-        width = meta.block_tables_tensor.shape[1]
-        self.input_ids[:tokens].copy_(input_ids)
-        self.positions[:tokens].copy_(positions)
-        self.slot_mapping[:tokens].copy_(meta.slot_mapping)
-        self.slot_mapping[tokens:bucket].fill_(-1)
-        self.block_tables[:seqs, :width].copy_(meta.block_tables_tensor)  # columns past width: never read
-        self.seq_lens[:seqs].copy_(meta.seq_lens_tensor)
-        self.seq_lens[seqs:].zero_()
+        self._load(input_ids, positions, meta, bucket, self.max_num_seqs)
         self.query_start_loc[: seqs + 1].copy_(meta.query_start_loc_tensor)
-        self.query_start_loc[seqs + 1 :].fill_(tokens)  # padding sequences: empty spans after the last one
+        self.query_start_loc[seqs + 1 :].fill_(tokens)
+        return bucket
+
+    def run(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        bucket = self.load(input_ids, positions, meta)
         self.graphs[bucket].replay()
-        return self.outputs[bucket][:tokens]
+        return self.outputs[bucket][: input_ids.shape[0]]

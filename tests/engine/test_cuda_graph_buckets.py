@@ -25,3 +25,35 @@ def test_cpu_engine_has_no_graphs() -> None:
 
     engine = LLM("tiny", hf_overrides={"num_hidden_layers": 1}, num_gpu_blocks=16, max_model_len=64).engine
     assert engine.graphs is None and engine.mixed_graphs is None
+
+
+def test_mixed_step_is_loaded_with_inert_padding() -> None:
+    """What a replay reads: the step's rows, then padding that writes no cache and attends to nothing."""
+    import torch
+
+    from lab.engine.attention import AttentionMetadata
+    from lab.engine.cuda_graphs import MixedGraphs
+
+    graphs = MixedGraphs(None, [], block_size=16, max_num_seqs=4, max_num_batched_tokens=64, max_model_len=128,
+                         device=torch.device("cpu"))
+    graphs.seq_lens.fill_(7)  # left over from a bigger step
+    graphs.query_start_loc.fill_(9)
+    # two sequences: a decode row (context 20) and a 17-token chunk over 3 cached tokens
+    meta = AttentionMetadata(
+        query_start_loc=[0, 1, 18], seq_lens=[21, 20], block_tables=[[5, 6], [2, 3]],
+        slot_mapping=torch.arange(100, 118), block_size=16,
+        block_tables_tensor=torch.tensor([[5, 6], [2, 3]], dtype=torch.int32),
+        seq_lens_tensor=torch.tensor([21, 20], dtype=torch.int32),
+        query_start_loc_tensor=torch.tensor([0, 1, 18], dtype=torch.int32),
+        backend="triton", pure_decode=False,
+    )
+    ids, positions = torch.arange(1000, 1018), torch.arange(18)
+    assert graphs.can_run(meta, 18) is False  # nothing captured (CPU): never replays
+    bucket = graphs.load(ids, positions, meta)
+    assert bucket == 32
+    assert graphs.input_ids[:18].tolist() == ids.tolist()
+    assert graphs.slot_mapping[:18].tolist() == list(range(100, 118))
+    assert graphs.slot_mapping[18:32].tolist() == [-1] * 14  # padding tokens write no cache
+    assert graphs.seq_lens.tolist() == [21, 20, 0, 0]  # padding sequences attend to nothing
+    assert graphs.query_start_loc.tolist() == [0, 1, 18, 18, 18]  # ... over empty spans after the last
+    assert graphs.block_tables[:2, :2].tolist() == [[5, 6], [2, 3]]

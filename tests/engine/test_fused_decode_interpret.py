@@ -96,36 +96,6 @@ def test_rope_kv_write_equals_rotate_then_write(interleaved, heads, kv_heads, di
     assert torch.equal(caches[1], want_v)  # v is copied, not computed
 
 
-def test_qwen_decode_step_with_fused_rope_kv_write_equals_reference() -> None:
-    """A pure-decode step of a 2-layer Qwen (float32): fused RoPE + KV write on "triton" vs the oracle loop."""
-    from lab.engine.kv_cache import allocate_kv_cache
-    from lab.engine.loader import load_model
-    from lab.engine.models.llama import takes_fused_rope_kv_write
-    from tests.engine.paged_fixtures import SMALL_QWEN, random_step_meta
-
-    torch.manual_seed(0)
-    model = load_model("r1-distill-qwen-1.5b", torch.float32, DEVICE, hf_overrides=SMALL_QWEN).module
-    model.model.rotary_emb.fused = True  # only the rotation: the other fused ops have their own tests
-    block_size, num_blocks = (16 if ON_GPU else 8), 32  # compiled decode kernels need >= 16 (tl.dot's K)
-    caches = [tuple(c.normal_() for c in layer)
-              for layer in allocate_kv_cache(model.kv_cache_spec(torch.float32), num_blocks, block_size, torch.device(DEVICE))]
-    seq_lens = [9, 1, 20]
-    ids = torch.randint(2, 500, (3,), device=DEVICE)
-    positions = torch.tensor([n - 1 for n in seq_lens], device=DEVICE)
-    outs, written = {}, {}
-    for backend in ("reference", "triton"):
-        meta = random_step_meta([1, 1, 1], seq_lens, block_size, num_blocks, DEVICE, seed=7, backend=backend)
-        rot = model.model.rotary_emb(positions)
-        assert takes_fused_rope_kv_write(rot, meta) == (backend == "triton")
-        written[backend] = [tuple(c.clone() for c in layer) for layer in caches]
-        with torch.inference_mode():
-            outs[backend] = model(ids, positions, written[backend], meta)
-    torch.testing.assert_close(outs["triton"], outs["reference"], atol=1e-4, rtol=1e-4)
-    for ref_layer, fused_layer in zip(written["reference"], written["triton"]):
-        for ref, fused in zip(ref_layer, fused_layer):
-            torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
-
-
 @pytest.mark.parametrize("interleaved", [False, True])
 @pytest.mark.parametrize("heads,rank,rope", [(4, 32, 16), (3, 24, 8)])  # 24: a rank that is no power of two
 def test_mla_rope_latent_write_equals_norm_rotate_then_write(interleaved, heads, rank, rope) -> None:
@@ -152,17 +122,17 @@ def test_mla_rope_latent_write_equals_norm_rotate_then_write(interleaved, heads,
     torch.testing.assert_close(cache, want, atol=1e-5, rtol=1e-5)
 
 
-def test_mla_decode_step_with_fused_latent_write_equals_reference() -> None:
-    """A pure-decode step of the tiny DeepSeek-V3-architecture model (float32, 2 layers): the fused latent write
-    on "triton" vs the oracle loop, hidden states and the latent rows the step wrote."""
+def _decode_step_fused_vs_reference(preset: str, overrides: dict, takes_fused) -> None:
+    """A pure-decode step of a 2-layer model (float32): the fused RoPE + cache write on "triton" (checked to be
+    taken, by `takes_fused(model, rot, meta)`) vs the oracle loop, hidden states and the cache rows written."""
     from lab.engine.kv_cache import allocate_kv_cache
     from lab.engine.loader import load_model
     from tests.engine.paged_fixtures import random_step_meta
 
     torch.manual_seed(0)
-    model = load_model("tiny", torch.float32, DEVICE, hf_overrides={"num_hidden_layers": 2, "vocab_size": 512}).module
-    model.model.rotary_emb.fused = True
-    block_size, num_blocks = (16 if ON_GPU else 8), 32
+    model = load_model(preset, torch.float32, DEVICE, hf_overrides=overrides).module
+    model.model.rotary_emb.fused = True  # only the rotation: the other fused ops have their own tests
+    block_size, num_blocks = (16 if ON_GPU else 8), 32  # compiled decode kernels need >= 16 (tl.dot's K)
     caches = [tuple(c.normal_() for c in layer)
               for layer in allocate_kv_cache(model.kv_cache_spec(torch.float32), num_blocks, block_size, torch.device(DEVICE))]
     seq_lens = [9, 1, 20]
@@ -172,7 +142,7 @@ def test_mla_decode_step_with_fused_latent_write_equals_reference() -> None:
     for backend in ("reference", "triton"):
         meta = random_step_meta([1, 1, 1], seq_lens, block_size, num_blocks, DEVICE, seed=7, backend=backend)
         rot = model.model.rotary_emb(positions)
-        assert model.model.layers[0].self_attn.takes_fused_latent_write(rot, meta) == (backend == "triton")
+        assert takes_fused(model, rot, meta) == (backend == "triton")
         written[backend] = [tuple(c.clone() for c in layer) for layer in caches]
         with torch.inference_mode():
             outs[backend] = model(ids, positions, written[backend], meta)
@@ -180,3 +150,20 @@ def test_mla_decode_step_with_fused_latent_write_equals_reference() -> None:
     for ref_layer, fused_layer in zip(written["reference"], written["triton"]):
         for ref, fused in zip(ref_layer, fused_layer):
             torch.testing.assert_close(fused, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_qwen_decode_step_with_fused_rope_kv_write_equals_reference() -> None:
+    from lab.engine.models.llama import takes_fused_rope_kv_write
+    from tests.engine.paged_fixtures import SMALL_QWEN
+
+    _decode_step_fused_vs_reference("r1-distill-qwen-1.5b", SMALL_QWEN,
+                                    lambda model, rot, meta: takes_fused_rope_kv_write(rot, meta))
+
+
+def test_mla_decode_step_with_fused_latent_write_equals_reference() -> None:
+    """The tiny DeepSeek-V3-architecture model: the fused latent write."""
+    _decode_step_fused_vs_reference(
+        "tiny", {"num_hidden_layers": 2, "vocab_size": 512},
+        lambda model, rot, meta: model.model.layers[0].self_attn.takes_fused_latent_write(rot, meta))
+
+

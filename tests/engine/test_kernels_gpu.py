@@ -446,15 +446,19 @@ def test_rope_kv_write_bitwise_equals_rotate_then_write(interleaved, heads, kv_h
     torch.testing.assert_close(got_q.float(), rot.apply(q.float()).float(), atol=2e-2, rtol=2e-2)  # vs torch RoPE
 
 
-def test_fused_decode_step_close_to_plain_bf16() -> None:
-    """A 2-layer bf16 R1-Distill-Qwen decode step (one token after a 10-token prompt): every fused op (M=1 GEMV,
-    gate_up + SiLU-mul, RoPE + KV write) vs the plain path, logits and the KV rows the step wrote."""
+def _fused_decode_step_vs_plain(preset: str, moe_backend: str | None = None, takes_fused=None) -> None:
+    """A 2-layer bf16 decode step (one token after a 10-token prompt, the same plain prefill for both): every
+    fused op vs the plain path, logits and the cache rows the step wrote. `takes_fused(model, meta)`, when
+    given, must say the fused cache write is taken exactly when fused ops are on."""
     from lab.engine.attention import AttentionMetadata, build_step_tensors
     from lab.engine.kv_cache import allocate_kv_cache
     from lab.engine.loader import load_model
     from lab.engine.models.layers import set_fused_ops
+    from lab.engine.models.moe import set_moe_backend
 
-    model = load_model("r1-distill-qwen-1.5b", torch.bfloat16, "cuda", hf_overrides={"num_hidden_layers": 2}).module
+    model = load_model(preset, torch.bfloat16, "cuda", hf_overrides={"num_hidden_layers": 2}).module
+    if moe_backend is not None:
+        set_moe_backend(model, moe_backend)
     prompt = torch.arange(100, 110, device="cuda")
     logits, caches = {}, {}
     for fused in (False, True):
@@ -468,6 +472,8 @@ def test_fused_decode_step_close_to_plain_bf16() -> None:
             meta = AttentionMetadata([0, 1], [11], [[1]], torch.tensor([26], device="cuda"), 16, backend="triton",
                                      pure_decode=True)
             build_step_tensors(meta, torch.device("cuda"))
+            if takes_fused is not None:
+                assert takes_fused(model, meta) == fused
             logits[fused] = model.compute_logits(model(torch.tensor([7], device="cuda"), torch.tensor([10], device="cuda"),
                                                        cache, meta))
         caches[fused] = cache
@@ -476,6 +482,11 @@ def test_fused_decode_step_close_to_plain_bf16() -> None:
     for plain_layer, fused_layer in zip(caches[False], caches[True]):
         for plain, fused in zip(plain_layer, fused_layer):
             torch.testing.assert_close(fused[1, 10].float(), plain[1, 10].float(), atol=2e-2, rtol=2e-2)
+
+
+def test_fused_decode_step_close_to_plain_bf16() -> None:
+    """R1-Distill-Qwen: M=1 GEMV, gate_up + SiLU-mul, RoPE + KV write."""
+    _fused_decode_step_vs_plain("r1-distill-qwen-1.5b")
 
 
 def test_split_step_copies_survive_pinned_buffer_reuse() -> None:
@@ -520,35 +531,8 @@ def test_mla_latent_write_bitwise_equals_unfused_kernels(heads, interleaved) -> 
 
 
 def test_fused_mla_decode_step_close_to_plain_bf16() -> None:
-    """A 2-layer bf16 V2-Lite decode step after a 10-token prompt: fused ops (GEMV, gate_up + SiLU-mul in the dense
-    and shared-expert MLPs, the fused latent write) vs the plain path, logits and the latent rows written."""
-    from lab.engine.attention import AttentionMetadata, build_step_tensors
-    from lab.engine.kv_cache import allocate_kv_cache
-    from lab.engine.loader import load_model
-    from lab.engine.models.layers import set_fused_ops
-    from lab.engine.models.moe import set_moe_backend
-
-    model = load_model("deepseek-v2-lite", torch.bfloat16, "cuda", hf_overrides={"num_hidden_layers": 2}).module
-    set_moe_backend(model, "triton")
-    prompt = torch.arange(100, 110, device="cuda")
-    logits, caches = {}, {}
-    for fused in (False, True):
-        set_fused_ops(model, False)
-        cache = allocate_kv_cache(model.kv_cache_spec(torch.bfloat16), 4, 16, torch.device("cuda"))
-        with torch.inference_mode():
-            meta = AttentionMetadata([0, 10], [10], [[1]], torch.arange(16, 26, device="cuda"), 16, backend="triton")
-            build_step_tensors(meta, torch.device("cuda"))
-            model(prompt, torch.arange(10, device="cuda"), cache, meta)
-            set_fused_ops(model, fused)
-            meta = AttentionMetadata([0, 1], [11], [[1]], torch.tensor([26], device="cuda"), 16, backend="triton",
-                                     pure_decode=True)
-            build_step_tensors(meta, torch.device("cuda"))
-            assert model.model.layers[0].self_attn.takes_fused_latent_write(model.model.rotary_emb(
-                torch.tensor([10], device="cuda")), meta) == fused
-            logits[fused] = model.compute_logits(model(torch.tensor([7], device="cuda"), torch.tensor([10], device="cuda"),
-                                                       cache, meta))
-        caches[fused] = cache
-    err = (logits[True] - logits[False]).abs().max().item()
-    assert err <= 0.05 * logits[False].abs().max().item(), err
-    for (plain,), (fused,) in zip(caches[False], caches[True]):
-        torch.testing.assert_close(fused[1, 10].float(), plain[1, 10].float(), atol=2e-2, rtol=2e-2)
+    """V2-Lite: GEMV, gate_up + SiLU-mul in the dense and shared-expert MLPs, the fused latent write."""
+    _fused_decode_step_vs_plain(
+        "deepseek-v2-lite", moe_backend="triton",
+        takes_fused=lambda model, meta: model.model.layers[0].self_attn.takes_fused_latent_write(
+            model.model.rotary_emb(torch.tensor([10], device="cuda")), meta))

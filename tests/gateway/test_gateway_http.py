@@ -305,6 +305,19 @@ def test_operator_canary_abort_is_not_counted_as_an_automatic_rollback():
         assert sample(client.get("/metrics").text, "lab_gateway_rollbacks_total") == 0
 
 
+def _send_in_threads(client, tier_name: str, n: int, done: list) -> list[threading.Thread]:
+    """Start `n` threads that each send one completion as `tier_name` and append (tier, status, body, seconds)."""
+    def send() -> None:
+        started = time.monotonic()
+        reply = client.post("/v1/completions", json=COMPLETION, headers=auth(tier_name))
+        done.append((tier_name, reply.status_code, reply.json(), time.monotonic() - started))
+
+    threads = [threading.Thread(target=send) for _ in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
 def test_under_overload_with_batch_holding_every_slot_vip_all_succeed_by_preempting_batch():
     replica = FakeReplica()
     replica.delay_s = 1.0
@@ -312,19 +325,9 @@ def test_under_overload_with_batch_holding_every_slot_vip_all_succeed_by_preempt
              tier("batch", 3, concurrency=8, timeout_ms=30000)]
     with gateway({"a": replica}, tiers=tiers, queue={"max_inflight": 4}) as (client, gw):
         done: list[tuple[str, int, dict, float]] = []
-
-        def send(tier_name: str) -> None:
-            started = time.monotonic()
-            reply = client.post("/v1/completions", json=COMPLETION, headers=auth(tier_name))
-            done.append((tier_name, reply.status_code, reply.json(), time.monotonic() - started))
-
-        batch = [threading.Thread(target=send, args=("batch",)) for _ in range(8)]
-        for t in batch:
-            t.start()
+        batch = _send_in_threads(client, "batch", 8, done)
         time.sleep(0.3)  # batch holds all 4 slots and 4 more wait
-        vip = [threading.Thread(target=send, args=("vip",)) for _ in range(4)]
-        for t in vip:
-            t.start()
+        vip = _send_in_threads(client, "vip", 4, done)
         for t in batch + vip:
             t.join()
         metrics = client.get("/metrics").text
@@ -349,20 +352,10 @@ def test_batch_borrows_idle_slots_and_gives_them_back_to_vip_at_once_with_an_exp
              {**tier("batch", 3, concurrency=8, timeout_ms=30000), "max_inflight_share": 0.5, "borrow": True}]
     with gateway({"a": replica}, tiers=tiers, queue={"max_inflight": 4}) as (client, gw):
         done: list[tuple[str, int, dict, float]] = []
-
-        def send(tier_name: str) -> None:
-            started = time.monotonic()
-            reply = client.post("/v1/completions", json=COMPLETION, headers=auth(tier_name))
-            done.append((tier_name, reply.status_code, reply.json(), time.monotonic() - started))
-
-        batch = [threading.Thread(target=send, args=("batch",)) for _ in range(6)]
-        for t in batch:
-            t.start()
+        batch = _send_in_threads(client, "batch", 6, done)
         time.sleep(0.3)
         assert gw.queue.core.inflight("batch") == 4 and gw.queue.core.borrowed("batch") == 2  # 2 above its share
-        vip = [threading.Thread(target=send, args=("vip",)) for _ in range(2)]
-        for t in vip:
-            t.start()
+        vip = _send_in_threads(client, "vip", 2, done)
         for t in batch + vip:
             t.join()
         metrics = client.get("/metrics").text

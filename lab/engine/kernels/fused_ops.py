@@ -84,12 +84,8 @@ def add_rms_norm_triton(
 
 
 @triton.jit
-def _rotate_kernel(
-    x_ptr, cos_ptr, sin_ptr, out_ptr, stride_xt, stride_xh, num_heads,
-    HALF: tl.constexpr, BLOCK: tl.constexpr, INTERLEAVED: tl.constexpr,
-):
-    t = tl.program_id(0)
-    h = tl.program_id(1)
+def rope_pairs(cos_ptr, sin_ptr, t, HALF: tl.constexpr, BLOCK: tl.constexpr, INTERLEAVED: tl.constexpr):
+    """Token t's cos and sin (T, D/2 rows) and the channel pairs they rotate: (i1, i2, mask)."""
     i = tl.arange(0, BLOCK)
     mask = i < HALF
     cos = tl.load(cos_ptr + t * HALF + i, mask=mask, other=0.0)
@@ -100,12 +96,35 @@ def _rotate_kernel(
     else:  # pairs (i, i + D/2)
         i1 = i
         i2 = i + HALF
-    base = x_ptr + t * stride_xt + h * stride_xh
-    x1 = tl.load(base + i1, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(base + i2, mask=mask, other=0.0).to(tl.float32)
-    obase = out_ptr + (t * num_heads + h) * (2 * HALF)
-    tl.store(obase + i1, (x1 * cos - x2 * sin).to(out_ptr.dtype.element_ty), mask=mask)
-    tl.store(obase + i2, (x2 * cos + x1 * sin).to(out_ptr.dtype.element_ty), mask=mask)
+    return cos, sin, i1, i2, mask
+
+
+@triton.jit
+def rotate_pair(src, cos, sin, i1, i2, mask):
+    """(x1 cos - x2 sin, x2 cos + x1 sin) in float32 for the channel pairs (i1, i2) at src."""
+    x1 = tl.load(src + i1, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(src + i2, mask=mask, other=0.0).to(tl.float32)
+    return x1 * cos - x2 * sin, x2 * cos + x1 * sin
+
+
+@triton.jit
+def rotate_store(src, dst, cos, sin, i1, i2, mask):
+    """One head rotated from src into dst (rounded to dst's dtype)."""
+    r1, r2 = rotate_pair(src, cos, sin, i1, i2, mask)
+    tl.store(dst + i1, r1.to(dst.dtype.element_ty), mask=mask)
+    tl.store(dst + i2, r2.to(dst.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rotate_kernel(
+    x_ptr, cos_ptr, sin_ptr, out_ptr, stride_xt, stride_xh, num_heads,
+    HALF: tl.constexpr, BLOCK: tl.constexpr, INTERLEAVED: tl.constexpr,
+):
+    t = tl.program_id(0)
+    h = tl.program_id(1)
+    cos, sin, i1, i2, mask = rope_pairs(cos_ptr, sin_ptr, t, HALF, BLOCK, INTERLEAVED)
+    rotate_store(x_ptr + t * stride_xt + h * stride_xh, out_ptr + (t * num_heads + h) * (2 * HALF),
+                 cos, sin, i1, i2, mask)
 
 
 def rotate_triton(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool) -> torch.Tensor:

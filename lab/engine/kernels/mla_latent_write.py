@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from lab.engine.kernels.rope_kv_write import rotate_pair
+from lab.engine.kernels.fused_ops import rope_pairs, rotate_pair, rotate_store
 
 
 @triton.jit
@@ -30,21 +30,10 @@ def _mla_rope_latent_write_kernel(
 ):
     t = tl.program_id(0)
     h = tl.program_id(1)
-    i = tl.arange(0, BLOCK)
-    mask = i < HALF
-    cos = tl.load(cos_ptr + t * HALF + i, mask=mask, other=0.0)
-    sin = tl.load(sin_ptr + t * HALF + i, mask=mask, other=0.0)
-    if INTERLEAVED:  # pairs (2i, 2i+1)
-        i1 = 2 * i
-        i2 = 2 * i + 1
-    else:  # pairs (i, i + rope/2)
-        i1 = i
-        i2 = i + HALF
+    cos, sin, i1, i2, mask = rope_pairs(cos_ptr, sin_ptr, t, HALF, BLOCK, INTERLEAVED)
     if h < num_heads:
-        r1, r2 = rotate_pair(q_pe_ptr + t * stride_qt + h * stride_qh, cos, sin, i1, i2, mask)
-        dst = q_out_ptr + (t * num_heads + h) * (2 * HALF)
-        tl.store(dst + i1, r1.to(q_out_ptr.dtype.element_ty), mask=mask)
-        tl.store(dst + i2, r2.to(q_out_ptr.dtype.element_ty), mask=mask)
+        rotate_store(q_pe_ptr + t * stride_qt + h * stride_qh, q_out_ptr + (t * num_heads + h) * (2 * HALF),
+                     cos, sin, i1, i2, mask)
     else:
         slot = tl.load(slot_ptr + t).to(tl.int64)
         if slot >= 0:

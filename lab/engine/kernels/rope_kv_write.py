@@ -20,13 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def rotate_pair(src, cos, sin, i1, i2, mask):
-    """(x1 cos - x2 sin, x2 cos + x1 sin) in float32 for the channel pairs (i1, i2) at src."""
-    x1 = tl.load(src + i1, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(src + i2, mask=mask, other=0.0).to(tl.float32)
-    return x1 * cos - x2 * sin, x2 * cos + x1 * sin
+from lab.engine.kernels.fused_ops import rope_pairs, rotate_store
 
 
 @triton.jit
@@ -39,29 +33,16 @@ def _rope_kv_write_kernel(
 ):
     t = tl.program_id(0)
     h = tl.program_id(1)
-    i = tl.arange(0, BLOCK)
-    mask = i < HALF
-    cos = tl.load(cos_ptr + t * HALF + i, mask=mask, other=0.0)
-    sin = tl.load(sin_ptr + t * HALF + i, mask=mask, other=0.0)
-    if INTERLEAVED:  # pairs (2i, 2i+1)
-        i1 = 2 * i
-        i2 = 2 * i + 1
-    else:  # pairs (i, i + D/2)
-        i1 = i
-        i2 = i + HALF
+    cos, sin, i1, i2, mask = rope_pairs(cos_ptr, sin_ptr, t, HALF, BLOCK, INTERLEAVED)
     if h < num_heads:
-        r1, r2 = rotate_pair(q_ptr + t * stride_qt + h * stride_qh, cos, sin, i1, i2, mask)
-        dst = q_out_ptr + (t * num_heads + h) * (2 * HALF)
-        tl.store(dst + i1, r1.to(q_out_ptr.dtype.element_ty), mask=mask)
-        tl.store(dst + i2, r2.to(q_out_ptr.dtype.element_ty), mask=mask)
+        rotate_store(q_ptr + t * stride_qt + h * stride_qh, q_out_ptr + (t * num_heads + h) * (2 * HALF),
+                     cos, sin, i1, i2, mask)
     else:
         kvh = h - num_heads
         slot = tl.load(slot_ptr + t).to(tl.int64)
         if slot >= 0:
-            r1, r2 = rotate_pair(k_ptr + t * stride_kt + kvh * stride_kh, cos, sin, i1, i2, mask)
-            dst = k_cache_ptr + slot * stride_kc_slot + kvh * stride_kc_h
-            tl.store(dst + i1, r1.to(k_cache_ptr.dtype.element_ty), mask=mask)
-            tl.store(dst + i2, r2.to(k_cache_ptr.dtype.element_ty), mask=mask)
+            rotate_store(k_ptr + t * stride_kt + kvh * stride_kh, k_cache_ptr + slot * stride_kc_slot + kvh * stride_kc_h,
+                         cos, sin, i1, i2, mask)
             offs_v = tl.arange(0, BLOCK_DV)
             v_mask = offs_v < DV
             v = tl.load(v_ptr + t * stride_vt + kvh * stride_vh + offs_v, mask=v_mask)
