@@ -117,6 +117,13 @@ class AsyncLLM:
             "kv_cache_usage_perc": self.engine.kv_cache_usage,
         }
 
+    @property
+    def dead_reason(self) -> str | None:
+        """None while the step loop runs; else why it does not (shut down, or the thread ended)."""
+        if self._stopping.is_set():
+            return "the engine is shut down"
+        return None if self._thread.is_alive() else "the engine loop thread has ended"
+
     def shutdown(self, timeout_s: float = 10.0) -> None:
         self._stopping.set()
         self._commands.put(lambda: None)  # wake the loop

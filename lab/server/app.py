@@ -5,7 +5,8 @@ Contract of `build_app(served_model_name, load_backend, on_load_failed)`:
   thread after startup, so `/health` answers 200 during the load and `/ready` answers 503 until
   it is done. A load that raises marks the replica failed and calls `on_load_failed()`.
 - Routes: `POST /v1/completions`, `POST /v1/chat/completions` (JSON or SSE), `GET /v1/models`,
-  `GET /health` (alive), `GET /ready` (model loaded and admitting), `GET /metrics` (Prometheus).
+  `GET /health` (alive: 503 `engine_dead` once the loaded engine cannot serve, e.g. its core
+  process died), `GET /ready` (model loaded, admitting, engine alive), `GET /metrics` (Prometheus).
 - Every error is OpenAI-shaped JSON (`errors.py`), unknown routes and unexpected exceptions
   included; no error stops the engine or disturbs other requests.
 - `app.state.lifecycle` is the `Lifecycle` the runner drains on SIGTERM.
@@ -107,8 +108,11 @@ def build_app(served_model_name: str, load_backend: Callable[[], ServingBackend]
         return {"object": "list", "data": [card]}
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "state": lifecycle.state.value}
+    async def health() -> JSONResponse:
+        dead = _engine_dead(lifecycle)
+        if dead is not None:  # alive in name only: let the orchestrator restart it
+            return dead.response()
+        return JSONResponse({"status": "ok", "state": lifecycle.state.value})
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
@@ -116,6 +120,9 @@ def build_app(served_model_name: str, load_backend: Callable[[], ServingBackend]
             lifecycle.require_backend()  # only a READY replica has one to give
         except APIError as exc:
             return exc.response()
+        dead = _engine_dead(lifecycle)
+        if dead is not None:
+            return dead.response()
         return JSONResponse({"status": "ready", "model": served_model_name})
 
     @app.get("/metrics")
@@ -123,6 +130,12 @@ def build_app(served_model_name: str, load_backend: Callable[[], ServingBackend]
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _engine_dead(lifecycle: Lifecycle) -> APIError | None:
+    """A 503 naming why the loaded engine can no longer serve (e.g. its core process died), or None."""
+    reason = lifecycle.backend.dead_reason if lifecycle.backend is not None else None
+    return None if reason is None else APIError(503, f"the engine cannot serve: {reason}", code="engine_dead")
 
 
 def _builder(shape: Shape, backend: ServingBackend) -> ResponseBuilder:

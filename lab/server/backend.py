@@ -12,6 +12,8 @@ the one over our `AsyncLLM`; a transformers `generate` baseline would be another
 - `abort(request_id)` ends a live request: its stream's last delta has finish_reason "abort".
   Unknown or finished ids are ignored. It is synchronous so it can run in `finally` blocks.
 - `stats()` is a cheap snapshot for the gauges of /metrics; `shutdown()` stops the engine.
+- `dead_reason` is None while the engine can serve; once it cannot (its process or loop is gone,
+  or it was shut down) it says why, and `/health` and `/ready` answer 503 with it.
 - `finish_reason` uses the engine's vocabulary: "stop", "length", "abort", "deadline"
   (`responses.openai_finish_reason` maps it to OpenAI's values).
 
@@ -81,6 +83,9 @@ class ServingBackend(Protocol):
     ) -> AsyncIterator[Delta]: ...
 
     def abort(self, request_id: str) -> None: ...
+
+    @property
+    def dead_reason(self) -> str | None: ...
 
     def stats(self) -> BackendStats: ...
 

@@ -126,6 +126,10 @@ class EngineCoreBackend:
         if request_id in self._streams and self._dead is None:
             self._client.send(AbortRequest(request_id))  # its stream ends with finish_reason "abort"
 
+    @property
+    def dead_reason(self) -> str | None:
+        return self._dead
+
     def stats(self) -> BackendStats:
         return self._stats
 

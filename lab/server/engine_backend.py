@@ -61,6 +61,10 @@ class AsyncLLMBackend:
         except RuntimeError:
             pass  # the engine is already shut down: nothing left to free
 
+    @property
+    def dead_reason(self) -> str | None:
+        return self._llm.dead_reason
+
     def stats(self) -> BackendStats:
         stats = self._llm.stats()
         return BackendStats(

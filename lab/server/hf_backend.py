@@ -105,6 +105,12 @@ class HFBackend:
                 del self._live[request_id]
         request.finish(FinishReason.ABORT)  # a running row is skipped from its next step on
 
+    @property
+    def dead_reason(self) -> str | None:
+        if self._closed:
+            return "the engine is shut down"
+        return None if self._worker.is_alive() else "the generate() worker thread has ended"
+
     def stats(self) -> BackendStats:
         with self._cond:
             running = sum(not r.finished for r in self._running)

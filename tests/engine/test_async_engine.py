@@ -97,3 +97,10 @@ def test_consumer_cancelled_during_admission_aborts(engine):
     asyncio.run(main())
     assert not engine.engine.has_unfinished_requests()
     assert engine.engine.block_manager.num_free_blocks == engine.engine.num_blocks
+
+
+def test_dead_reason_is_none_while_the_loop_runs_and_says_why_after_shutdown():
+    eng = AsyncLLM.from_args(EngineArgs(model="tiny", num_gpu_blocks=16, hf_overrides={"num_hidden_layers": 1}))
+    assert eng.dead_reason is None
+    eng.shutdown()
+    assert eng.dead_reason == "the engine is shut down"

@@ -101,6 +101,10 @@ def test_killed_core_fails_live_and_new_requests_naming_its_exit(tmp_path):
         later = httpx.post(f"{srv.url}/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=10)
         assert later.status_code == 500 and later.json()["error"]["code"] == "engine_error"
         assert "engine core process was killed by SIGKILL" in later.json()["error"]["message"]
+        for probe in ("/health", "/ready"):  # an orchestrator sees the replica is gone and restarts it
+            answer = httpx.get(f"{srv.url}{probe}", timeout=10)
+            assert answer.status_code == 503 and answer.json()["error"]["code"] == "engine_dead", (probe, answer.text)
+            assert "SIGKILL" in answer.json()["error"]["message"]
     finally:
         srv.stop()
 
@@ -186,8 +190,13 @@ def test_core_exit_fails_live_and_later_requests():
 
     deltas, error, _ = _run_with(deliver)
     assert deltas == [] and isinstance(error, BackendError) and "code 3" in str(error)
+    assert backends[0].dead_reason == "the engine core process exited with code 3"  # /health and /ready: 503
     with pytest.raises(BackendError, match="code 3"):
         asyncio.run(anext(backends[0].generate([1], SamplingParams(), "r2")))
+
+
+def test_a_live_core_is_not_dead():
+    assert EngineCoreBackend(_FakeClient(), 64, tokenizer=None, model_name="m").dead_reason is None
 
 
 def test_stats_are_the_latest_batch_snapshot():
