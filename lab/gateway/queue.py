@@ -12,15 +12,23 @@ whose tier has room gets it; within a tier, first come first served. A request s
 its tier's `timeout_ms` has passed leaves the queue with `QueueTimeout` (tier and waited ms), which
 the app turns into an explicit JSON error: nobody waits forever in silence.
 
+Guaranteed minimums (`TierConfig.min_inflight`): while a tier has waiters and runs fewer than its
+minimum, `shortfall(tier)` free slots are held for it against every tier but the top one, so a freed
+slot goes to it before an earlier waiter of a higher tier (two minimums: the higher tier's first). A
+request it starts above its share for the minimum is borrowed and `guaranteed`: only the top tier
+reclaims it. A minimum holds free slots, never running requests.
+
 Taking slots back, each time from the newest running request (least work lost), whose ticket becomes
-`preempted` at once (its slot counts as free) and whose `on_preempt` callback tells its owner to stop,
-with an explicit error to its client:
+`preempted` at once and whose `on_preempt` callback tells its owner to stop, with an explicit error to
+its client; the slot changes hands (to the head of the taker's tier, unless a higher waiter can use
+it), even where the victim's tier falls below its minimum:
 - reclaim (`reclaim_for`): a waiter that would run within its share, having waited its tier's
   `reclaim_after_ms` (0: at once), takes the slot of a borrowed request of a lower tier, lowest tier
   first. A lent slot is given back on demand; borrowing never preempts anything.
 - preempt (`preempt_for`), the last resort: a waiter of a tier with `preempt_after_ms` that has waited
   that long takes a borrowed slot if one helps, else the slot of the first tier in its `preempts` list
-  with a running request whose slot lets it in, even one within its share.
+  with a running request whose slot lets it in, even one within its share; a tier whose entry in
+  `preempt_delays_ms` is longer is due only once the waiter has waited that long (`next_preempt_at`).
 
 `PriorityAdmission` is the policy and state, synchronous and clock-driven (unit-tested with a fake
 clock: `expire(now)` removes overdue waiters). `AdmissionQueue` is its asyncio face: `acquire`
@@ -40,6 +48,9 @@ from dataclasses import dataclass, field
 from lab.gateway.config import TierConfig
 
 
+_CLOCK_SLACK_S = 1e-6  # a timer set for a delay may read the clock a float rounding short of it: still due
+
+
 class QueueTimeout(Exception):
     def __init__(self, tier: str, waited_ms: float, timeout_ms: int) -> None:
         super().__init__(f"request waited {waited_ms:.0f} ms in the queue of tier {tier!r}, "
@@ -57,6 +68,7 @@ class Ticket:
     state: str = "waiting"  # waiting -> admitted -> released | preempted, or waiting -> expired / cancelled
     admitted_at: float | None = None
     borrowed: bool = False  # started above its tier's share on an idle slot: reclaimable by higher tiers
+    guaranteed: bool = False  # borrowed while its tier ran below `min_inflight`: only the top tier reclaims it
     on_admit: Callable[[Ticket], None] | None = field(default=None, repr=False)
     on_preempt: Callable[[Ticket], None] | None = field(default=None, repr=False)
 
@@ -68,6 +80,14 @@ class PriorityAdmission:
         # Within-share slots all tiers together may hold when a request of this tier starts within its share.
         self._occupancy_limit = {t.name: max(1, math.floor(t.max_inflight_share * max_inflight + 1e-9)) for t in tiers}
         self._lowest_first = sorted(self._tiers, key=lambda name: -self._tiers[name].priority)
+        # Tiers with a guaranteed minimum, highest first (the order in which a conflict of minimums is settled).
+        self._with_minimum = sorted((t.name for t in tiers if t.min_inflight > 0),
+                                    key=lambda name: self._tiers[name].priority)
+        self._top_priority = min(t.priority for t in tiers)
+        # Per tier, each tier of its `preempts` (in order) with the wait in seconds before it may be taken;
+        # 0 where it is `preempt_after_ms`, the caller's timer (see `AdmissionQueue.acquire`).
+        self._preempt_delays_s = {t.name: {name: _later_s(ms, t.preempt_after_ms) for name, ms in zip(
+            t.preempts, t.preempt_delays_ms or [0] * len(t.preempts))} for t in tiers}
         self._clock = clock
         self._waiting: dict[str, deque[Ticket]] = {t.name: deque() for t in tiers}
         self._running: dict[str, dict[Ticket, None]] = {t.name: {} for t in tiers}  # admission order
@@ -92,15 +112,36 @@ class PriorityAdmission:
     def _within_share(self, tier: str, freed_within: int = 0) -> bool:
         return self._within - freed_within < self._occupancy_limit[tier]
 
-    def _has_room(self, tier: str) -> bool:
-        return (len(self._running[tier]) < self._tiers[tier].max_concurrency and self.inflight() < self._max_inflight
-                and (self._tiers[tier].borrow or self._within_share(tier)))
+    def shortfall(self, tier: str) -> int:
+        """Free slots held for `tier`'s minimum: what it runs below `min_inflight`, at most its waiters."""
+        return max(0, min(self._tiers[tier].min_inflight - len(self._running[tier]), len(self._waiting[tier])))
 
-    def _has_room_without(self, tier: str, victim: Ticket) -> bool:
-        """Whether a request of `tier` could start once `victim`'s slot is free."""
-        return (len(self._running[tier]) < self._tiers[tier].max_concurrency
-                and self.inflight() - 1 < self._max_inflight
-                and (self._tiers[tier].borrow or self._within_share(tier, freed_within=int(not victim.borrowed))))
+    def _held_against(self, tier: str) -> int:
+        """Free slots that other tiers' minimums keep from a request of `tier`.
+
+        The top tier is never held back: the minimums exist so that its last resort finds a request of a
+        lower tier to cancel, and a slot held against it would only make it wait, then cancel the request
+        that started there. A tier below its own minimum yields only to higher tiers below theirs, so two
+        minimums never hold the same free slot against each other.
+        """
+        if self._tiers[tier].priority == self._top_priority:
+            return 0
+        below_own = len(self._running[tier]) < self._tiers[tier].min_inflight
+        return sum(self.shortfall(name) for name in self._with_minimum
+                   if name != tier and not (below_own and self._tiers[name].priority >= self._tiers[tier].priority))
+
+    def _has_room(self, tier: str, victim: Ticket | None = None) -> bool:
+        """Whether a request of `tier` could start now, or in `victim`'s slot once it is taken.
+
+        A minimum holds free slots, not running requests: a slot taken back changes hands even where
+        the victim's tier falls below its minimum (see `_take_slot`), so the hold is counted as it is now.
+        """
+        config = self._tiers[tier]
+        running = len(self._running[tier])
+        free = self._max_inflight - self.inflight() + (victim is not None)
+        freed_within = int(victim is not None and not victim.borrowed)
+        return (running < config.max_concurrency and free > self._held_against(tier)
+                and (config.borrow or running < config.min_inflight or self._within_share(tier, freed_within)))
 
     def submit(self, tier: str, on_admit: Callable[[Ticket], None] | None = None,
                on_preempt: Callable[[Ticket], None] | None = None) -> Ticket:
@@ -118,7 +159,11 @@ class PriorityAdmission:
 
     def _admit(self, ticket: Ticket) -> None:
         ticket.state, ticket.admitted_at = "admitted", self._clock()
+        # Above its share (a borrower's, or one lifting its tier towards its minimum), a request is borrowed:
+        # a higher tier that would run within its share may reclaim it; a guaranteed one, the top tier only.
         ticket.borrowed = not self._within_share(ticket.tier)
+        below_minimum = len(self._running[ticket.tier]) < self._tiers[ticket.tier].min_inflight
+        ticket.guaranteed = ticket.borrowed and below_minimum
         self._within += not ticket.borrowed
         self._running[ticket.tier][ticket] = None
         # Called once, then dropped: the callback holds the waiter's future, whose result is this ticket,
@@ -153,26 +198,43 @@ class PriorityAdmission:
             if self._tiers[name].priority <= ticket.priority:
                 return None
             for running in reversed(self._running[name]):
-                if running.borrowed:
+                if running.borrowed and (not running.guaranteed or ticket.priority == self._top_priority):
                     return running
         return None
 
     def victim_for(self, ticket: Ticket) -> Ticket | None:
-        """The running request `ticket` may preempt: the newest of the first tier in its `preempts` whose
-        slot would let `ticket` in (a borrowed slot does not help a waiter held back by its own share)."""
-        for name in self._tiers[ticket.tier].preempts:
+        """The running request `ticket` may preempt: the newest of the first tier in its `preempts`, among
+        those it has waited long enough for, whose slot would let `ticket` in (a borrowed slot does not help
+        a waiter held back by its own share)."""
+        waited = self._clock() - ticket.enqueued_at
+        for name, delay_s in self._preempt_delays_s[ticket.tier].items():
+            if waited < delay_s - _CLOCK_SLACK_S:
+                continue
             for running in reversed(self._running[name]):
-                if self._has_room_without(ticket.tier, running):
+                if self._has_room(ticket.tier, running):
                     return running
         return None
 
-    def _take_slot(self, victim: Ticket) -> None:
+    def next_preempt_at(self, ticket: Ticket) -> float:
+        """When the next tier of `ticket`'s `preempts` becomes due (its delay has passed); inf: none is left."""
+        now = self._clock()
+        due = [ticket.enqueued_at + d for d in self._preempt_delays_s[ticket.tier].values()
+               if ticket.enqueued_at + d > now + _CLOCK_SLACK_S]
+        return min(due, default=math.inf)
+
+    def _take_slot(self, victim: Ticket, ticket: Ticket) -> None:
         on_preempt = victim.on_preempt
         self._remove(victim, "preempted")
         self.preemptions += 1
         if on_preempt is not None:
             on_preempt(victim)
-        self._dispatch()  # the best waiter gets the freed slot, most often the one it was freed for
+        # The slot changes hands: the head of the taker's tier gets it, even where the victim's tier is now
+        # below its minimum (taken for a waiter, it would otherwise go straight back), unless a waiter of a
+        # higher tier can use it. Then the best waiter gets whatever is left.
+        if not any(q and self._tiers[name].priority < ticket.priority and self._has_room(name)
+                   for name, q in self._waiting.items()):
+            self._admit(self._waiting[ticket.tier].popleft())
+        self._dispatch()
 
     def reclaim_for(self, ticket: Ticket) -> Ticket | None:
         """Free a slot for a waiting `ticket` that would run within its share by preempting a borrowed
@@ -180,10 +242,10 @@ class PriorityAdmission:
         if ticket.state != "waiting" or not self._within_share(ticket.tier):
             return None
         victim = self.borrower_for(ticket)
-        if victim is None or not self._has_room_without(ticket.tier, victim):
+        if victim is None or not self._has_room(ticket.tier, victim):
             return None
         self.reclaims += 1
-        self._take_slot(victim)
+        self._take_slot(victim, ticket)
         return victim
 
     def preempt_for(self, ticket: Ticket) -> Ticket | None:
@@ -197,9 +259,9 @@ class PriorityAdmission:
             return None
         borrower = self.borrower_for(ticket)
         for victim in (borrower, self.victim_for(ticket)):
-            if victim is not None and self._has_room_without(ticket.tier, victim):
+            if victim is not None and self._has_room(ticket.tier, victim):
                 self.reclaims += victim is borrower
-                self._take_slot(victim)
+                self._take_slot(victim, ticket)
                 return victim
         return None
 
@@ -220,6 +282,11 @@ class PriorityAdmission:
                 ticket.state = "expired"
                 expired.append(ticket)
         return expired
+
+
+def _later_s(delay_ms: int, preempt_after_ms: int | None) -> float:
+    """A `preempt_delays_ms` entry in seconds, or 0 when it is no later than the first attempt."""
+    return delay_ms / 1000.0 if delay_ms > (preempt_after_ms or 0) else 0.0
 
 
 class AdmissionQueue:
@@ -251,17 +318,19 @@ class AdmissionQueue:
             while not future.done() and (remaining := ticket.deadline - self._clock()) > 0:
                 now = self._clock()
                 if now >= reclaim_at:
-                    # A freed slot may go to an earlier higher waiter: reclaim again while borrowers help.
-                    # Once none does, the next slot to free goes to a waiter of this tier or a higher one
-                    # (a borrower starts only where no higher waiter fits), so there is nothing to retry.
+                    # A taken slot goes to this tier's head or a higher waiter: reclaim again while borrowers
+                    # help. Once none does, the next slot to free goes to a waiter of this tier or a higher
+                    # one (or to a tier below its minimum), so there is nothing to retry: the last resort's
+                    # timer takes over.
                     while ticket.state == "waiting" and self.core.reclaim_for(ticket) is not None:
                         pass
                     reclaim_at = math.inf
                     continue
                 if now >= preempt_at:
-                    # The freed slot may go to an earlier higher waiter: try again one period later.
+                    # The freed slot may go to an earlier higher waiter: try again one period later, or
+                    # sooner when a later tier of `preempts` becomes due (`preempt_delays_ms`).
                     self.core.preempt_for(ticket)
-                    preempt_at = self._clock() + preempt_ms / 1000.0
+                    preempt_at = min(self._clock() + preempt_ms / 1000.0, self.core.next_preempt_at(ticket))
                     continue
                 try:
                     await asyncio.wait_for(asyncio.shield(future),

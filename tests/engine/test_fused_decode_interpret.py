@@ -122,6 +122,59 @@ def test_mla_rope_latent_write_equals_norm_rotate_then_write(interleaved, heads,
     torch.testing.assert_close(cache, want, atol=1e-5, rtol=1e-5)
 
 
+def test_mla_rope_latent_write_into_a_query_slice() -> None:
+    """q_out: the rotated q_pe lands in the rope columns of a wider buffer, the other columns untouched."""
+    from lab.engine.kernels.mla_latent_write import mla_rope_latent_write_triton
+
+    tokens, heads, rank, rope = 3, 2, 16, 8
+    g = torch.Generator().manual_seed(5)
+    q_pe = torch.randn(tokens, heads, rope, generator=g).to(DEVICE)
+    kv_a = torch.randn(tokens, rank + rope, generator=g).to(DEVICE)
+    rot = RotaryEmbedding(rope, 10000.0, None, False).to(DEVICE)(torch.tensor([1, 5, 2], device=DEVICE))
+    cache = torch.zeros(4, 4, rank + rope, device=DEVICE)
+    q = torch.full((tokens, heads, 32 + rope), 7.0, device=DEVICE)
+    got = mla_rope_latent_write_triton(q_pe, kv_a, torch.ones(rank, device=DEVICE), 1e-6, rot.cos, rot.sin, False,
+                                       cache, torch.tensor([0, 5, 9], device=DEVICE), q_out=q[..., 32:])
+    assert got.data_ptr() == q[..., 32:].data_ptr()
+    torch.testing.assert_close(q[..., 32:], rot.apply(q_pe), atol=1e-6, rtol=1e-6)
+    assert torch.equal(q[..., :32], torch.full((tokens, heads, 32), 7.0, device=DEVICE))
+    with pytest.raises(ValueError, match="q_out"):
+        mla_rope_latent_write_triton(q_pe, kv_a, torch.ones(rank, device=DEVICE), 1e-6, rot.cos, rot.sin, False,
+                                     cache, torch.tensor([0, 5, 9], device=DEVICE), q_out=q[..., :rope + 1])
+
+
+@pytest.mark.parametrize("tokens,heads,k,n,block_n,block_k", [
+    (1, 3, 32, 48, 16, 16),  # N and K exact multiples
+    (5, 2, 40, 20, 16, 32),  # ragged K and N
+    (16, 1, 24, 64, 64, 128),  # the most rows; one K step wider than K
+])
+def test_head_gemm_equals_bmm(tokens, heads, k, n, block_n, block_k) -> None:
+    """Per-head products against torch.bmm, from a strided query slice into a slice of a wider buffer."""
+    from lab.engine.kernels.head_gemm import head_gemm
+
+    g = torch.Generator().manual_seed(tokens * 100 + k)
+    q = torch.randn(tokens, heads, k + 8, generator=g).to(DEVICE)[..., :k]  # q_nope: a strided view
+    w = torch.randn(heads, k, n, generator=g).to(DEVICE)
+    want = torch.bmm(q.transpose(0, 1), w).transpose(0, 1)
+    buf = torch.full((tokens, heads, n + 4), 3.0, device=DEVICE)
+    got = head_gemm(q, w, out=buf[..., :n], block_n=block_n, block_k=block_k)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=ATOL)
+    assert torch.equal(buf[..., n:], torch.full((tokens, heads, 4), 3.0, device=DEVICE))  # the rest untouched
+    torch.testing.assert_close(head_gemm(q, w, block_n=block_n, block_k=block_k), want, atol=ATOL, rtol=ATOL)
+
+
+def test_head_gemm_rejects_bad_shapes() -> None:
+    from lab.engine.kernels.head_gemm import head_gemm
+
+    with pytest.raises(ValueError, match="head_gemm takes"):
+        head_gemm(torch.zeros(17, 2, 8, device=DEVICE), torch.zeros(2, 8, 4, device=DEVICE))  # T > 16
+    with pytest.raises(ValueError, match="head_gemm takes"):
+        head_gemm(torch.zeros(1, 2, 8, device=DEVICE), torch.zeros(3, 8, 4, device=DEVICE))  # heads differ
+    with pytest.raises(ValueError, match="out must be"):
+        head_gemm(torch.zeros(1, 2, 8, device=DEVICE), torch.zeros(2, 8, 4, device=DEVICE),
+                  out=torch.zeros(1, 2, 5, device=DEVICE))
+
+
 def _decode_step_fused_vs_reference(preset: str, overrides: dict, takes_fused) -> None:
     """A pure-decode step of a 2-layer model (float32): the fused RoPE + cache write on "triton" (checked to be
     taken, by `takes_fused(model, rot, meta)`) vs the oracle loop, hidden states and the cache rows written."""
@@ -161,9 +214,35 @@ def test_qwen_decode_step_with_fused_rope_kv_write_equals_reference() -> None:
 
 
 def test_mla_decode_step_with_fused_latent_write_equals_reference() -> None:
-    """The tiny DeepSeek-V3-architecture model: the fused latent write."""
+    """The tiny DeepSeek-V3-architecture model: the fused latent write, and (3 tokens <= 16) the absorbed
+    query assembled in place and both absorbed products as per-head GEMMs (`kernels/head_gemm.py`)."""
     _decode_step_fused_vs_reference(
         "tiny", {"num_hidden_layers": 2, "vocab_size": 512},
         lambda model, rot, meta: model.model.layers[0].self_attn.takes_fused_latent_write(rot, meta))
 
 
+
+
+def test_qwen_one_row_step_with_norms_in_gemv_equals_plain(monkeypatch) -> None:
+    """A one-token decode step with each layer's add + RMSNorm inside the qkv and gate_up GEMVs
+    (`DecoderLayer._forward_norms_in_gemv`, forced on: on a GPU it needs bf16) vs the plain path."""
+    from lab.engine.kv_cache import allocate_kv_cache
+    from lab.engine.loader import load_model
+    from lab.engine.models.base import DecoderLayer
+    from tests.engine.paged_fixtures import SMALL_QWEN, random_step_meta
+
+    torch.manual_seed(0)
+    model = load_model("r1-distill-qwen-1.5b", torch.float32, DEVICE, hf_overrides=SMALL_QWEN).module
+    block_size, num_blocks = 8, 8
+    caches = [tuple(c.normal_() for c in layer)
+              for layer in allocate_kv_cache(model.kv_cache_spec(torch.float32), num_blocks, block_size, torch.device(DEVICE))]
+    ids, positions = torch.tensor([17], device=DEVICE), torch.tensor([11], device=DEVICE)
+    meta = random_step_meta([1], [12], block_size, num_blocks, DEVICE, seed=3, backend="reference")
+    with torch.inference_mode():
+        want = model(ids, positions, [tuple(c.clone() for c in layer) for layer in caches], meta)
+        taken = []
+        monkeypatch.setattr(DecoderLayer, "norms_in_gemv", lambda self, hidden: taken.append(1) or True)
+        model.model.fused = True  # the residual-carrying decoder, whose one-row layers take the prologue path
+        got = model(ids, positions, [tuple(c.clone() for c in layer) for layer in caches], meta)
+    assert len(taken) == SMALL_QWEN["num_hidden_layers"]
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

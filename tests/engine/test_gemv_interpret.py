@@ -89,6 +89,48 @@ def test_add_rms_norm_equals_add_then_norm(hidden) -> None:
     torch.testing.assert_close(got.cpu(), want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("k", [64, 100])  # 100: the one K step is wider than the row (masked)
+@pytest.mark.parametrize("with_residual", [True, False])
+@pytest.mark.parametrize("bias", [False, True])
+def test_norm_prologue_gemvs_equal_norm_then_gemv(k, with_residual, bias) -> None:
+    """gemv_add_rms_norm / gate_up_silu_add_rms_norm: the add + RMSNorm in the GEMV's prologue gives
+    RMSNorm(x + residual) @ W^T (and SwiGLU's first half) and the new residual, the old one untouched."""
+    from lab.engine.kernels.gate_up_silu import gate_up_silu, gate_up_silu_add_rms_norm
+    from lab.engine.kernels.gemv import gemv_add_rms_norm
+
+    g = torch.Generator().manual_seed(k)
+    norm = RMSNorm(k, 1e-6)
+    norm.weight.data = torch.randn(k, generator=g) * 0.2 + 1.0
+    x, w, b = _problem(1, 37, k, bias, seed=k)
+    residual = torch.randn(1, k, generator=g).to(DEVICE)
+    before = residual.clone()
+    h = residual + x if with_residual else x
+    nw = norm.weight.to(DEVICE)
+    y, new_res = gemv_add_rms_norm(x, residual if with_residual else None, nw, 1e-6, w, b)
+    torch.testing.assert_close(y, F.linear(norm.to(DEVICE)(h), w, b), atol=ATOL, rtol=ATOL)
+    torch.testing.assert_close(new_res, h, atol=0, rtol=0)
+    assert torch.equal(residual, before)
+    if with_residual:
+        w13 = torch.randn(2 * 19, k, generator=g).to(DEVICE) * 0.3
+        b13 = torch.randn(2 * 19, generator=g).to(DEVICE) if bias else None
+        act, res2 = gate_up_silu_add_rms_norm(x, residual, nw, 1e-6, w13, b13)
+        torch.testing.assert_close(act, gate_up_silu(norm.to(DEVICE)(h), w13, b13), atol=ATOL, rtol=ATOL)
+        torch.testing.assert_close(res2, h, atol=0, rtol=0)
+
+
+def test_norm_prologue_rejects_what_it_cannot_fuse() -> None:
+    from lab.engine.kernels.gemv import NORM_MAX_K, gemv_add_rms_norm
+    from lab.engine.models.base import NORM_PROLOGUE_MAX_K
+
+    assert NORM_PROLOGUE_MAX_K == NORM_MAX_K  # the model's test mirrors the kernel's limit (no triton on CPU)
+    nw = torch.ones(8, device=DEVICE)
+    with pytest.raises(ValueError, match="one row"):
+        gemv_add_rms_norm(torch.zeros(2, 8, device=DEVICE), None, nw, 1e-6, torch.zeros(4, 8, device=DEVICE))
+    with pytest.raises(ValueError, match="one row"):
+        gemv_add_rms_norm(torch.zeros(1, 8, device=DEVICE), torch.zeros(1, 9, device=DEVICE), nw, 1e-6,
+                          torch.zeros(4, 8, device=DEVICE))
+
+
 @pytest.mark.parametrize("kind", ["qwen2", "deepseek_v2"])
 def test_residual_stream_decoder_matches_plain(kind, tmp_path) -> None:
     """DecoderStack.fused (residual carried, adds inside the norms): torch norms give the plain path's

@@ -1,7 +1,8 @@
 """Triton kernels and CUDA graphs vs the pure-torch paths, on the GPU (skipped without CUDA).
 
 Each kernel runs on the same random paged cache (shuffled blocks, mixed lengths, padding rows) as
-its torch oracle in bf16; decode with CUDA graphs must produce the same tokens as the eager engine.
+its torch oracle in bf16 (the split-K decode kernels also at the real Qwen / V2-Lite shapes under
+several `DecodeConfig`s); decode with CUDA graphs must produce the same tokens as the eager engine.
 Mixed steps (decode rows + prefill chunks over cached context): the varlen GQA kernel vs the
 per-sequence oracle in bf16, whole models on the "triton" backend vs "reference" in float32, and
 the engine under chunked prefill, token for token.
@@ -101,6 +102,56 @@ def test_triton_backend_matches_reference_under_chunked_prefill(model) -> None:
     assert [o.outputs[0].token_ids for o in fast] == [o.outputs[0].token_ids for o in ref]
 
 
+# Real decode shapes under the split-K knobs: batch 1 at ~540 tokens in a 64-column table (the case
+# the tiles are for), and the mixed SEQ_LENS batch (padding row, 1000-token contexts) in 80 columns.
+DECODE_CASES = [([540], 64), (SEQ_LENS + [0], 80)]
+
+
+def _decode_config(**kw):
+    from lab.engine.kernels.split_k import DecodeConfig
+
+    return DecodeConfig(**kw)
+
+
+def _padded_case(seq_lens, width):
+    meta = _case([n or 1 for n in seq_lens], width)
+    meta.seq_lens_tensor.copy_(torch.tensor(seq_lens, device="cuda"))  # 0: a padding row of a graph batch
+    return meta
+
+
+@pytest.mark.parametrize("pages_per_tile,max_splits,min_pages", [(1, 16, 1), (4, 64, 1), (8, 32, 2), (2, 64, 1), (2, 64, 2)])
+@pytest.mark.parametrize("seq_lens,width", DECODE_CASES)
+def test_gqa_decode_configs_equal_torch(seq_lens, width, pages_per_tile, max_splits, min_pages) -> None:
+    from lab.engine.decode_attention import gqa_decode_attention_torch
+    from lab.engine.kernels.paged_decode import gqa_decode_triton
+    from tests.engine.paged_fixtures import random_caches
+
+    meta = _padded_case(seq_lens, width)
+    k, v = random_caches([(2, 128)] * 2, NUM_BLOCKS, BLOCK_SIZE, torch.bfloat16, "cuda")
+    q = torch.randn(len(seq_lens), 12, 128, device="cuda", dtype=torch.bfloat16)
+    config = _decode_config(pages_per_tile=pages_per_tile, max_splits=max_splits, min_pages_per_split=min_pages)
+    got = gqa_decode_triton(q, k, v, meta.block_tables_tensor, meta.seq_lens_tensor, 128**-0.5, config)
+    want = gqa_decode_attention_torch(q, k, v, meta, 128**-0.5)
+    torch.testing.assert_close(got.float(), want.float(), atol=ATOL, rtol=ATOL)
+
+
+@pytest.mark.parametrize("pages_per_tile,max_splits,min_pages,warps", [(1, 16, 1, 8), (2, 64, 2, 8), (4, 32, 4, 8), (2, 64, 1, 4)])
+@pytest.mark.parametrize("seq_lens,width", DECODE_CASES)
+def test_mla_decode_configs_equal_torch(seq_lens, width, pages_per_tile, max_splits, min_pages, warps) -> None:
+    from lab.engine.decode_attention import mla_decode_attention_torch
+    from lab.engine.kernels.mla_decode import mla_decode_triton
+    from tests.engine.paged_fixtures import random_caches
+
+    meta = _padded_case(seq_lens, width)
+    (cache,) = random_caches([(576,)], NUM_BLOCKS, BLOCK_SIZE, torch.bfloat16, "cuda")
+    q = torch.randn(len(seq_lens), 16, 576, device="cuda", dtype=torch.bfloat16) * 0.1
+    config = _decode_config(pages_per_tile=pages_per_tile, max_splits=max_splits, min_pages_per_split=min_pages,
+                            num_warps=warps)
+    got = mla_decode_triton(q, cache, meta.block_tables_tensor, meta.seq_lens_tensor, 512, 0.1, config)
+    want = mla_decode_attention_torch(q, cache, meta, 512, 0.1)
+    torch.testing.assert_close(got.float(), want.float(), atol=ATOL, rtol=ATOL)
+
+
 def test_padding_rows_give_zeros() -> None:
     from lab.engine.kernels.paged_decode import gqa_decode_triton
     from tests.engine.paged_fixtures import random_caches
@@ -136,13 +187,26 @@ def test_cuda_graph_decode_matches_eager(model) -> None:
     prompts = [list(range(100, 100 + n)) for n in (5, 40, 17)]
     params = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
     kw = dict(max_model_len=512, max_num_seqs=8, num_gpu_blocks=256, hf_overrides={"num_hidden_layers": 4})
-    tokens = {}
+    tokens, eager_logits = {}, []
     for eager in (True, False):
         llm = LLM(model, enforce_eager=eager, **kw)
         assert (llm.engine.graphs is None) == eager
+        if eager:  # keep each step's logits (float32, one row per sequence) to judge a divergence
+            sampler = llm.engine.runner.sampler
+            sample = sampler.sample
+            sampler.sample = lambda logits, *a: eager_logits.append(logits.detach().clone()) or sample(logits, *a)
         tokens[eager] = [o.outputs[0].token_ids for o in llm.generate(prompts, params)]
-    # bf16: a near-tie may flip late; the first tokens must agree exactly
-    assert [t[:8] for t in tokens[True]] == [t[:8] for t in tokens[False]]
+    # bf16: the two paths round differently (cuBLAS tiles for 3 vs 4 rows, the prefill's attention kernel), so
+    # greedy decoding may part where two logits nearly tie. Where a sequence's tokens first differ, the
+    # graph's token must have been within NEAR_TIE of the eager step's best logit; everything before is equal.
+    near_tie = 0.25  # a few bf16 steps at these logits' size (|logit| ~ 10: spacing 0.06)
+    for want, got in zip(tokens[True], tokens[False]):
+        first = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), None)
+        if first is None:
+            continue
+        assert first >= 2, (first, want, got)
+        rows = [row for row in eager_logits[first] if int(row.argmax()) == want[first]]  # step `first`'s rows
+        assert rows and min(float(r[want[first]] - r[got[first]]) for r in rows) <= near_tie, (first, want, got)
 
 
 def test_triton_backend_matches_reference_backend() -> None:

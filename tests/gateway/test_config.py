@@ -32,11 +32,26 @@ def test_default_tiers_keep_slots_for_vip_and_let_it_preempt_lower_tiers_batch_f
     assert share == {"vip": 1.0, "realtime": 0.9, "async": 0.9, "batch": 0.5}
     assert {t.name: t.preempts for t in DEFAULT_TIERS} == {"vip": ("batch", "async", "realtime"),
                                                            "realtime": ("batch", "async"), "async": (), "batch": ()}
-    assert {t.name: t.preempt_after_ms for t in DEFAULT_TIERS} == {"vip": 200, "realtime": 1000, "async": None,
+    assert {t.name: t.preempt_after_ms for t in DEFAULT_TIERS} == {"vip": 200, "realtime": 500, "async": None,
                                                                   "batch": None}
+    # Batch's slot at once (after the first wait), the higher tiers' only near the waiter's own deadline.
+    assert {t.name: t.preempt_delays_ms for t in DEFAULT_TIERS} == {"vip": (200, 300, 300), "realtime": (500, 1500),
+                                                                   "async": (), "batch": ()}
+    assert all(max(t.preempt_delays_ms, default=0) < t.timeout_ms for t in DEFAULT_TIERS)
     assert tier("vip", 0).get("max_inflight_share") is None  # omitted: 1.0, no preemption either way
     plain = make_config([REPLICA]).tier("batch")
     assert (plain.max_inflight_share, plain.preempt_after_ms, plain.preempts) == (1.0, None, ())
+    assert (plain.preempt_delays_ms, plain.min_inflight) == ((), 0)
+
+
+def test_default_tiers_guarantee_batch_one_running_slot():
+    assert {t.name: t.min_inflight for t in DEFAULT_TIERS} == {"vip": 0, "realtime": 0, "async": 0, "batch": 1}
+    config = parse_config({"replicas": [REPLICA], "tiers": [tier("vip", 0), {**tier("batch", 3), "min_inflight": 2}]})
+    assert config.tier("batch").min_inflight == 2 and config.tier("vip").min_inflight == 0
+    delays = {**tier("vip", 0), "preempt_after_ms": 100, "preempts": ["async", "batch"],
+              "preempt_delays_ms": [100, 300]}
+    config = parse_config({"replicas": [REPLICA], "tiers": [delays, tier("async", 2), tier("batch", 3)]})
+    assert config.tier("vip").preempt_delays_ms == (100, 300)
 
 
 def test_batch_borrows_idle_slots_which_vip_reclaims_at_once_and_lower_tiers_after_a_wait():
@@ -105,6 +120,29 @@ def test_omitted_sections_take_defaults():
     ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "reclaim_after_ms": 0.5}]}, "tiers[0].reclaim_after_ms"),
     ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "max_inflight_share": 0.5},
                                        {**tier("batch", 3), "max_inflight_share": 0.9}]}, "tiers"),
+    ({"replicas": [REPLICA], "tiers": [tier("vip", 0), {**tier("batch", 3), "min_inflight": -1}]},
+     "tiers[1].min_inflight"),
+    ({"replicas": [REPLICA], "tiers": [tier("vip", 0), {**tier("batch", 3), "min_inflight": 1.5}]},
+     "tiers[1].min_inflight"),
+    ({"replicas": [REPLICA], "tiers": [tier("vip", 0), {**tier("batch", 3), "min_inflight": True}]},
+     "tiers[1].min_inflight"),
+    ({"replicas": [REPLICA], "tiers": [tier("vip", 0), {**tier("batch", 3, concurrency=2), "min_inflight": 3}]},
+     "tiers[1].min_inflight"),
+    # The minimums would hold every slot against the tiers without one (queue.max_inflight is 4).
+    ({"replicas": [REPLICA], "queue": {"max_inflight": 4}, "tiers": [
+        tier("vip", 0), {**tier("async", 2), "min_inflight": 2}, {**tier("batch", 3), "min_inflight": 2}]}, "tiers"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_after_ms": 100, "preempts": ["async", "batch"],
+                                        "preempt_delays_ms": [100]}, tier("async", 2), tier("batch", 3)]},
+     "tiers[0].preempt_delays_ms"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_after_ms": 100, "preempts": ["batch"],
+                                        "preempt_delays_ms": [50]}, tier("batch", 3)]}, "tiers[0].preempt_delays_ms"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_after_ms": 100, "preempts": ["async", "batch"],
+                                        "preempt_delays_ms": [300, 100]}, tier("async", 2), tier("batch", 3)]},
+     "tiers[0].preempt_delays_ms"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_after_ms": 100, "preempts": ["batch"],
+                                        "preempt_delays_ms": ["soon"]}, tier("batch", 3)]},
+     "tiers[0].preempt_delays_ms"),
+    ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_delays_ms": [100]}]}, "tiers[0].preempt_delays_ms"),
 ])
 def test_bad_field_is_named(data, field):
     with pytest.raises(ConfigError, match=re.escape(f"{field}:")):

@@ -284,10 +284,25 @@ def test_a_freed_slot_goes_to_a_higher_waiter_before_a_borrowing_tier():
     assert more_batch.state == "admitted" and not more_batch.borrowed  # within again: only 1 of 2 within held
 
 
-def test_lending_never_leaks_or_starves_under_random_traffic():
+def _random_traffic_tiers(with_minimums: bool) -> tuple[TierConfig, ...]:
+    if not with_minimums:
+        return lending_tiers(vip_preempt_ms=100, async_borrow=True)
+    # Minimums on two tiers (the conflict rule), realtime's own last resort, VIP's later entries of preempts.
+    return (TierConfig("vip", 0, 8, 500, LIMIT, LIMIT, preempt_after_ms=100, preempts=("batch", "async", "realtime"),
+                       preempt_delays_ms=(100, 200, 200)),
+            TierConfig("realtime", 1, 8, 2000, LIMIT, LIMIT, max_inflight_share=0.9, preempt_after_ms=100,
+                       preempts=("batch", "async")),
+            TierConfig("async", 2, 8, 30_000, LIMIT, LIMIT, max_inflight_share=0.75, borrow=True, min_inflight=1),
+            TierConfig("batch", 3, 8, 60_000, LIMIT, LIMIT, max_inflight_share=0.5, borrow=True, min_inflight=2))
+
+
+@pytest.mark.parametrize("with_minimums", [False, True])
+def test_lending_never_leaks_or_starves_under_random_traffic(with_minimums):
     rng = random.Random(0)
     clock = FakeClock()
-    queue = PriorityAdmission(lending_tiers(vip_preempt_ms=100, async_borrow=True), max_inflight=6, clock=clock)
+    tiers = _random_traffic_tiers(with_minimums)
+    names = [t.name for t in tiers]
+    queue = PriorityAdmission(tiers, max_inflight=6, clock=clock)
     preempted: list[Ticket] = []
     tickets: list[Ticket] = []
     for _ in range(3000):
@@ -295,7 +310,7 @@ def test_lending_never_leaks_or_starves_under_random_traffic():
         running = [t for t in tickets if t.state == "admitted"]
         waiting = [t for t in tickets if t.state == "waiting"]
         if roll < 0.4:
-            tickets.append(queue.submit(rng.choice(["vip", "async", "batch"]), on_preempt=preempted.append))
+            tickets.append(queue.submit(rng.choice(names), on_preempt=preempted.append))
         elif roll < 0.75 and running:
             queue.release(rng.choice(running))
         elif roll < 0.9 and waiting:
@@ -306,12 +321,16 @@ def test_lending_never_leaks_or_starves_under_random_traffic():
         running = [t for t in tickets if t.state == "admitted"]
         assert queue.inflight() == len(running) <= 6
         assert queue._within == sum(not t.borrowed for t in running)  # the within-share count never drifts
-        for tier in ("vip", "async", "batch"):
+        assert all(t.borrowed for t in running if t.guaranteed)
+        for tier in names:
             # work-conserving: nobody waits while its tier could start
             assert queue.waiting(tier) == 0 or not queue._has_room(tier)
+            # a minimum holds free slots for its waiters only as long as there are free slots: never idle ones
+            assert queue.shortfall(tier) == 0 or queue.inflight() == 6
     # every preempted request was told so, once; lending and both ways of taking slots back happened
     assert sorted(map(id, preempted)) == sorted(id(t) for t in tickets if t.state == "preempted")
-    assert queue.reclaims > 10 and queue.preemptions > queue.reclaims and any(t.borrowed for t in tickets)
+    assert queue.reclaims > 5 and queue.preemptions > queue.reclaims and any(t.borrowed for t in tickets)
+    assert any(t.guaranteed for t in tickets) == with_minimums
     for _ in range(len(tickets)):  # drain: every waiter is admitted in the end, every slot comes back
         running = [t for t in tickets if t.state == "admitted"]
         if not running:
@@ -372,3 +391,108 @@ def test_a_waiter_held_back_by_its_share_preempts_a_request_within_share_of_the_
     assert queue.reclaim_for(realtime) is None  # the borrowed slot would not let it in
     assert queue.preempt_for(realtime) is within_batch  # not the newest batch (borrowed), nor async's
     assert realtime.state == "admitted" and async_.state == vip.state == borrowed_batch.state == "admitted"
+
+
+def minimum_tiers(batch_min=1, async_min=0, async_share=1.0, vip_delays=(), realtime_preempts=()):
+    """VIP (top, share 1.0) > realtime > async > batch (borrows above half the slots), with minimums."""
+    vip_preempts = ("batch", "async", "realtime")
+    return (TierConfig("vip", 0, 8, 500, LIMIT, LIMIT, reclaim_after_ms=0, preempt_after_ms=100, preempts=vip_preempts,
+                       preempt_delays_ms=vip_delays),
+            TierConfig("realtime", 1, 8, 2000, LIMIT, LIMIT, preempt_after_ms=100 if realtime_preempts else None,
+                       preempts=realtime_preempts),
+            TierConfig("async", 2, 8, 30_000, LIMIT, LIMIT, max_inflight_share=async_share, min_inflight=async_min),
+            TierConfig("batch", 3, 8, 60_000, LIMIT, LIMIT, max_inflight_share=0.5, borrow=True,
+                       min_inflight=batch_min))
+
+
+def test_a_freed_slot_goes_to_a_tier_below_its_minimum_before_an_earlier_higher_waiter():
+    queue = PriorityAdmission(minimum_tiers(), max_inflight=4, clock=FakeClock())
+    realtime = [queue.submit("realtime") for _ in range(5)]  # no batch waits: the minimum holds nothing
+    assert [t.state for t in realtime] == ["admitted"] * 4 + ["waiting"]
+    batch = queue.submit("batch")
+    assert batch.state == "waiting" and queue.shortfall("batch") == 1
+    queue.release(realtime[0])
+    assert batch.state == "admitted" and realtime[4].state == "waiting"  # the held slot was batch's
+    assert batch.borrowed and batch.guaranteed  # above batch's share (2 of 4 within-share held), for its minimum
+    queue.release(realtime[1])
+    assert realtime[4].state == "admitted"  # minimum met: priority order again
+
+
+def test_a_minimum_holds_no_more_slots_than_the_tier_has_waiters():
+    queue = PriorityAdmission(minimum_tiers(batch_min=3), max_inflight=4, clock=FakeClock())
+    realtime = [queue.submit("realtime") for _ in range(4)]
+    batch = queue.submit("batch")  # one waiter: one slot held, not three
+    assert queue.shortfall("batch") == 1
+    more_realtime = queue.submit("realtime")
+    queue.release(realtime[0])
+    assert batch.state == "admitted" and queue.shortfall("batch") == 0
+    queue.release(realtime[1])
+    assert more_realtime.state == "admitted"  # batch runs 1 of its 3 but waits for nothing: nothing held
+
+
+def test_the_top_tier_is_never_held_back_by_a_minimum():
+    queue = PriorityAdmission(minimum_tiers(), max_inflight=4, clock=FakeClock())
+    realtime = [queue.submit("realtime") for _ in range(4)]
+    batch, vip = queue.submit("batch"), queue.submit("vip")
+    queue.release(realtime[0])
+    assert vip.state == "admitted" and batch.state == "waiting"  # VIP first: it would take the slot back anyway
+    queue.release(realtime[1])
+    assert batch.state == "admitted"
+
+
+def test_vip_reclaims_the_guaranteed_request_at_once_but_realtime_only_as_its_last_resort():
+    queue = PriorityAdmission(minimum_tiers(realtime_preempts=("batch",)), max_inflight=4, clock=FakeClock())
+    preempted: list[Ticket] = []
+    realtime = [queue.submit("realtime") for _ in range(3)]
+    guaranteed = queue.submit("batch", on_preempt=preempted.append)  # the 4th slot: batch's minimum
+    waiting_batch = queue.submit("batch")
+    assert guaranteed.guaranteed and waiting_batch.state == "waiting"
+    waiting_realtime = queue.submit("realtime")
+    # Realtime is held by the minimum: a reclaim would only hand the slot back to batch.
+    assert queue.reclaim_for(waiting_realtime) is None and guaranteed.state == "admitted"
+    # Its last resort takes it; the slot changes hands although batch now runs below its minimum.
+    assert queue.preempt_for(waiting_realtime) is guaranteed and waiting_realtime.state == "admitted"
+    assert waiting_batch.state == "waiting" and queue.shortfall("batch") == 1
+    queue.release(realtime[0])
+    assert waiting_batch.state == "admitted" and waiting_batch.guaranteed  # the freed slot restores the minimum
+    vip = queue.submit("vip")
+    assert queue.reclaim_for(vip) is waiting_batch and vip.state == "admitted"  # VIP may: it is the top tier
+    assert preempted == [guaranteed] and queue.reclaims == 1 and queue.preemptions == 2
+
+
+def test_two_minimums_never_hold_one_free_slot_against_each_other():
+    queue = PriorityAdmission(minimum_tiers(batch_min=1, async_min=1), max_inflight=4, clock=FakeClock())
+    realtime = [queue.submit("realtime") for _ in range(4)]
+    batch, async_ = queue.submit("batch"), queue.submit("async")
+    assert queue.shortfall("batch") == queue.shortfall("async") == 1
+    queue.release(realtime[0])
+    assert async_.state == "admitted" and batch.state == "waiting"  # the higher minimum first, no deadlock
+    queue.release(realtime[1])
+    assert batch.state == "admitted" and queue.inflight() == 4
+
+
+def test_later_entries_of_preempts_wait_their_own_delay():
+    clock = FakeClock()
+    queue = PriorityAdmission(minimum_tiers(batch_min=0, vip_delays=(100, 300, 300)), max_inflight=2, clock=clock)
+    async_ = [queue.submit("async") for _ in range(2)]
+    vip = queue.submit("vip")
+    start = clock()
+    clock.advance(0.1)  # VIP's preempt_after_ms: batch's slot would be due, async's not yet
+    assert queue.preempt_for(vip) is None and queue.next_preempt_at(vip) == pytest.approx(start + 0.3)
+    clock.advance(0.2)
+    assert queue.preempt_for(vip) is async_[1] and vip.state == "admitted"
+    assert queue.next_preempt_at(queue.submit("vip")) == pytest.approx(clock() + 0.3)
+
+
+def test_async_waiter_preempts_a_later_tier_of_its_list_only_after_that_tiers_delay():
+    async def scenario():
+        tiers = minimum_tiers(batch_min=0, vip_delays=(50, 150, 150))
+        queue = AdmissionQueue(tiers, max_inflight=2, clock=time.monotonic)
+        preempted: list[Ticket] = []
+        running = [await queue.acquire("async", on_preempt=preempted.append) for _ in range(2)]
+        started = time.monotonic()
+        await queue.acquire("vip")
+        waited_ms = (time.monotonic() - started) * 1000
+        assert preempted == [running[1]] and 145 <= waited_ms < 450  # not at 50 ms: no batch to take then
+
+    asyncio.run(scenario())

@@ -23,16 +23,33 @@ import triton.language as tl
 
 
 @triton.jit
+def add_rms_norm_row(x_ptr, res_ptr, w_ptr, res_out_ptr, offs, mask, n, eps, write, HAS_RES: tl.constexpr):
+    """RMSNorm(x + residual) of one row in x's dtype (the whole row in `offs`); `write` (a scalar test)
+    stores x + residual at res_out. Without HAS_RES the row is normalized as it is. The rounding points
+    are transformers': the sum in the residual's dtype, the normalized row cast back before the weight.
+    Kernels call it for their input row: `_add_rms_norm_kernel`, and the GEMV prologues (`gemv.py`)."""
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    if HAS_RES:
+        res = tl.load(res_ptr + offs, mask=mask, other=0.0)
+        h = (res.to(tl.float32) + x.to(tl.float32)).to(res_ptr.dtype.element_ty)  # as `hidden + out` rounds
+        tl.store(res_out_ptr + offs, h, mask=mask & write)
+    else:
+        h = x
+    hf = h.to(tl.float32)
+    r = tl.rsqrt(tl.sum(hf * hf, 0) / n + eps)
+    y = (hf * r).to(x_ptr.dtype.element_ty)  # cast back before the weight, as transformers does
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0)
+    return (w.to(tl.float32) * y.to(tl.float32)).to(x_ptr.dtype.element_ty)
+
+
+@triton.jit
 def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, stride_x, stride_o, n, eps, BLOCK: tl.constexpr):
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     mask = offs < n
-    x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
-    r = tl.rsqrt(tl.sum(x * x, 0) / n + eps)
-    y = (x * r).to(out_ptr.dtype.element_ty)  # cast back before the weight, as transformers does
-    w = tl.load(w_ptr + offs, mask=mask, other=0.0)
-    out = (w.to(tl.float32) * y.to(tl.float32)).to(out_ptr.dtype.element_ty)
-    tl.store(out_ptr + row * stride_o + offs, out, mask=mask)
+    x_row = x_ptr + row * stride_x
+    out = add_rms_norm_row(x_row, x_row, w_ptr, x_row, offs, mask, n, eps, False, HAS_RES=False)
+    tl.store(out_ptr + row * stride_o + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -52,16 +69,9 @@ def _add_rms_norm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, stride_x, stride_r, str
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     mask = offs < n
-    x = tl.load(x_ptr + row * stride_x + offs, mask=mask, other=0.0).to(tl.float32)
-    res = tl.load(res_ptr + row * stride_r + offs, mask=mask, other=0.0).to(tl.float32)
-    h = (res + x).to(res_ptr.dtype.element_ty)  # the residual stream keeps its dtype, as `hidden + out` does
-    tl.store(res_ptr + row * stride_r + offs, h, mask=mask)
-    hf = h.to(tl.float32)
-    r = tl.rsqrt(tl.sum(hf * hf, 0) / n + eps)
-    y = (hf * r).to(out_ptr.dtype.element_ty)
-    w = tl.load(w_ptr + offs, mask=mask, other=0.0)
-    out = (w.to(tl.float32) * y.to(tl.float32)).to(out_ptr.dtype.element_ty)
-    tl.store(out_ptr + row * stride_o + offs, out, mask=mask)
+    res_row = res_ptr + row * stride_r
+    out = add_rms_norm_row(x_ptr + row * stride_x, res_row, w_ptr, res_row, offs, mask, n, eps, True, HAS_RES=True)
+    tl.store(out_ptr + row * stride_o + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def add_rms_norm_triton(

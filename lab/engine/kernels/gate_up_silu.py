@@ -25,7 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from lab.engine.kernels.gemv import MAX_M, _num_sms, choose_config, m_class
+from lab.engine.kernels.fused_ops import add_rms_norm_row
+from lab.engine.kernels.gemv import MAX_M, NORM_MAX_K, TILE_ELEMENTS, _num_sms, choose_config, m_class
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,13 @@ TUNED: dict[tuple[int, int, int], GateUpConfig] = {  # scratch/bench_fused_decod
 }
 
 
+# With the add + RMSNorm in the prologue (`gate_up_silu_add_rms_norm`), keyed by (I, K);
+# scratch/bench_norm_prologue.py on an NVIDIA H200.
+NORM_TUNED: dict[tuple[int, int], GateUpConfig] = {
+    (8960, 1536): GateUpConfig(2, 2048, 4, 1),  # qwen-1.5B: 16.8 us vs 18.9 (plain 14.9 + norm launch 1.5)
+}
+
+
 @lru_cache(maxsize=1024)
 def choose_gate_up_config(m: int, i: int, k: int, num_sms: int = 132) -> GateUpConfig:
     """The GEMV config of the unfused (2I, K) matrix, rows per program halved: same bytes per program."""
@@ -56,10 +64,11 @@ def choose_gate_up_config(m: int, i: int, k: int, num_sms: int = 132) -> GateUpC
 
 @triton.jit
 def _gate_up_silu_kernel(
-    x_ptr, w_ptr, b_ptr, y_ptr,
+    x_ptr, w_ptr, b_ptr, y_ptr, res_ptr, nw_ptr, res_out_ptr, eps,
     M, I, K, stride_xm, stride_wn, stride_ym,
     K_TILES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     USE_DOT: tl.constexpr, EVEN_K: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
+    NORM: tl.constexpr = False, HAS_RES: tl.constexpr = False,
 ):
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < I  # constant along K: keeps the 16-byte vector loads
@@ -97,7 +106,10 @@ def _gate_up_silu_kernel(
                 acc_g = tl.dot(wg, xt, acc_g)
                 acc_u = tl.dot(wu, xt, acc_u)
         else:
-            if EVEN_K:
+            if NORM:  # K_TILES == 1: the whole row, normalized here (program 0 stores the new residual)
+                x = add_rms_norm_row(x_ptr, res_ptr, nw_ptr, res_out_ptr, offs_k, offs_k < K, K, eps,
+                                     tl.program_id(0) == 0, HAS_RES).to(tl.float32)[None, :]
+            elif EVEN_K:
                 x = tl.load(x_ptr + offs_k).to(tl.float32)[None, :]  # (1, BLOCK_K): the one row (M == 1)
             else:
                 x = tl.load(x_ptr + offs_k, mask=k_mask, other=0.0).to(tl.float32)[None, :]
@@ -145,9 +157,40 @@ def gate_up_silu(
         raise ValueError(f"M >= 2 uses tl.dot, which needs block_n >= 16; got {cfg}")
     k_tiles = triton.cdiv(k, cfg.block_k)
     _gate_up_silu_kernel[(triton.cdiv(i, cfg.block_n),)](
-        x, w13, bias if bias is not None else y, y, m, i, k, x.stride(0), w13.stride(0), y.stride(0),
+        x, w13, bias if bias is not None else y, y, x, x, x, 0.0, m, i, k, x.stride(0), w13.stride(0), y.stride(0),
         K_TILES=k_tiles, BLOCK_M=16 if use_dot else 1, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         USE_DOT=use_dot, EVEN_K=k_tiles * cfg.block_k == k, HAS_BIAS=bias is not None,
         IEEE=w13.dtype == torch.float32, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return y
+
+
+def gate_up_silu_add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, norm_weight: torch.Tensor, eps: float, w13: torch.Tensor,
+    bias: torch.Tensor | None = None, config: GateUpConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row: (gate_up_silu(RMSNorm(x + residual)), x + residual), the add and norm in each program's
+    prologue (see `gemv.gemv_add_rms_norm`, same numbers as `add_rms_norm_triton`); the new residual is
+    a new tensor."""
+    k = x.shape[-1]
+    two_i = w13.shape[0]
+    if x.shape != (1, k) or residual.shape != x.shape or w13.shape[1] != k or two_i % 2 or k > NORM_MAX_K:
+        raise ValueError(f"gate_up_silu_add_rms_norm takes one row x (1, K <= {NORM_MAX_K}), a residual like it and "
+                         f"W13 (2I, K); got {tuple(x.shape)}, {tuple(residual.shape)}, {tuple(w13.shape)}")
+    i = two_i // 2
+    x, residual = x.contiguous(), residual.contiguous()
+    if w13.stride(-1) != 1 or w13.stride(0) != k:
+        w13 = w13.contiguous()
+    y = torch.empty(1, i, dtype=x.dtype, device=x.device)
+    res_out = torch.empty_like(residual)
+    cfg = config or NORM_TUNED.get((i, k)) or choose_gate_up_config(1, i, k, _num_sms(x.device))
+    if cfg.block_k < k:  # the prologue needs the whole row in one K step
+        block_k = triton.next_power_of_2(k)
+        cfg = GateUpConfig(max(1, min(cfg.block_n, TILE_ELEMENTS // (2 * block_k))), block_k, cfg.num_warps, 1)
+    _gate_up_silu_kernel[(triton.cdiv(i, cfg.block_n),)](
+        x, w13, bias if bias is not None else y, y, residual, norm_weight, res_out, eps, 1, i, k, k, k, i,
+        K_TILES=1, BLOCK_M=1, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        USE_DOT=False, EVEN_K=cfg.block_k == k, HAS_BIAS=bias is not None, IEEE=False,
+        NORM=True, HAS_RES=True, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return y, res_out

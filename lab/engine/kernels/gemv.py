@@ -30,6 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from lab.engine.kernels.fused_ops import add_rms_norm_row
+
 MAX_M = 16  # larger batches go to cuBLAS, which is compute-efficient there
 TILE_ELEMENTS = 8192  # W elements per program per loop step: 64 per thread at 4 warps (8 x 16-byte loads)
 
@@ -50,6 +52,9 @@ TUNED: dict[tuple[int, int, int], GemvConfig] = {  # scratch/bench_gemv.py --swe
     (1, 1536, 1536): GemvConfig(4, 2048, 1, 8, 2),  # qwen o: 3.3 vs 3.7 us
     (1, 17920, 1536): GemvConfig(8, 2048, 1, 8, 2),  # qwen gate_up: 14.8 vs 16.0 us
     (1, 151936, 1536): GemvConfig(8, 512, 1, 4, 1),  # qwen lm_head: 104.5 vs 109.2 us
+    # scratch/bench_absorb_router.py on an NVIDIA H200: V2-Lite's MoE router (float32 W, 64 experts), one
+    # program per expert, no split-K: 1.6 us vs 3.0 us for the heuristic's split-K + reduce (cuBLAS: 6.0 us)
+    (1, 64, 2048): GemvConfig(1, 2048, 1, 4, 1),
 }
 
 
@@ -95,11 +100,12 @@ def choose_config(m: int, n: int, k: int, num_sms: int = 132) -> GemvConfig:
 
 @triton.jit
 def _gemv_kernel(
-    x_ptr, w_ptr, b_ptr, y_ptr, part_ptr,
+    x_ptr, w_ptr, b_ptr, y_ptr, part_ptr, res_ptr, nw_ptr, res_out_ptr, eps,
     M, N, K, stride_xm, stride_wn, stride_ym,
     K_PER_SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr,
     USE_DOT: tl.constexpr, EVEN_K: tl.constexpr, HAS_BIAS: tl.constexpr, IEEE: tl.constexpr,
+    NORM: tl.constexpr = False, HAS_RES: tl.constexpr = False,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -132,7 +138,10 @@ def _gemv_kernel(
             else:
                 acc = tl.dot(w, tl.trans(x.to(w.dtype)), acc)
         else:
-            if EVEN_K:
+            if NORM:  # one K step holds the whole row: normalize it here (program 0 stores the new residual)
+                x = add_rms_norm_row(x_ptr, res_ptr, nw_ptr, res_out_ptr, offs_k, offs_k < K, K, eps, pid_n == 0,
+                                     HAS_RES)
+            elif EVEN_K:
                 x = tl.load(x_ptr + offs_k)  # (BLOCK_K,): the one row (M == 1)
             else:
                 x = tl.load(x_ptr + offs_k, mask=k_mask, other=0.0)
@@ -198,7 +207,7 @@ def gemv(
     b = bias if bias is not None else y  # a dummy pointer when HAS_BIAS is off
     grid = (triton.cdiv(n, cfg.block_n), split_k)
     _gemv_kernel[grid](
-        x, weight, b, y, part, m, n, k, x.stride(0), weight.stride(0), y.stride(0),
+        x, weight, b, y, part, x, x, x, 0.0, m, n, k, x.stride(0), weight.stride(0), y.stride(0),
         K_PER_SPLIT=k_per_split, BLOCK_M=16 if use_dot else 1, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         SPLIT_K=split_k,
         USE_DOT=use_dot, EVEN_K=even_k, HAS_BIAS=bias is not None and split_k == 1,
@@ -210,3 +219,57 @@ def gemv(
             part, b, y, m, n, y.stride(0), SPLIT_K=split_k, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4,
         )
     return y
+
+
+NORM_MAX_K = TILE_ELEMENTS  # the prologue needs the whole row in one K step
+# Measured winners keyed by (N, K); scratch/bench_norm_prologue.py on an NVIDIA H200: with the norm in
+# the prologue, fewer programs (each re-reads the row from L2) and more warps per program pay off.
+NORM_TUNED: dict[tuple[int, int], GemvConfig] = {
+    (2048, 1536): GemvConfig(4, 2048, 1, 8, 1),  # qwen qkv: 4.02 us vs 4.16 (plain qkv 4.05 + norm launch 1.52)
+}
+
+
+def norm_prologue_config(n: int, k: int, num_sms: int) -> GemvConfig:
+    """`NORM_TUNED`, else the M == 1 config with the whole row in one K step (block_k >= K), rows per program
+    kept or cut so a step stays ~TILE_ELEMENTS of W."""
+    if (n, k) in NORM_TUNED:
+        return NORM_TUNED[(n, k)]
+    cfg = _config_for(1, n, k, num_sms)
+    if cfg.split_k == 1 and cfg.block_k >= k:
+        return cfg
+    block_k = max(16, triton.next_power_of_2(k))
+    return GemvConfig(max(1, min(cfg.block_n, TILE_ELEMENTS // block_k)), block_k, 1, cfg.num_warps, 1)
+
+
+def gemv_add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float, weight: torch.Tensor,
+    bias: torch.Tensor | None = None, config: GemvConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row: (RMSNorm(x + residual) @ W^T + b, x + residual), the add and norm in every program's
+    prologue instead of a launch of their own (`add_rms_norm_triton`'s numbers; residual None: the norm of x,
+    and x is the residual). The new residual is a new tensor: programs read the old one while it is written.
+
+    Why: at batch 1 the norm's own launch (~1.8 us in a CUDA graph) costs more than re-reading the row
+    (a few KB, from L2) in each program of the GEMV that consumes it."""
+    k = x.shape[-1]
+    n = weight.shape[0]
+    if x.shape != (1, k) or weight.shape[1] != k or k > NORM_MAX_K or (residual is not None and residual.shape != x.shape):
+        raise ValueError(f"gemv_add_rms_norm takes one row x (1, K <= {NORM_MAX_K}), a residual like it and W (N, K); "
+                         f"got {tuple(x.shape)}, {None if residual is None else tuple(residual.shape)}, "
+                         f"{tuple(weight.shape)}")
+    x = x.contiguous()
+    res_out = torch.empty_like(x) if residual is not None else x
+    res = residual.contiguous() if residual is not None else x
+    if weight.stride(-1) != 1 or weight.stride(0) != k:
+        weight = weight.contiguous()
+    y = torch.empty(1, n, dtype=x.dtype, device=x.device)
+    cfg = config or norm_prologue_config(n, k, _num_sms(x.device))
+    if cfg.block_k < k:
+        raise ValueError(f"gemv_add_rms_norm needs the whole row in one K step: block_k >= {k}, got {cfg}")
+    _gemv_kernel[(triton.cdiv(n, cfg.block_n), 1)](
+        x, weight, bias if bias is not None else y, y, y, res, norm_weight, res_out, eps, 1, n, k, k, k, n,
+        K_PER_SPLIT=cfg.block_k, BLOCK_M=1, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, SPLIT_K=1,
+        USE_DOT=False, EVEN_K=cfg.block_k == k, HAS_BIAS=bias is not None, IEEE=False,
+        NORM=True, HAS_RES=residual is not None, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return y, res_out

@@ -6,7 +6,8 @@ rotate k_pe, concatenate, write the cache row; each is a few KB and a launch (~2
 
 Contract: mla_rope_latent_write_triton(q_pe (T, H, rope), kv_a (T, R + rope) = [c_kv | k_pe] before
 the norm and RoPE, norm_weight (R,), eps, cos, sin (T, rope/2), interleaved, cache (N, bs, R + rope),
-slot_mapping (T,)) -> q_pe rotated, a new contiguous (T, H, rope) tensor; as a side effect each
+slot_mapping (T,), q_out (T, H, rope) | None) -> q_pe rotated, written into q_out (a view with a contiguous
+last dim, e.g. the rope columns of the absorbed query) or a new contiguous tensor; as a side effect each
 token's cache row becomes [RMSNorm(c_kv) | RoPE(k_pe)] (a negative slot, graph padding, writes
 nothing). Same float32 math and roundings as `fused_ops.rms_norm_triton`, `fused_ops.rotate_triton`
 and `kv_write.write_kv_triton` (each rounded to kv_a's dtype, then stored in the cache's).
@@ -25,14 +26,14 @@ from lab.engine.kernels.fused_ops import rope_pairs, rotate_pair, rotate_store
 @triton.jit
 def _mla_rope_latent_write_kernel(
     q_pe_ptr, kv_ptr, w_ptr, cos_ptr, sin_ptr, slot_ptr, q_out_ptr, cache_ptr,
-    stride_qt, stride_qh, stride_kvt, stride_c_slot, num_heads, eps,
+    stride_qt, stride_qh, stride_qot, stride_qoh, stride_kvt, stride_c_slot, num_heads, eps,
     RANK: tl.constexpr, BLOCK_R: tl.constexpr, HALF: tl.constexpr, BLOCK: tl.constexpr, INTERLEAVED: tl.constexpr,
 ):
     t = tl.program_id(0)
     h = tl.program_id(1)
     cos, sin, i1, i2, mask = rope_pairs(cos_ptr, sin_ptr, t, HALF, BLOCK, INTERLEAVED)
     if h < num_heads:
-        rotate_store(q_pe_ptr + t * stride_qt + h * stride_qh, q_out_ptr + (t * num_heads + h) * (2 * HALF),
+        rotate_store(q_pe_ptr + t * stride_qt + h * stride_qh, q_out_ptr + t * stride_qot + h * stride_qoh,
                      cos, sin, i1, i2, mask)
     else:
         slot = tl.load(slot_ptr + t).to(tl.int64)
@@ -55,6 +56,7 @@ def _mla_rope_latent_write_kernel(
 def mla_rope_latent_write_triton(
     q_pe: torch.Tensor, kv_a: torch.Tensor, norm_weight: torch.Tensor, eps: float, cos: torch.Tensor,
     sin: torch.Tensor, interleaved: bool, cache: torch.Tensor, slot_mapping: torch.Tensor,
+    q_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     num_tokens, num_heads, rope = q_pe.shape
     rank = norm_weight.shape[0]
@@ -65,11 +67,15 @@ def mla_rope_latent_write_triton(
     q_pe = q_pe if q_pe.stride(-1) == 1 else q_pe.contiguous()
     kv_a = kv_a if kv_a.stride(-1) == 1 else kv_a.contiguous()
     flat = cache.view(-1, rank + rope)  # (slots, R + rope): fails loudly on a non-flat cache
-    q_out = torch.empty(num_tokens, num_heads, rope, dtype=q_pe.dtype, device=q_pe.device)
+    if q_out is None:
+        q_out = torch.empty(num_tokens, num_heads, rope, dtype=q_pe.dtype, device=q_pe.device)
+    elif q_out.shape != q_pe.shape or q_out.stride(-1) != 1:
+        raise ValueError(f"mla_rope_latent_write_triton's q_out must be {tuple(q_pe.shape)} with a contiguous last "
+                         f"dim; got {tuple(q_out.shape)} with strides {q_out.stride()}")
     if num_tokens:
         _mla_rope_latent_write_kernel[(num_tokens, num_heads + 1)](
             q_pe, kv_a, norm_weight, cos.contiguous(), sin.contiguous(), slot_mapping, q_out, flat,
-            q_pe.stride(0), q_pe.stride(1), kv_a.stride(0), flat.stride(0), num_heads, eps,
+            q_pe.stride(0), q_pe.stride(1), q_out.stride(0), q_out.stride(1), kv_a.stride(0), flat.stride(0), num_heads, eps,
             RANK=rank, BLOCK_R=triton.next_power_of_2(rank), HALF=rope // 2, BLOCK=triton.next_power_of_2(rope // 2),
             INTERLEAVED=interleaved, num_warps=4,
         )

@@ -10,7 +10,8 @@ Layer i reads and writes `kv_caches[i]`. Module names mirror the HF checkpoints
 (`model.layers.3.self_attn...`), so most parameters load under their own names.
 With `DecoderStack.fused` on (`set_fused_ops`), the layers carry the residual stream beside the
 hidden state, as vLLM does: each residual add happens inside the next RMSNorm
-(`RMSNorm.add_and_norm`, one Triton kernel), so a layer runs two norm kernels and no add kernels.
+(`RMSNorm.add_and_norm`, one Triton kernel), so a layer runs two norm kernels and no add kernels;
+at one row, a Llama-shaped layer runs them inside the qkv and gate_up GEMVs instead (`norms_in_gemv`).
 Same sums, same roundings as the plain path (`DecoderLayer.forward`), which stays the oracle.
 """
 from __future__ import annotations
@@ -23,9 +24,12 @@ from torch import nn
 from lab.engine.attention import AttentionMetadata
 from lab.engine.kv_cache import KVCacheSpec
 from lab.engine.model_config import ModelConfig
-from lab.engine.models.layers import Embedding, LMHead, RMSNorm
+from lab.engine.models.layers import GEMV_LINEAR_MAX_ROWS, Embedding, GatedMLP, LMHead, RMSNorm, takes_gemv
 from lab.engine.models.rope import RotaryEmbedding, Rotation
 from lab.engine.models.weights import collect_targets, load_into
+
+
+NORM_PROLOGUE_MAX_K = 8192  # kernels/gemv.py NORM_MAX_K: the row must fit one K step of the GEMV
 
 
 class DecoderLayer(nn.Module):
@@ -54,6 +58,8 @@ class DecoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mlp output, residual stream without it): the add is left to the next norm.
         residual None: the first layer, whose input is the whole stream."""
+        if self.norms_in_gemv(hidden):
+            return self._forward_norms_in_gemv(hidden, residual, rot, kv_cache, meta)
         if residual is None:
             residual, normed = hidden, self.input_layernorm(hidden)
         else:
@@ -61,6 +67,29 @@ class DecoderLayer(nn.Module):
         attn = self.self_attn(normed, rot, kv_cache, meta)
         normed, residual = self.post_attention_layernorm.add_and_norm(attn, residual)
         return self.mlp(normed), residual
+
+    def norms_in_gemv(self, hidden: torch.Tensor) -> bool:
+        """One-row steps of a layer whose attention starts with one `qkv_proj` and whose MLP is SwiGLU, with
+        fused ops: each RMSNorm (and the residual add before it) runs in the prologue of the GEMV that consumes
+        it, two launches fewer per layer. Shapes and flags only: the same at CUDA-graph capture and replay."""
+        qkv = getattr(self.self_attn, "qkv_proj", None)
+        return (self.input_layernorm.fused and isinstance(self.mlp, GatedMLP) and self.mlp.fused and qkv is not None
+                and hidden.shape[-1] <= NORM_PROLOGUE_MAX_K and takes_gemv(hidden, qkv.weight, GEMV_LINEAR_MAX_ROWS)
+                and takes_gemv(hidden, self.mlp.gate_up_proj.weight, GEMV_LINEAR_MAX_ROWS))
+
+    def _forward_norms_in_gemv(
+        self, hidden: torch.Tensor, residual: torch.Tensor | None, rot: Rotation, kv_cache: tuple[torch.Tensor, ...],
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from lab.engine.kernels.gate_up_silu import gate_up_silu_add_rms_norm  # CUDA only; never imported on CPU
+        from lab.engine.kernels.gemv import gemv_add_rms_norm
+
+        norm, qkv_proj = self.input_layernorm, self.self_attn.qkv_proj
+        qkv, residual = gemv_add_rms_norm(hidden, residual, norm.weight, norm.eps, qkv_proj.weight, qkv_proj.bias)
+        attn = self.self_attn.attend(qkv, rot, kv_cache, meta)
+        norm, gate_up = self.post_attention_layernorm, self.mlp.gate_up_proj
+        act, residual = gate_up_silu_add_rms_norm(attn, residual, norm.weight, norm.eps, gate_up.weight, gate_up.bias)
+        return self.mlp.down_proj(act), residual
 
 
 class DecoderStack(nn.Module):

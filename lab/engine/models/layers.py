@@ -43,11 +43,15 @@ GEMV_LINEAR_MAX_ROWS = 1
 GEMV_DTYPES = (torch.bfloat16, torch.float16)
 
 
-def takes_gemv(x: torch.Tensor, weight: torch.Tensor, max_rows: int = GEMV_MAX_ROWS) -> bool:
-    """Whether the skinny-GEMM kernel runs x @ weight^T: CUDA, 16-bit, at most `max_rows` rows.
-    Shapes and dtypes only, so the choice is the same at CUDA-graph capture and replay."""
+def takes_gemv(
+    x: torch.Tensor, weight: torch.Tensor, max_rows: int = GEMV_MAX_ROWS, weight_dtype: torch.dtype | None = None
+) -> bool:
+    """Whether the skinny-GEMM kernel runs x @ weight^T: CUDA, 16-bit x, at most `max_rows` rows, a weight
+    of x's dtype (or of `weight_dtype`: the MoE router's float32). Shapes and dtypes only, so the choice is
+    the same at CUDA-graph capture and replay."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    return x.is_cuda and x.dtype in GEMV_DTYPES and weight.dtype == x.dtype and 0 < rows <= max_rows
+    return (x.is_cuda and x.dtype in GEMV_DTYPES and weight.dtype == (weight_dtype or x.dtype)
+            and 0 < rows <= max_rows)
 
 
 class Embedding(nn.Module):

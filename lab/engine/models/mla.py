@@ -25,8 +25,9 @@ the expanded shapes. Decode rows are the opposite case (one query per sequence, 
 hence the split. The absorbed weights come from
 `process_weights_after_loading()`, which the loader calls. With fused ops on the "triton" backend,
 an absorbed pure-decode step runs RoPE(q_pe), kv_a_layernorm, RoPE(k_pe) and the cache write as one
-kernel (`kernels/mla_latent_write.py`). Softmax scale: qk_head_dim**-0.5 times
-DeepSeek's YaRN mscale**2. q_a/kv_a layernorms use eps 1e-6 whatever rms_norm_eps is, as HF does.
+kernel (`kernels/mla_latent_write.py`); up to 16 tokens it also multiplies by W_UK and W_UV with one
+per-head GEMM launch each (`kernels/head_gemm.py`), writing into the attention query and o_proj's rows.
+Softmax scale: qk_head_dim**-0.5 times DeepSeek's YaRN mscale**2. q_a/kv_a layernorms use eps 1e-6 whatever rms_norm_eps is, as HF does.
 """
 from __future__ import annotations
 
@@ -91,13 +92,24 @@ class MLAttention(nn.Module):
             raise ValueError(f"MLA mode must be one of {MLA_MODES}, got {self.mode!r}")
         absorbed = self.mode == "absorbed" or (self.mode == "auto" and meta.is_pure_decode)
         if self.takes_fused_latent_write(rot, meta):
-            from lab.engine.kernels.mla_latent_write import mla_rope_latent_write_triton  # CUDA only
+            from lab.engine.kernels.head_gemm import MAX_ROWS, head_gemm  # CUDA only
+            from lab.engine.kernels.mla_latent_write import mla_rope_latent_write_triton
 
             # one kernel for RoPE(q_pe), kv_a_layernorm, RoPE(k_pe) and the cache row: decode reads only the cache
-            q_pe = mla_rope_latent_write_triton(q_pe, kv_a, self.kv_a_layernorm.weight, self.kv_a_layernorm.eps,
-                                                rot.cos, rot.sin, rot.interleaved, cache, meta.slot_mapping)
-            out = self._absorbed(q_nope, q_pe, cache, meta)
-            return self.o_proj(out.reshape(num_tokens, self.num_heads * self.v_head_dim))
+            write = (q_pe, kv_a, self.kv_a_layernorm.weight, self.kv_a_layernorm.eps, rot.cos, rot.sin, rot.interleaved,
+                     cache, meta.slot_mapping)
+            if num_tokens > MAX_ROWS:
+                out = self._absorbed(q_nope, mla_rope_latent_write_triton(*write), cache, meta)
+                return self.o_proj(out.reshape(num_tokens, self.num_heads * self.v_head_dim))
+            # small batches: the absorbed query is assembled in place (rotated q_pe beside q_nope @ W_UK) and
+            # W_UV writes the rows o_proj reads: no cat, no transpose copy, no cuBLAS launches
+            rank = self.kv_lora_rank
+            q = q_nope.new_empty(num_tokens, self.num_heads, rank + self.qk_rope_head_dim)
+            mla_rope_latent_write_triton(*write, q_out=q[..., rank:])
+            head_gemm(q_nope, self._absorbed_weights()[0], out=q[..., :rank])
+            out_latent = mla_decode_attention(q, cache, meta, rank, self.scale)  # (T, H, R)
+            out = head_gemm(out_latent, self.w_uv_t)  # (T, H, v), contiguous
+            return self.o_proj(out.view(num_tokens, self.num_heads * self.v_head_dim))
         q_pe = rot.apply(q_pe)
         c_kv, k_pe = kv_a.split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
         c_kv = self.kv_a_layernorm(c_kv)  # (T, R)
@@ -150,9 +162,13 @@ class MLAttention(nn.Module):
             out[start:end] = attend(q[start:end], k, v, causal_mask(end - start, seq_len, q.device), self.scale)
         return out
 
-    def _absorbed(self, q_nope: torch.Tensor, q_pe: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def _absorbed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.w_uk is None:
             raise RuntimeError("absorbed MLA needs process_weights_after_loading() after the weights are loaded")
+        return self.w_uk, self.w_uv_t
+
+    def _absorbed(self, q_nope: torch.Tensor, q_pe: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        self._absorbed_weights()
         q_latent = torch.bmm(q_nope.transpose(0, 1), self.w_uk).transpose(0, 1)  # (T, H, R)
         q = torch.cat([q_latent, q_pe], dim=-1)  # (T, H, R + rope): scores against whole cache rows
         if meta.is_pure_decode and meta.backend != "reference":

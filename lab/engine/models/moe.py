@@ -10,7 +10,7 @@ Routing (`MoEGate`, float32, as transformers' DeepseekV2/V3 routers):
   norm_topk_prob: weights / their sum; then x routed_scaling_factor.
 transformers' DeepseekV2 router ignores norm_topk_prob; released V2 checkpoints set it False, and
 here True normalizes, as DeepSeek's own V2 code and vLLM do. With `fused` (set by `set_fused_ops`),
-greedy routing after the router GEMM is one Triton kernel (`fused_moe.route_greedy_triton`).
+the router GEMM of one token is the skinny-GEMM kernel (`kernels/gemv.py`, float32 weight and sums) and greedy routing after it one Triton kernel (`fused_moe.route_greedy_triton`).
 Experts are stacked (E, 2I, H) / (E, H, I). Three ways to run them
 (`FusedExperts.backend`, set for the whole model by `set_moe_backend`):
   "loop"    (the plain path, the oracle): each expert with tokens runs one GEMM on its slice; the
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lab.engine.model_config import ModelConfig
-from lab.engine.models.layers import GatedMLP, silu_and_mul
+from lab.engine.models.layers import GatedMLP, silu_and_mul, takes_gemv
 
 
 class MoEGate(nn.Module):
@@ -56,7 +56,14 @@ class MoEGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (T, H) -> (weights (T, k) float32, expert ids (T, k) int64)."""
-        logits = F.linear(x.float(), self.weight.float())  # (T, E)
+        if self.fused and takes_gemv(x, self.weight, 1, weight_dtype=torch.float32):  # M >= 2: cuBLAS is faster
+            from lab.engine.kernels.gemv import gemv  # CUDA only; never imported on CPU
+
+            # the fp32 weight read as it is, x upcast in registers, float32 products and sums: F.linear's
+            # numbers in one launch, instead of a cast of x and cuBLAS's two-kernel fp32 GEMV (~4 us a layer)
+            logits = gemv(x, self.weight, out_dtype=torch.float32)
+        else:
+            logits = F.linear(x.float(), self.weight.float())  # (T, E)
         if self.fused and self.topk_method == "greedy":
             from lab.engine.kernels.fused_moe import route_greedy_triton  # CUDA only; never imported on CPU
 
