@@ -172,7 +172,8 @@ def test_request_queued_past_its_tier_timeout_gets_an_explicit_504():
 
 def test_under_overload_vip_goes_ahead_of_batch_and_nothing_is_lost():
     replica = FakeReplica()
-    replica.delay_s = 0.15
+    replica.delay_s = 0.4  # long enough that both VIP requests are queued before the first batch one ends, even on a
+    # busy CI machine (with 0.15 s a slow start let four batch requests finish first)
     tiers = [tier("vip", 0, timeout_ms=5000), tier("batch", 3, concurrency=2, timeout_ms=30000)]
     with gateway({"a": replica}, tiers=tiers, queue={"max_inflight": 2}) as (client, _):
         done: list[tuple[str, int, float]] = []
@@ -184,7 +185,7 @@ def test_under_overload_vip_goes_ahead_of_batch_and_nothing_is_lost():
         threads = [threading.Thread(target=send, args=("batch",)) for _ in range(8)]
         for t in threads:
             t.start()
-        time.sleep(0.05)  # the batch flood holds both slots and six wait
+        time.sleep(0.1)  # the batch flood holds both slots and six wait
         vip_threads = [threading.Thread(target=send, args=("vip",)) for _ in range(2)]
         for t in vip_threads:
             t.start()

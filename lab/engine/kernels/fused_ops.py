@@ -32,7 +32,8 @@ def add_rms_norm_row(x_ptr, res_ptr, w_ptr, res_out_ptr, offs, mask, n, eps, wri
     if HAS_RES:
         res = tl.load(res_ptr + offs, mask=mask, other=0.0)
         h = (res.to(tl.float32) + x.to(tl.float32)).to(res_ptr.dtype.element_ty)  # as `hidden + out` rounds
-        tl.store(res_out_ptr + offs, h, mask=mask & write)
+        if write:  # a branch, not `mask & write`: Triton 3.9's interpreter rejects a block mask and-ed with a scalar
+            tl.store(res_out_ptr + offs, h, mask=mask)
     else:
         h = x
     hf = h.to(tl.float32)

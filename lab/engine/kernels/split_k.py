@@ -134,7 +134,8 @@ def store_partial(m_ptr, l_ptr, acc_ptr, part, row_mask, offs_dv, dv_mask, m_i, 
     """Write one split's (m, l, acc) rows; acc only when the split saw keys (the combine skips the rest)."""
     tl.store(m_ptr + part, m_i, mask=row_mask)
     tl.store(l_ptr + part, l_i, mask=row_mask)
-    tl.store(acc_ptr + part[:, None] * DV + offs_dv[None, :], acc, mask=(row_mask & has_keys)[:, None] & dv_mask[None, :])
+    if has_keys:  # a branch, not a mask term: Triton 3.9's interpreter rejects a block mask and-ed with a scalar
+        tl.store(acc_ptr + part[:, None] * DV + offs_dv[None, :], acc, mask=row_mask[:, None] & dv_mask[None, :])
 
 
 def dot_precision(dtype: torch.dtype) -> str:
