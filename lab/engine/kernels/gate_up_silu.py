@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from lab.engine.kernels.fused_ops import add_rms_norm_row
-from lab.engine.kernels.gemv import MAX_M, NORM_MAX_K, TILE_ELEMENTS, _num_sms, choose_config, m_class
+from lab.engine.kernels.gemv import MAX_M, NORM_MAX_K, _num_sms, choose_config, m_class, norm_prologue_config
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,15 @@ def choose_gate_up_config(m: int, i: int, k: int, num_sms: int = 132) -> GateUpC
     base = choose_config(m, 2 * i, k, num_sms)
     block_n = max(1, base.block_n // 2) if m == 1 else max(16, base.block_n // 2)
     return GateUpConfig(block_n, base.block_k, base.num_warps, base.num_stages)
+
+
+def norm_prologue_gate_up_config(i: int, k: int, num_sms: int = 132) -> GateUpConfig:
+    """`NORM_TUNED`, else `gemv.norm_prologue_config` of the (2I, K) matrix (the whole row in one K step),
+    rows per program halved as in `choose_gate_up_config`."""
+    if (i, k) in NORM_TUNED:
+        return NORM_TUNED[(i, k)]
+    base = norm_prologue_config(2 * i, k, num_sms)
+    return GateUpConfig(max(1, base.block_n // 2), base.block_k, base.num_warps, base.num_stages)
 
 
 @triton.jit
@@ -183,10 +192,9 @@ def gate_up_silu_add_rms_norm(
         w13 = w13.contiguous()
     y = torch.empty(1, i, dtype=x.dtype, device=x.device)
     res_out = torch.empty_like(residual)
-    cfg = config or NORM_TUNED.get((i, k)) or choose_gate_up_config(1, i, k, _num_sms(x.device))
-    if cfg.block_k < k:  # the prologue needs the whole row in one K step
-        block_k = triton.next_power_of_2(k)
-        cfg = GateUpConfig(max(1, min(cfg.block_n, TILE_ELEMENTS // (2 * block_k))), block_k, cfg.num_warps, 1)
+    cfg = config or norm_prologue_gate_up_config(i, k, _num_sms(x.device))
+    if cfg.block_k < k:
+        raise ValueError(f"gate_up_silu_add_rms_norm needs the whole row in one K step: block_k >= {k}, got {cfg}")
     _gate_up_silu_kernel[(triton.cdiv(i, cfg.block_n),)](
         x, w13, bias if bias is not None else y, y, residual, norm_weight, res_out, eps, 1, i, k, k, k, i,
         K_TILES=1, BLOCK_M=1, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,

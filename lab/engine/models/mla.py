@@ -27,7 +27,8 @@ hence the split. The absorbed weights come from
 an absorbed pure-decode step runs RoPE(q_pe), kv_a_layernorm, RoPE(k_pe) and the cache write as one
 kernel (`kernels/mla_latent_write.py`); up to 16 tokens it also multiplies by W_UK and W_UV with one
 per-head GEMM launch each (`kernels/head_gemm.py`), writing into the attention query and o_proj's rows.
-Softmax scale: qk_head_dim**-0.5 times DeepSeek's YaRN mscale**2. q_a/kv_a layernorms use eps 1e-6 whatever rms_norm_eps is, as HF does.
+Softmax scale: qk_head_dim**-0.5 times DeepSeek's YaRN mscale**2. q_a/kv_a layernorms use eps 1e-6
+whatever rms_norm_eps is, as HF does.
 """
 from __future__ import annotations
 
@@ -106,9 +107,10 @@ class MLAttention(nn.Module):
             rank = self.kv_lora_rank
             q = q_nope.new_empty(num_tokens, self.num_heads, rank + self.qk_rope_head_dim)
             mla_rope_latent_write_triton(*write, q_out=q[..., rank:])
-            head_gemm(q_nope, self._absorbed_weights()[0], out=q[..., :rank])
+            w_uk, w_uv_t = self._absorbed_weights()
+            head_gemm(q_nope, w_uk, out=q[..., :rank])
             out_latent = mla_decode_attention(q, cache, meta, rank, self.scale)  # (T, H, R)
-            out = head_gemm(out_latent, self.w_uv_t)  # (T, H, v), contiguous
+            out = head_gemm(out_latent, w_uv_t)  # (T, H, v), contiguous
             return self.o_proj(out.view(num_tokens, self.num_heads * self.v_head_dim))
         q_pe = rot.apply(q_pe)
         c_kv, k_pe = kv_a.split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
@@ -168,8 +170,8 @@ class MLAttention(nn.Module):
         return self.w_uk, self.w_uv_t
 
     def _absorbed(self, q_nope: torch.Tensor, q_pe: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        self._absorbed_weights()
-        q_latent = torch.bmm(q_nope.transpose(0, 1), self.w_uk).transpose(0, 1)  # (T, H, R)
+        w_uk, w_uv_t = self._absorbed_weights()
+        q_latent = torch.bmm(q_nope.transpose(0, 1), w_uk).transpose(0, 1)  # (T, H, R)
         q = torch.cat([q_latent, q_pe], dim=-1)  # (T, H, R + rope): scores against whole cache rows
         if meta.is_pure_decode and meta.backend != "reference":
             out_latent = mla_decode_attention(q, cache, meta, self.kv_lora_rank, self.scale)  # no per-seq loop
@@ -177,7 +179,7 @@ class MLAttention(nn.Module):
             out_latent = latent_decode_attention(q, cache, meta, self.kv_lora_rank, self.scale)
         else:
             out_latent = latent_attention(q, cache, meta, self.kv_lora_rank, self.scale)
-        return torch.bmm(out_latent.transpose(0, 1), self.w_uv_t).transpose(0, 1)  # (T, H, v)
+        return torch.bmm(out_latent.transpose(0, 1), w_uv_t).transpose(0, 1)  # (T, H, v)
 
 
 def latent_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata, rank: int, scale: float) -> torch.Tensor:

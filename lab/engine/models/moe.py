@@ -10,7 +10,8 @@ Routing (`MoEGate`, float32, as transformers' DeepseekV2/V3 routers):
   norm_topk_prob: weights / their sum; then x routed_scaling_factor.
 transformers' DeepseekV2 router ignores norm_topk_prob; released V2 checkpoints set it False, and
 here True normalizes, as DeepSeek's own V2 code and vLLM do. With `fused` (set by `set_fused_ops`),
-the router GEMM of one token is the skinny-GEMM kernel (`kernels/gemv.py`, float32 weight and sums) and greedy routing after it one Triton kernel (`fused_moe.route_greedy_triton`).
+the router GEMM of one token is the skinny-GEMM kernel (`kernels/gemv.py`, float32 weight and sums),
+and greedy routing after it one Triton kernel (`fused_moe.route_greedy_triton`).
 Experts are stacked (E, 2I, H) / (E, H, I). Three ways to run them
 (`FusedExperts.backend`, set for the whole model by `set_moe_backend`):
   "loop"    (the plain path, the oracle): each expert with tokens runs one GEMM on its slice; the
