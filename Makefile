@@ -22,9 +22,9 @@ lab: venv
 	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/lab reproduce $(if $(PROFILE),--profile $(PROFILE),)
 	MLFLOW_DISABLE_TELEMETRY=true $(VENV)/bin/lab report
 	@echo
-	@echo "Results:  reports/index.html (and reports/index.md)"
+	@echo "Results:  runs/report/index.html (and index.md): your runs; the committed reports/index.html holds the reference records"
 	@echo "MLflow:   $(VENV)/bin/lab ui   then open http://127.0.0.1:5000"
-	@echo "Notebooks: $(VENV)/bin/jupyter lab notebooks/"
+	@echo "Notebooks: $(VENV)/bin/lab notebooks   (JupyterLab on 127.0.0.1:8888; --allow-root added as root)"
 
 test: venv
 	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q

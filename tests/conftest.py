@@ -4,10 +4,12 @@ Every test runs with MLflow telemetry off, no `LAB_*` variables from the outer s
 `MLFLOW_TRACKING_URI` under `tmp_path`, so nothing touches the project's real store.
 `tracking_uri` gives a test a ready sqlite store: a copy of one database migrated once per session,
 because creating an MLflow sqlite schema takes seconds and a copy takes milliseconds.
+Every test leaves the cyclic GC as it found it (`gc_unfrozen`): a command run in-process may `gc.freeze()`.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from pathlib import Path
@@ -38,6 +40,19 @@ def isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = sqlite_uri(tmp_path / "mlruns" / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(autouse=True)
+def gc_unfrozen():
+    """Undo a `gc.freeze()` made by the code under test (`lab gateway bench-latency` freezes its heap to measure).
+
+    Frozen objects are out of every collection's reach, the one at interpreter exit included: Triton's
+    (imported by the interpreter tests) then outlive it, and nanobind prints ~30 lines of "leaked
+    instances/types/functions" after pytest's summary. Unfrozen, they are collected as usual.
+    """
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

@@ -243,3 +243,95 @@ def test_import_a_tarball_of_a_file_store_once(
     assert (parent.info.status, child.info.status, failed.info.status) == ("FINISHED", "FINISHED", "FAILED")
     assert (parent.info.start_time, parent.info.end_time) == (1_700_000_000_000, 1_700_000_100_000)
     assert parent.info.run_name == "gpu batch"
+
+
+# --- code provenance --------------------------------------------------------------------------
+def git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    done = subprocess.run(["git", "-c", "user.name=lab", "-c", "user.email=lab@example.com", *args], cwd=repo,
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A real git repository with one commit: lab/model.py, notebooks/n.ipynb, and an ignored folder."""
+    root = tmp_path / "repo"
+    (root / "lab").mkdir(parents=True)
+    (root / "notebooks").mkdir()
+    (root / "lab" / "model.py").write_text("SCALE = 1\n")
+    (root / "notebooks" / "n.ipynb").write_text("{}\n")
+    (root / ".gitignore").write_text("runs/\n")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-q", "-m", "first")
+    return root
+
+
+def test_a_clean_commit_is_named_by_its_sha_alone(repo: Path) -> None:
+    from lab.track.code_state import code_state
+
+    state = code_state(repo, env={})
+    assert state.sha == git(repo, "rev-parse", "HEAD") and state.dirty is False
+    assert (state.diff, state.diff_sha256, dict(state.untracked), state.unavailable_reason) == (b"", None, {}, None)
+
+
+def test_a_dirty_tree_is_named_by_its_diff_which_recreates_it(repo: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    from lab.track.code_state import code_state
+
+    (repo / "lab" / "model.py").write_text("SCALE = 2\n")
+    (repo / "lab" / "new.py").write_text("NEW = True\n")  # untracked code
+    (repo / "runs").mkdir()
+    (repo / "runs" / "out.txt").write_text("ignored")
+    (repo / "notes.txt").write_text("untracked, but outside the code folders")
+    state = code_state(repo, env={})
+    assert state.dirty is True and state.diff_sha256 == hashlib.sha256(state.diff).hexdigest()
+    assert dict(state.untracked) == {"lab/new.py": hashlib.sha256(b"NEW = True\n").hexdigest()}
+    # The diff is the exact change: applied to a clean checkout of the commit it gives the dirty file back.
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    (tmp_path / "code.diff").write_bytes(state.diff)
+    git(clone, "apply", str(tmp_path / "code.diff"))
+    assert (clone / "lab" / "model.py").read_text() == "SCALE = 2\n"
+
+
+def test_without_git_the_record_says_why_or_takes_the_copier_s_sha(tmp_path: Path, monkeypatch) -> None:
+    from lab.track.code_state import code_state
+
+    plain = tmp_path / "copied-tree"
+    plain.mkdir()
+    state = code_state(plain, env={})
+    assert (state.sha, state.dirty, state.source) == (None, None, None)
+    assert "not inside a git work tree" in state.unavailable_reason
+    copied = code_state(plain, env={"LAB_GIT_SHA": "abc123", "LAB_GIT_DIFF_SHA256": "f00d"})
+    assert (copied.sha, copied.dirty, copied.diff_sha256, copied.source) == ("abc123", True, "f00d", "LAB_GIT_SHA")
+    assert code_state(plain, env={"LAB_GIT_SHA": "abc123"}).dirty is False  # no diff hash: the commit exactly
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    git(fresh, "init", "-q")  # the quickstart's record: made before the repository's first commit
+    assert code_state(fresh, env={}).unavailable_reason == "the repository has no commit yet (HEAD does not resolve)"
+    monkeypatch.setenv("PATH", str(tmp_path / "no-binaries"))
+    assert code_state(fresh, env={}).unavailable_reason == "git is not installed"
+
+
+def test_a_record_of_a_dirty_tree_writes_and_logs_its_diff(repo: Path, tmp_path: Path, client) -> None:
+    import hashlib
+
+    (repo / "lab" / "model.py").write_text("SCALE = 3\n")
+    env = collect_environment(repo)
+    record = sample_record(environment=env)
+    run_id = log_record(record, record_path=tmp_path / "run" / "record.json")
+
+    written = (tmp_path / "run" / "code.diff").read_bytes()
+    assert written == env.code_diff and hashlib.sha256(written).hexdigest() == env["git_diff_sha256"]
+    assert b"+SCALE = 3" in written and "code.diff" not in record.to_json()
+    assert {a.path for a in client.list_artifacts(run_id)} == {"record.json", "code.diff"}
+    logged = client.download_artifacts(run_id, "code.diff", str(tmp_path / "dl"))
+    assert Path(logged).read_bytes() == written
+    assert client.get_run(run_id).data.tags["lab.git_diff_sha256"] == env["git_diff_sha256"]
+    assert ResultRecord.load(tmp_path / "run" / "record.json").code_diff == written
+    (tmp_path / "run" / "code.diff").write_bytes(b"another run's diff")
+    assert ResultRecord.load(tmp_path / "run" / "record.json").code_diff is None  # only the diff it names

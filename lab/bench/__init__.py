@@ -13,9 +13,9 @@ Modules, one concept each: `traces` (trace CSVs), `arrivals` (when requests are 
 (exact-length prompts), `tiers` (API-key mixes), `workloads` (lengths and the request plan),
 `length_models` (chat lengths fitted to a trace), `client` (one streamed request, timed), `metrics`
 (vLLM's metric definitions), `runner` (`BenchConfig` -> `BenchResult`), `utilization` (telemetry
-over a run's steady part), `sweep` (rate sweeps, max QPS), `load_sweep`, `compare` and `headline`
-(notebook 03's bounded sweeps and headline table), `plots`, `record` (outputs and MLflow),
-`summary` (terminal text), `cli` (`lab bench serve`).
+over a run's steady part), `sweep` (rate sweeps, max QPS), `plots`, `record` (outputs and MLflow),
+`summary` (terminal text), `cli` (`lab bench serve`). Notebook 03's bounded sweeps and headline
+table are a study (`lab.studies.fullpower`); `lab bench offline` is `lab.studies.roofline`'s.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _EXPORTS = {
     "FlashSaleArrivals": "lab.bench.arrivals",
     "TraceArrivals": "lab.bench.arrivals",
     "PromptBuilder": "lab.bench.prompts",
-    "Tier": "lab.bench.tiers",
+    "TierShare": "lab.bench.tiers",
     "TierMix": "lab.bench.tiers",
     "ChatWorkload": "lab.bench.workloads",
     "RandomWorkload": "lab.bench.workloads",

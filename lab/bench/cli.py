@@ -87,7 +87,7 @@ ARRIVALS = ("trace", "poisson", "gamma", "constant", "flash-sale")
 WORKLOADS = ("random", "chat", "trace")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
     bench = subparsers.add_parser("bench", help="benchmark an OpenAI-compatible server (load, latency, goodput)",
                                   description="Load generators and serving benchmarks.")
     commands = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND", required=True)
@@ -139,34 +139,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out.add_argument("--no-track", action="store_true", help="write record.json but log nothing to MLflow")
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_serve)
-    _register_offline(commands)
-
-
-def _register_offline(commands: argparse._SubParsersAction) -> None:
-    from lab.engine.benchmark.cli import add_arguments  # argparse-only: no torch at import
-
-    p = commands.add_parser(
-        "offline", help="engine decode sweep, roofline and offline throughput against transformers' generate",
-        description="Per preset: decode at each batch size (tokens/s, step time, MBU against the card's "
-        "memory bandwidth, the roofline), offline throughput for requests with input and output lengths "
-        "uniform in [min-len, max-len] (ignore_eos), and transformers' generate on the same work on the same "
-        "card in the same run. Writes record.json (device name inside) and logs it to MLflow.")
-    add_arguments(p)
-    add_tracking_uri_option(p)
-    p.add_argument("--no-track", action="store_true", help="write record.json but log nothing to MLflow")
-    p.set_defaults(handler=_offline)
-
-
-def _offline(args: argparse.Namespace) -> int:
-    from lab.engine.benchmark.cli import run
-
-    record, path = run(args)
-    if not args.no_track:
-        from lab.track import log_record
-
-        run_id = log_record(record, record_path=path, tracking_uri=args.tracking_uri)
-        print(f"MLflow run: {run_id}")
-    return 0
+    return commands  # `lab bench offline` (lab.studies.roofline.cli) is added here by lab/cli.py
 
 
 def _arrivals(args: argparse.Namespace):

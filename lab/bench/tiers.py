@@ -1,6 +1,6 @@
 """Multi-tier request mixes: which share of the load each QoS tier (and its API key) sends.
 
-Contract: a `TierMix` is a tuple of `Tier(name, api_key, fraction)`; fractions are > 0 and are
+Contract: a `TierMix` is a tuple of `TierShare(name, api_key, fraction)`; fractions are > 0 and are
 normalised to sum to 1. `assign(num_requests, rng)` gives each request a tier by a seeded draw
 with those probabilities. The client sends a tier's key as `Authorization: Bearer <api_key>`, so
 a gateway (`lab gateway`) can map it to VIP / realtime / async / batch. `parse_tier("vip:KEY:0.2")`
@@ -20,7 +20,7 @@ DEFAULT_TIER = "default"
 
 
 @dataclass(frozen=True)
-class Tier:
+class TierShare:
     name: str
     api_key: str | None
     fraction: float
@@ -28,7 +28,7 @@ class Tier:
 
 @dataclass(frozen=True)
 class TierMix:
-    tiers: tuple[Tier, ...]
+    tiers: tuple[TierShare, ...]
 
     def __post_init__(self) -> None:
         if not self.tiers:
@@ -45,7 +45,7 @@ class TierMix:
         weights = np.array([tier.fraction for tier in self.tiers], dtype=np.float64)
         return weights / weights.sum()
 
-    def assign(self, num_requests: int, rng: np.random.Generator) -> tuple[Tier, ...]:
+    def assign(self, num_requests: int, rng: np.random.Generator) -> tuple[TierShare, ...]:
         picks = rng.choice(len(self.tiers), size=num_requests, p=self.probabilities)
         return tuple(self.tiers[i] for i in picks)
 
@@ -55,11 +55,11 @@ class TierMix:
 
 
 def single_tier(api_key: str | None) -> TierMix:
-    return TierMix((Tier(DEFAULT_TIER, api_key, 1.0),))
+    return TierMix((TierShare(DEFAULT_TIER, api_key, 1.0),))
 
 
-def parse_tier(text: str) -> Tier:
-    """`NAME:API_KEY:FRACTION` -> Tier (see module docstring)."""
+def parse_tier(text: str) -> TierShare:
+    """`NAME:API_KEY:FRACTION` -> TierShare (see module docstring)."""
     name, sep, rest = text.partition(":")
     key, sep2, fraction_text = rest.rpartition(":")
     if not (sep and sep2 and name and key):
@@ -68,4 +68,4 @@ def parse_tier(text: str) -> Tier:
         fraction = float(fraction_text)
     except ValueError:
         raise LabError(f"tier {name!r}: fraction must be a number, got {fraction_text!r}") from None
-    return Tier(name, key, fraction)
+    return TierShare(name, key, fraction)

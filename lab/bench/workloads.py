@@ -35,7 +35,7 @@ import numpy as np
 from lab.bench.arrivals import ArrivalProcess, PoissonArrivals, TraceArrivals
 from lab.bench.length_models import LognormalLengths
 from lab.bench.prompts import Prompt, PromptBuilder
-from lab.bench.tiers import Tier, TierMix
+from lab.bench.tiers import TierMix, TierShare
 from lab.bench.traces import TraceRow, read_trace
 from lab.errors import LabError
 from lab.paths import default_trace_path
@@ -164,7 +164,7 @@ class PlannedRequest:
     arrival_s: float  # offset from the start of the run
     input_tokens: int
     output_tokens: int  # sent as max_tokens
-    tier: Tier
+    tier: TierShare
     prompt: Prompt
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lab.engine.attention import ATTENTION_BACKENDS
+from lab.engine.attention.metadata import ATTENTION_BACKENDS
 from lab.engine.config import CacheConfig, SchedulerConfig
 from lab.engine.models.moe import MOE_BACKENDS
 

@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from lab.engine.attention import AttentionMetadata
+from lab.engine.attention.metadata import AttentionMetadata
 
 
 MAX_MIXED_GRAPH_TOKENS = 1024  # above this a step's GPU work dwarfs its launch cost (vLLM captures <= 512)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from lab.engine.attention import AttentionMetadata
+from lab.engine.attention.metadata import AttentionMetadata
 from lab.engine.kv_cache import KVCacheSpec, allocate_kv_cache
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lab.engine.attention import AttentionMetadata
+from lab.engine.attention.metadata import AttentionMetadata
 from lab.engine.sampler import Sampler
 from lab.engine.scheduler import ScheduledChunk, SchedulerOutput
 from lab.engine.sequence import Sequence

@@ -14,7 +14,9 @@ version fails, and drives canary ramps.
 
 This package never imports torch: it talks to replicas over HTTP only, so it fronts vLLM, SGLang
 and `lab serve` the same way. Modules, one concept each: config, auth, buckets, queue, traffic,
-router, health, canary, upstream_http (per-replica keep-alive connection pools on httptools; pools: the
-same on aiohttp, the plain path), proxy, forward (the forwarded routes on the bare ASGI interface),
-metrics, admin, app, server (asyncio + httptools HTTP server), cli.
+router, health, canary, upstream_http (per-replica keep-alive connection pools on httptools;
+connection_pools: the same on aiohttp, the plain path), proxy, forward (the forwarded routes on the bare
+ASGI interface), metrics, admin, app, http_server (a general asyncio + httptools HTTP/1.1 server for
+an ASGI app), cli. What the gateway adds to a request is measured by a study
+(`lab.studies.gateway_latency`, `lab gateway bench-latency`).
 """

@@ -4,14 +4,14 @@ Contract: `build_app(config)` returns a `GatewayApp`, an ASGI app serving `/v1/c
 `/v1/chat/completions` (forwarded by `lab.gateway.forward`, on the bare ASGI interface: the hot
 path), and, through FastAPI, `/v1/models`, `/health` (alive), `/ready` (some replica is healthy),
 `/metrics` and the admin endpoints (`lab.gateway.admin`). `app.state.gateway` is the shared
-`Gateway`. A forwarded request goes: key -> tier (401 without a valid key) -> token buckets (429 +
-Retry-After) -> priority queue (504 with tier and waited_ms past the tier's timeout; a lower tier's
-running request may be preempted for it) -> replica over its connection pool (502/503 when none
-answers) -> the replica's bytes, streamed as they arrive. Its slot and outstanding work are given
-back when the response ends, however it ends (`Gateway.finish`). Everything with a clock or
-randomness takes it as an argument (`clock`, `uniform`), and the health loop can be left off
-(`run_health=False`) so tests drive rounds themselves; there is no module state, so several apps
-can live in one process.
+`Gateway`. A forwarded request goes: key -> tier (401 without a valid key; a request with no key at
+all takes `anonymous_tier` when the config names one) -> token buckets (429 + Retry-After) -> priority
+queue (504 with tier and waited_ms past the tier's timeout; a lower tier's running request may be
+preempted for it) -> replica over its connection pool (502/503 when none answers) -> the replica's
+bytes, streamed as they arrive. Its slot and outstanding work are given back when the response ends,
+however it ends (`Gateway.finish`). Everything with a clock or randomness takes it as an argument
+(`clock`, `uniform`), and the health loop can be left off (`run_health=False`) so tests drive rounds
+themselves; there is no module state, so several apps can live in one process.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from lab.gateway.errors import GatewayError, unauthorized
 from lab.gateway.forward import FORWARDED, Forwarder
 from lab.gateway.health import HealthChecker
 from lab.gateway.metrics import GatewayMetrics
-from lab.gateway.pools import UpstreamPools
+from lab.gateway.connection_pools import UpstreamPools
 from lab.gateway.proxy import Proxy, Upstream
 from lab.gateway.queue import AdmissionQueue, Ticket
 from lab.gateway.router import LeastOutstandingWork, Router
@@ -50,7 +50,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig, clock: Callable[[], float], uniform: Callable[[], float],
                  router: Router) -> None:
         self.config, self.clock = config, clock
-        self.keys = KeyStore(config.keys)
+        self.keys = KeyStore(config.keys, anonymous_tier=config.anonymous_tier)
         self.limiter = RateLimiter(config.tiers, clock)
         self.queue = AdmissionQueue(config.tiers, config.queue.max_inflight, clock)
         self.traffic = Traffic.from_config(config)

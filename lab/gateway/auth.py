@@ -4,7 +4,9 @@ Contract: `hash_key(key)` gives the string stored in the config, either `sha256:
 default: API keys are long random tokens, so a plain digest resists guessing as well as a salted
 one) or `pbkdf2_sha256$<iterations>$<salt>$<hex>` for keys a person chose. `verify_key(key, stored)`
 compares in constant time. `KeyStore.lookup(key)` returns the `KeyConfig` of a presented key or
-None; the tier comes from this lookup only, never from anything else the client sends.
+None; the tier comes from this lookup only, never from anything else the client sends. A store with
+an `anonymous_tier` returns, for a request with no key at all, the key `anonymous` of that tier (one
+set of key buckets for all of them); a wrong key is still None.
 `bearer_token(headers)` reads `Authorization: Bearer <key>` (or OpenAI-style `api-key`).
 """
 
@@ -15,7 +17,7 @@ import hmac
 import secrets
 from collections.abc import Mapping
 
-from lab.gateway.config import KeyConfig
+from lab.gateway.config import ANONYMOUS_KEY_NAME, KeyConfig
 
 PBKDF2_ITERATIONS = 200_000
 
@@ -60,8 +62,9 @@ class KeyStore:
     Failures are not remembered, so the cache cannot be grown by guessing.
     """
 
-    def __init__(self, keys: tuple[KeyConfig, ...], cache_size: int = 4096) -> None:
+    def __init__(self, keys: tuple[KeyConfig, ...], cache_size: int = 4096, anonymous_tier: str | None = None) -> None:
         self._keys = keys
+        self._anonymous = None if anonymous_tier is None else KeyConfig(ANONYMOUS_KEY_NAME, "", anonymous_tier)
         self._fast = {k.hash: k for k in keys if k.hash.startswith("sha256:")}
         self._slow = [k for k in keys if not k.hash.startswith("sha256:")]
         self._verified: dict[str, KeyConfig] = {}
@@ -69,7 +72,7 @@ class KeyStore:
 
     def lookup(self, key: str | None) -> KeyConfig | None:
         if not key:
-            return None
+            return self._anonymous
         digest = hash_key(key, "sha256")
         found = self._fast.get(digest) or self._verified.get(digest)
         if found is not None:

@@ -1,11 +1,17 @@
 """`lab gateway`: run the QoS gateway, or hash a key for its config.
 
     lab gateway --config deploy/gateway.example.yaml --host 127.0.0.1 --port 9000 [--server lab|uvicorn]
+    lab gateway --config deploy/gateway.example.yaml --replica http://127.0.0.1:8002,name=b   # other replicas
+    lab gateway --replica http://127.0.0.1:8001 --anonymous-tier batch   # no config: default tiers, no keys
     lab gateway hash-key [KEY] [--scheme sha256|pbkdf2]   # KEY read from stdin when omitted
-    lab gateway bench-latency --rate 100 --rate 500 --out reports/records/gateway_latency-cpu
 
 Contract: `register(subparsers)` adds the command (see lab/cli.py). A bad config is a `LabError`
-naming the field, printed without a traceback. The server is one process (`lab.gateway.server`,
+naming the field, printed without a traceback. `gateway_config(config_path, replica_specs,
+anonymous_tier)` is the config the command serves: the file (or the defaults) with `replicas` replaced by
+the `--replica URL[,version=V][,name=N][,weight=W][,model=M]` options when there are any (version
+defaults to the config's `stable_version`, else v1). A request's tier comes from its key only, so a
+gateway without keys would answer every request 401: the command refuses to start so, unless
+`--anonymous-tier TIER` (or the config's `anonymous_tier`) serves requests that carry no key at TIER. The server is one process (`lab.gateway.http_server`,
 asyncio + httptools, by default; uvicorn, the plain path, with `--server uvicorn`): the buckets,
 queue and health state live in the process, so one gateway process is one gateway.
 """
@@ -14,19 +20,33 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import math
 import sys
+from typing import TYPE_CHECKING, Any
 
 from lab.errors import LabError
 
+if TYPE_CHECKING:
+    from lab.gateway.config import GatewayConfig
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+
+def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
     parser = subparsers.add_parser(
         "gateway",
         help="run the QoS gateway (tiers, token buckets, priority queue, routing, health, canary)",
         description="Front OpenAI-compatible replicas with authenticated tiers, token buckets, a priority queue "
                     "with deadlines, least-outstanding-work routing, health checks with rollback, and canaries.",
     )
-    parser.add_argument("--config", help="gateway YAML config (see deploy/gateway.example.yaml)")
+    parser.add_argument("--config", help="gateway YAML config (see deploy/gateway.example.yaml); without it, the "
+                                         "default tiers and no keys")
+    parser.add_argument("--replica", action="append", dest="replicas", metavar="URL[,version=V][,name=N][,weight=W]",
+                        help="a replica to route to (repeatable; also model=M to rewrite the body's model); replaces "
+                             "the config's replicas. version defaults to the config's stable_version, else v1; "
+                             "name to the URL; weight to 1")
+    parser.add_argument("--anonymous-tier", metavar="TIER",
+                        help="serve requests that carry no API key at TIER (e.g. batch); a wrong key is still 401. "
+                             "Without keys in the config, the gateway refuses to start unless this is given, since "
+                             "it would answer every request 401")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=9000, help="port to listen on (default: 9000)")
     parser.add_argument("--log-level", default="warning", help="log level (default: warning)")
@@ -42,19 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hasher.add_argument("--scheme", choices=["sha256", "pbkdf2"], default="sha256",
                         help="sha256 for random tokens (default), pbkdf2 (salted, slow) for keys people chose")
     hasher.set_defaults(handler=_hash_key)
-    bench = actions.add_parser("bench-latency", help="measure the latency the gateway adds (straight vs through it)",
-                               description="Fire a fixed request rate straight at a minimal upstream and through a "
-                                           "real `lab gateway` in front of it, in one run; write a result record.")
-    bench.add_argument("--rate", type=float, action="append", dest="rates",
-                       help="offered requests/s on each path; repeat for several (default: 500)")
-    bench.add_argument("--target-rate", type=float, default=500.0, help="the rate whose numbers top the record")
-    bench.add_argument("--duration-s", type=float, default=10.0, help="measured seconds per path and round")
-    bench.add_argument("--warmup-s", type=float, default=1.0, help="unrecorded seconds before each phase")
-    bench.add_argument("--rounds", type=int, default=2, help="direct/gateway alternations")
-    bench.add_argument("--upstream", choices=["minimal", "replica"], default="minimal",
-                       help="minimal HTTP upstream (default) or a real `lab serve --model tiny` replica")
-    bench.add_argument("--out", default="runs/gateway_latency", help="folder for record.json")
-    bench.set_defaults(handler=_bench_latency)
+    return actions  # `lab gateway bench-latency` (lab.studies.gateway_latency.cli) is added by lab/cli.py
 
 
 def _hash_key(args: argparse.Namespace) -> int:
@@ -69,50 +77,80 @@ def _hash_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_latency(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+REPLICA_FIELDS = ("version", "name", "weight", "model")
 
-    from lab.gateway.latency_bench import LatencyBenchConfig, latency_record, run_latency_bench
 
-    import gc
+def replica_option(spec: str, default_version: str) -> dict[str, Any]:
+    """`URL[,version=V][,name=N][,weight=W][,model=M]` as a `replicas` entry of the config."""
+    url, *pairs = (part.strip() for part in spec.split(","))
+    if not url.startswith(("http://", "https://")) or not url.partition("://")[2]:
+        raise LabError(f"--replica {spec!r}: expected an http(s) URL first, e.g. http://127.0.0.1:8001,version=v1")
+    given: dict[str, str] = {}
+    for pair in pairs:
+        field, sep, value = (part.strip() for part in pair.partition("="))
+        if not sep or not field:
+            raise LabError(f"--replica {spec!r}: {pair!r} is not FIELD=VALUE; fields: {', '.join(REPLICA_FIELDS)}")
+        if field not in REPLICA_FIELDS:
+            raise LabError(f"--replica {spec!r}: unknown field {field!r}; fields: {', '.join(REPLICA_FIELDS)}")
+        if field in given:
+            raise LabError(f"--replica {spec!r}: {field} is given twice")
+        if not value:
+            raise LabError(f"--replica {spec!r}: {field} is empty")
+        given[field] = value
+    replica: dict[str, Any] = {"url": url, "version": default_version, **given}
+    if "weight" in given:
+        try:
+            replica["weight"] = float(given["weight"])
+        except ValueError:
+            replica["weight"] = math.nan
+        if not (math.isfinite(replica["weight"]) and replica["weight"] > 0):
+            raise LabError(f"--replica {spec!r}: weight must be a positive number (a share of its version's "
+                           f"work), got {given['weight']!r}")
+    return replica
 
-    rates = args.rates or [args.target_rate]
-    if args.target_rate not in rates:
-        raise LabError(f"--target-rate {args.target_rate:g} is not among the --rate values {rates}")
-    # This process is the load client, a measuring instrument: a full collection of what its imports
-    # left alive (numpy, the tracking stack) would stall it for tens of ms, on whichever path it hit.
-    gc.collect()
-    gc.freeze()
-    results = [run_latency_bench(LatencyBenchConfig(rate_per_s=rate, duration_s=args.duration_s,
-                                                    warmup_s=args.warmup_s, rounds=args.rounds,
-                                                    upstream=args.upstream)) for rate in rates]
-    path = latency_record(results, args.target_rate).save(Path(args.out) / "record.json")
-    for result in results:
-        print(f"{result.config.rate_per_s:g} req/s: direct p50/p99 {result.direct.p50_ms:.2f}/{result.direct.p99_ms:.2f} ms, "
-              f"gateway {result.gateway.p50_ms:.2f}/{result.gateway.p99_ms:.2f} ms, added "
-              f"{result.added_p50_ms:.2f}/{result.added_p99_ms:.2f} ms; CPU ms/request {result.cpu_ms_per_request}")
-    print(f"record: {path}")
-    target = next(r for r in results if r.config.rate_per_s == args.target_rate)
-    print(json.dumps({"rate_per_s": args.target_rate, "added_p50_ms": round(target.added_p50_ms, 3),
-                      "added_p99_ms": round(target.added_p99_ms, 3)}))
-    return 0
+
+def gateway_config(config_path: str | None, replica_specs: list[str] | None,
+                   anonymous_tier: str | None) -> GatewayConfig:
+    """The `GatewayConfig` that `lab gateway` serves (see the module docstring)."""
+    from lab.gateway.config import parse_config, read_config_file
+
+    if not config_path and not replica_specs:
+        raise LabError("lab gateway needs --config FILE (see deploy/gateway.example.yaml) or --replica URL")
+    data = read_config_file(config_path) if config_path else {}
+    if replica_specs and isinstance(data, dict):
+        stable = data.get("stable_version")
+        replicas = [replica_option(spec, str(stable or "v1")) for spec in replica_specs]
+        if stable and all(r["version"] != stable for r in replicas):
+            raise LabError(f"--replica: no replica has the config's stable_version {stable!r} (the version that "
+                           f"serves what canaries do not); give one version={stable}")
+        data = {**data, "replicas": replicas}
+    if anonymous_tier is not None and isinstance(data, dict):
+        data = {**data, "anonymous_tier": anonymous_tier}
+    config = parse_config(data)
+    if not config.keys and config.anonymous_tier is None:
+        raise LabError(
+            f"no API keys{' in ' + config_path if config_path else ' (no --config)'}: a request's tier comes from "
+            "its key only, so this gateway would answer every request 401. Give --config FILE with `keys` "
+            "(deploy/gateway.example.yaml has example keys; make your own with `lab gateway hash-key`), or "
+            "--anonymous-tier TIER to serve requests without a key at TIER")
+    return config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if not args.config:
-        raise LabError("lab gateway needs --config FILE (see deploy/gateway.example.yaml)")
     from lab.gateway.app import build_app
-    from lab.gateway.config import load_config
 
-    config = load_config(args.config)
+    config = gateway_config(args.config, args.replicas, args.anonymous_tier)
     app = build_app(config)
     print(f"lab gateway: http://{args.host}:{args.port}  ({len(config.replicas)} replicas, "
           f"tiers {[t.name for t in config.tiers]}, stable {config.stable_version!r}, server {args.server})", flush=True)
+    for replica in config.replicas:
+        print(f"  replica {replica.name}: {replica.url} (version {replica.version}, weight {replica.weight:g})", flush=True)
+    if config.anonymous_tier is not None:
+        print(f"  requests without an API key are served at tier {config.anonymous_tier!r} (anonymous_tier)", flush=True)
     if args.server == "lab":
         import logging
 
-        from lab.gateway.server import serve
+        from lab.gateway.http_server import serve
 
         level = logging.getLevelName(args.log_level.upper())
         logging.basicConfig(level=level if isinstance(level, int) else logging.DEBUG,

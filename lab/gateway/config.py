@@ -1,57 +1,21 @@
 """Gateway configuration: YAML validated into frozen dataclasses.
 
 Contract: `load_config(path)` / `parse_config(mapping)` return a `GatewayConfig` or raise
-`ConfigError` whose message names the bad field (`tiers[1].timeout_ms: ...`). Unknown fields are
+`ConfigError` whose message names the bad field (`tiers[1].timeout_ms: ...`); `read_config_file(path)`
+gives the file's mapping unchecked, for callers that override fields first (`lab gateway --replica`).
+`anonymous_tier` (default none: 401) serves requests that carry no key at that tier. Unknown fields are
 errors too, so a typo never silently falls back to a default. Everything omitted takes the
 article's defaults: tiers VIP (32 concurrent, 500 ms) > realtime (64, 2000 ms) > async > batch,
 health probes every 15 s with 3 failures to eject, canaries that start at 1%.
 
-Capacity kept for higher tiers under overload (a queue alone cannot do it: once batch holds every
-slot, a VIP waits for one to free, however high its priority), per tier:
-- `max_inflight_share` (trunk reservation): a request of the tier runs *within its share* when it starts
-  while the within-share requests of all tiers together hold fewer than `floor(share * queue.max_inflight)`
-  slots; the rest is kept for higher tiers. Defaults: VIP 1.0, realtime 0.9, async 0.9, batch 0.5.
-  Shares may not grow from a higher tier to a lower one.
-- `borrow` (default false: the strict reservation, the plain path): a tier that borrows may also start
-  requests above its share while a slot is idle; such a request is *borrowed* until it ends, and a
-  request of a higher tier that would run within its own share and finds no free slot reclaims it:
-  the newest borrowed request of the lowest tier is preempted (an explicit `preempted` error to its
-  client) and its slot changes hands. Lent slots keep the replica busy (a strict reservation leaves
-  them idle); reclaiming them puts the cancellations on the borrowing tier. Default: batch borrows.
-- `reclaim_after_ms` (default 0: at once; null: never): how long a request of the tier waits for a free
-  slot before it reclaims a borrowed one. On a full replica a slot frees every ~1/max_inflight of a
-  request's time, and the best waiter gets it: a short wait spares most borrowers (each reclaim is a
-  borrower's request lost) at little cost in latency. Defaults: VIP 0, realtime 500, async 5000.
-- `preempt_after_ms` / `preempts` (the last resort, for requests running within their share): a
-  request of a tier with `preempt_after_ms` that has waited that long for a slot (and found nothing
-  borrowed to reclaim) cancels the newest running request of the first tier in its `preempts` list
-  that has one running (an explicit `preempted` error to that client: a 503 before the first byte, an
-  SSE error event after) and takes its slot. `preempts` names lower tiers only (a tier never preempts
-  its equals or betters), in the order they give up slots.
-- `preempt_delays_ms` (optional, one per entry of `preempts`, each >= `preempt_after_ms`, non-decreasing;
-  omitted: `preempt_after_ms` for all): a tier of `preempts` gives up a slot only to a waiter that has
-  waited its delay, so the tiers that should not absorb losses are taken only near the waiter's deadline,
-  when a slot has most often freed by itself. Defaults: VIP takes batch's slot after 200 ms, async's then
-  realtime's only after 300 ms of its 500 (under 2x overload the three higher tiers offer about what the
-  replica completes, so at times they hold every slot and a VIP that may not take one misses its 500 ms);
-  realtime takes batch's after 500 ms, async's only after 1500 ms of its 2000. In a simulation of notebook
-  02's overload (40 seeds) this cut realtime and async cancellations from 126 to 51 with no VIP miss
-  and VIP's queue wait at most 300 ms (400 ms cut them to 21, but with ~0.15 s of prefill on top, VIP's
-  TTFT P99 passed 500 ms in notebook 02: 0.55 s).
-- `min_inflight` (default 0; batch 1): a guaranteed minimum of running requests. While a tier has waiters
-  and runs fewer than its minimum, that many free slots (at most its waiters) are held for it against
-  every tier but the top one (smallest `priority`): a freed slot goes to it before an earlier waiter of
-  a higher tier. The top tier is exempt: the minimum is there to leave its last resort a request of a
-  lower tier to cancel, and a slot held against it would only make it wait, then cancel the request that
-  started there. A request started above its share for a minimum is *guaranteed*: borrowed, but only the
-  top tier reclaims it (any other tier would hand the slot straight back to the minimum); a last resort
-  may still preempt it and keeps the slot. Minimums hold free slots, never running requests; when two
-  conflict, the higher tier's comes first. A minimum may not exceed its tier's `max_concurrency`, and all
-  of them must sum to less than `queue.max_inflight`. Batch's 1 changes nothing measurable with the
-  default shares (realtime and async may not start above 7 of 8 within-share slots, so the 8th goes to
-  batch whenever VIP leaves it), but keeps a batch request to cancel where realtime and async may use
-  every slot (shares 1.0: their cancellations halve in the simulation); 2 trade fewer cancellations for
-  realtime queue timeouts (10 to 22), async waits (P99 7 to 14 s) and throughput (-7 %).
+Each tier's overload knobs (`max_inflight_share`, `borrow`, `reclaim_after_ms`, `preempt_after_ms`,
+`preempts`, `preempt_delays_ms`, `min_inflight`) are one line each on `TierConfig`; what they do
+together is the queue's contract (`lab.gateway.queue`), and why the defaults are what they are is the
+comment above `DEFAULT_TIERS`. Names, priorities, caps and deadlines come from `lab.tiers`. Checks
+across fields: shares may not grow from a higher tier to a lower one; `preempts` names lower tiers
+only, and `preempt_delays_ms` (one per entry, each >= `preempt_after_ms`, non-decreasing) goes with it;
+a minimum may not exceed its tier's `max_concurrency`, and all minimums sum to less than
+`queue.max_inflight`.
 Values the gateway derives at run time (health, weights, outstanding work) live in
 `lab.gateway.traffic`, never here. See `deploy/gateway.example.yaml` for a commented example.
 """
@@ -65,6 +29,10 @@ from typing import Any
 import yaml
 
 from lab.errors import LabError
+from lab.tiers import TIERS
+
+
+ANONYMOUS_KEY_NAME = "anonymous"  # the key name (for its buckets) of requests without a key, under anonymous_tier
 
 
 class ConfigError(LabError):
@@ -156,6 +124,7 @@ class GatewayConfig:
     keys: tuple[KeyConfig, ...]
     replicas: tuple[ReplicaConfig, ...]
     admin_key_hash: str | None = None  # no admin endpoints without it
+    anonymous_tier: str | None = None  # requests without a key are served at this tier; None: 401
     stable_version: str = ""  # defaults to the first replica's version
     health: HealthConfig = field(default_factory=HealthConfig)
     canary: CanaryConfig = field(default_factory=CanaryConfig)
@@ -173,7 +142,8 @@ def _limit(rps: float, tps: float) -> BucketLimit:
     return BucketLimit(rps, 2 * rps, tps, 2 * tps)  # burst: two seconds' worth
 
 
-# Article: {"name": "VIP", "max_concurrency": 32, "timeout": 500}, {"name": "Realtime", ... 64, 2000}.
+# The names, priorities, caps and deadlines come from the one tier table (`lab.tiers`: the article's
+# VIP 32 / 500 ms and realtime 64 / 2000 ms, the lab's async and batch); what follows is the gateway's own.
 # Reservation and preemption (not in the article) keep VIP's 500 ms deadline under 2x overload; batch
 # borrows the idle reserved slots, so the reservation costs little throughput. VIP takes a borrowed slot
 # back at once; realtime and async first wait a little (500 ms, 5 s: a fraction of their timeouts), since
@@ -182,20 +152,37 @@ def _limit(rps: float, tps: float) -> BucketLimit:
 # timed out); VIP's last resort waits 200 ms for batch's slot (turnover usually frees one first), 300 ms
 # for async's or realtime's, so those are taken only when VIP would otherwise miss its 500 ms. Batch keeps
 # one running request (min_inflight) for that last resort to cancel.
-DEFAULT_TIERS: tuple[TierConfig, ...] = (
-    TierConfig("vip", 0, 32, 500, _limit(200, 200_000), _limit(50, 50_000), max_inflight_share=1.0,
-               reclaim_after_ms=0, preempt_after_ms=200, preempts=("batch", "async", "realtime"),
-               preempt_delays_ms=(200, 300, 300)),
-    TierConfig("realtime", 1, 64, 2000, _limit(400, 400_000), _limit(100, 100_000), max_inflight_share=0.9,
-               reclaim_after_ms=500, preempt_after_ms=500, preempts=("batch", "async"), preempt_delays_ms=(500, 1500)),
-    TierConfig("async", 2, 128, 30_000, _limit(400, 800_000), _limit(100, 200_000), max_inflight_share=0.9,
-               reclaim_after_ms=5000),
-    TierConfig("batch", 3, 32, 120_000, _limit(200, 800_000), _limit(100, 400_000), max_inflight_share=0.5,
-               borrow=True, min_inflight=1),
+# Measured (notebook 02's 2x overload, simulated over 40 seeds): the per-victim delays cut realtime and
+# async cancellations from 126 to 51 with no VIP miss and VIP's queue wait at most 300 ms (400 ms cut them
+# to 21, but with ~0.15 s of prefill on top VIP's TTFT P99 passed 500 ms in notebook 02: 0.55 s). Batch's
+# minimum of 1 changes nothing with these shares (realtime and async may not start above 7 of 8
+# within-share slots, so the 8th goes to batch whenever VIP leaves it) but keeps a batch request to cancel
+# where realtime and async may use every slot (shares 1.0: their cancellations halve in the simulation);
+# 2 trades fewer cancellations for realtime queue timeouts (10 to 22), async waits (P99 7 to 14 s) and
+# throughput (-7 %).
+_GATEWAY_TIER_SETTINGS: dict[str, dict[str, Any]] = {
+    "vip": dict(tier_limit=_limit(200, 200_000), key_limit=_limit(50, 50_000), max_inflight_share=1.0,
+                reclaim_after_ms=0, preempt_after_ms=200, preempts=("batch", "async", "realtime"),
+                preempt_delays_ms=(200, 300, 300)),
+    "realtime": dict(tier_limit=_limit(400, 400_000), key_limit=_limit(100, 100_000), max_inflight_share=0.9,
+                     reclaim_after_ms=500, preempt_after_ms=500, preempts=("batch", "async"),
+                     preempt_delays_ms=(500, 1500)),
+    "async": dict(tier_limit=_limit(400, 800_000), key_limit=_limit(100, 200_000), max_inflight_share=0.9,
+                  reclaim_after_ms=5000),
+    "batch": dict(tier_limit=_limit(200, 800_000), key_limit=_limit(100, 400_000), max_inflight_share=0.5,
+                  borrow=True, min_inflight=1),
+}
+DEFAULT_TIERS: tuple[TierConfig, ...] = tuple(
+    TierConfig(t.name, t.priority, t.max_concurrency, t.timeout_ms, **_GATEWAY_TIER_SETTINGS[t.name]) for t in TIERS
 )
 
 
 def load_config(path: str | Path) -> GatewayConfig:
+    return parse_config(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> Any:
+    """The YAML of a config file (an empty mapping for an empty file), not yet validated."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -203,7 +190,7 @@ def load_config(path: str | Path) -> GatewayConfig:
         raise ConfigError(f"cannot read gateway config {path}: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"gateway config {path} is not valid YAML: {error}") from None
-    return parse_config(data if data is not None else {})
+    return data if data is not None else {}
 
 
 def parse_config(data: Any) -> GatewayConfig:
@@ -216,6 +203,7 @@ def parse_config(data: Any) -> GatewayConfig:
         keys=keys,
         replicas=replicas,
         admin_key_hash=top.get("admin_key_hash", str, None),
+        anonymous_tier=top.get("anonymous_tier", str, None),
         stable_version=top.get("stable_version", str, replicas[0].version if replicas else ""),
         health=_section(top.sub("health"), HealthConfig, {"failure_threshold": int}),
         canary=_canary(top.sub("canary")),
@@ -337,6 +325,12 @@ def _cross_check(config: GatewayConfig) -> None:
             raise ConfigError(f"gateway config: keys[{i}].tier: unknown tier {key.tier!r}; known: {names}")
     if config.admin_key_hash is not None and not check_hash_format(config.admin_key_hash):
         raise ConfigError("gateway config: admin_key_hash: not a key hash; make one with `lab gateway hash-key`")
+    if config.anonymous_tier is not None:
+        if config.anonymous_tier not in names:
+            raise ConfigError(f"gateway config: anonymous_tier: unknown tier {config.anonymous_tier!r}; known: {names}")
+        if ANONYMOUS_KEY_NAME in key_names:
+            raise ConfigError(f"gateway config: keys: the name {ANONYMOUS_KEY_NAME!r} is the buckets' name of requests "
+                              "without a key (anonymous_tier); name the key otherwise")
     by_name = {t.name: t for t in config.tiers}
     for i, tier in enumerate(config.tiers):
         for name in tier.preempts:

@@ -1,4 +1,4 @@
-"""The ASGI lifespan protocol, driven from outside the app (for `lab.gateway.server`).
+"""The ASGI lifespan protocol, driven from outside the app (for `lab.gateway.http_server`).
 
 Contract: `Lifespan(app, state)`; `await startup()` runs the app's lifespan scope until it reports
 `lifespan.startup.complete` (raises `RuntimeError` on `lifespan.startup.failed`); `await shutdown()`
@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
-log = logging.getLogger("lab.gateway.server")
+log = logging.getLogger("lab.gateway.http_server")
 
 
 class Lifespan:

@@ -2,7 +2,7 @@
 
 Contract: `Proxy.open(path, request, tier_priority)` chooses a version by the traffic weights,
 picks a replica with the router, and POSTs the request over that replica's connection pool
-(`lab.gateway.upstream_http`; aiohttp's `lab.gateway.pools` with `proxy.client: aiohttp`), returning
+(`lab.gateway.upstream_http`; aiohttp's `lab.gateway.connection_pools` with `proxy.client: aiohttp`), returning
 as soon as the response headers are in. A connection error, a timeout or a 5xx status before any
 body byte counts as a failure of that replica: the attempt is dropped and another replica is tried
 (same version first, then any healthy one), up to `ProxyConfig.max_attempts`. The returned
@@ -23,7 +23,7 @@ import aiohttp
 from lab.gateway.config import ProxyConfig
 from lab.gateway.errors import GatewayError
 from lab.gateway.openai_body import ClientRequest, for_replica
-from lab.gateway.pools import UpstreamPools
+from lab.gateway.connection_pools import UpstreamPools
 from lab.gateway.router import Reservation, Router
 from lab.gateway.traffic import ReplicaState, Traffic
 from lab.gateway.upstream_http import HttpPools, HttpResponse, UpstreamError

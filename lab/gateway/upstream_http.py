@@ -1,6 +1,6 @@
 """A small HTTP/1.1 client for the upstream leg: keep-alive connections per replica, parsed by httptools.
 
-Contract: `HttpPools(config, max_connections)` has the interface of `lab.gateway.pools.UpstreamPools`
+Contract: `HttpPools(config, max_connections)` has the interface of `lab.gateway.connection_pools.UpstreamPools`
 (`session(url)`, `close()`). `await session(url).post(url, data=..., headers=...)` sends one request
 on an idle keep-alive connection to that replica (a new one when none is idle; at most
 `max_connections` open, more requests wait for one) and returns an `HttpResponse` as soon as the

@@ -1,42 +1,62 @@
 """Select what the report shows and write it.
 
-Contract: `build_report(out_dir, ...)` gathers measurements (MLflow store, unless disabled or
-absent, plus committed records), then writes `index.html`, `index.md` and `assets/` (the PNG
-plots, copied so the report folder is self-contained) into `out_dir`, and returns their paths.
-- Per notebook: the latest measurement of each profile, with all its metrics and plots.
-- Claims table: one row per `lab.report.claims.CLAIMS` entry. The value comes from the newest
-  measurement of the claim's experiment that recorded the claim's metric, preferring GPU runs
-  over CPU ones (a CPU smoke run says nothing about an A100 claim); without one the row reads
-  "not measured yet". A record present in both sources counts once.
+Contract: `build_report(out_dir, ...)` gathers measurements (committed records, plus the MLflow store
+unless disabled or absent), then writes `index.html` and `index.md` into `out_dir` and returns their
+paths; `report_texts(...)` returns the same two texts without writing them. Links (records, NOTE.md,
+code.diff, plots) are relative to `out_dir`; a record's plots are linked where they lie, an MLflow run's
+are downloaded into `<out_dir>/assets/<run id>/`.
+- Claims table: one row per `lab.report.claims.CLAIMS` entry, from full-scale measurements only
+  (`lab.report.scale`): the one of the claim's notebook that recorded the claim's metric, GPU before
+  CPU, then newest; judged by the claim's rule. Without one the row reads "not measured" and names the
+  notebook (and says when only smoke runs exist). A record present in both sources counts once, as the
+  committed file.
+- Notebooks: the latest full-scale measurement of each notebook per profile, with all its metrics, plots
+  and links; smoke and ad hoc runs likewise, in a section of their own.
+- Nothing depends on the clock or the machine: the report states the newest record's time, so the same
+  records give byte-identical files (the committed `reports/index.*` are rebuilt by
+  `lab report --committed`).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
+import os
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lab.report.claims import CLAIMS, Claim
+from lab.report.formatting import format_value
+from lab.report.rules import Judgement, Status
+from lab.report.scale import Scale
 from lab.report.sources import Measurement, display_path, fetch_plots, from_mlflow, from_records
 
-NOT_MEASURED = "not measured yet"
+NOT_MEASURED = Status.NOT_MEASURED.value
+ASSETS = "assets"
+
+
+@dataclass(frozen=True)
+class Link:
+    text: str
+    href: str | None  # relative to the report folder; None: plain text (an MLflow run)
 
 
 @dataclass(frozen=True)
 class ClaimRow:
     claim: Claim
-    measured: str  # formatted value with unit, or NOT_MEASURED
-    device: str
-    source: str
-    profile: str
+    measured: str  # formatted value with unit (and the evidence of the judgement), or NOT_MEASURED
+    judgement: Judgement
+    hardware: str  # ours; "" when not measured
+    links: tuple[Link, ...]  # the record (or MLflow run) and its NOTE.md
+    pending: str = ""  # why a claim is not measured, beyond "no record yet"
 
 
 @dataclass(frozen=True)
 class ShownMeasurement:
     measurement: Measurement
-    plots: tuple[str, ...]  # paths relative to the report folder
+    links: tuple[Link, ...]  # record, NOTE.md, code.diff
+    plots: tuple[str, ...]  # hrefs relative to the report folder
 
 
 @dataclass(frozen=True)
@@ -47,10 +67,11 @@ class NotebookSection:
 
 @dataclass(frozen=True)
 class Report:
-    generated_at: str
+    newest: str  # ISO time of the newest measurement, "" when there is none
     sources: tuple[str, ...]
     claims: tuple[ClaimRow, ...]
-    notebooks: tuple[NotebookSection, ...]
+    notebooks: tuple[NotebookSection, ...]  # full scale
+    smoke: tuple[NotebookSection, ...]  # smoke and ad hoc runs: the road, not a claim
 
 
 @dataclass(frozen=True)
@@ -59,14 +80,16 @@ class ReportFiles:
     markdown: Path
 
 
-def format_value(value: float, unit: str = "") -> str:
-    if abs(value) >= 100:
-        text = f"{value:,.0f}"
-    elif abs(value) >= 10:
-        text = f"{value:.1f}"
-    else:
-        text = f"{value:.3g}"
-    return f"{text} {unit}".strip()
+def _href(path: Path, out_dir: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
+
+
+def source_links(m: Measurement, out_dir: Path, with_code_diff: bool = True) -> tuple[Link, ...]:
+    if m.record_path is None:
+        return (Link(m.source, None),)
+    beside = (m.note_path, m.code_diff_path if with_code_diff else None)
+    return (Link(m.source, _href(m.record_path, out_dir)),
+            *(Link(p.name, _href(p, out_dir)) for p in beside if p is not None))
 
 
 def _unique(measurements: Iterable[Measurement]) -> list[Measurement]:
@@ -79,25 +102,27 @@ def _unique(measurements: Iterable[Measurement]) -> list[Measurement]:
     return unique
 
 
-def claim_rows(measurements: list[Measurement]) -> list[ClaimRow]:
-    rows = []
-    for claim in CLAIMS:
-        candidates = [m for m in measurements if m.experiment == claim.experiment and claim.metric in m.metrics]
-        if not candidates:
-            rows.append(ClaimRow(claim, NOT_MEASURED, "", "", ""))
-            continue
-        best = max(candidates, key=lambda m: (m.on_gpu, m.created_at))
-        value = format_value(best.metrics[claim.metric], claim.unit)
-        if claim.baseline_metric and claim.baseline_metric in best.metrics:
-            value = f"{format_value(best.metrics[claim.baseline_metric])} -> {value}"
-        rows.append(ClaimRow(claim, value, best.device, best.source, best.profile))
-    return rows
+def claim_row(claim: Claim, measurements: list[Measurement], out_dir: Path) -> ClaimRow:
+    recorded = [m for m in measurements if m.experiment == claim.experiment and m.value(claim.metric) is not None]
+    full = [m for m in recorded if m.scale is Scale.FULL]
+    if not full:
+        pending = "only smoke or ad hoc runs so far" if recorded else ""
+        return ClaimRow(claim, NOT_MEASURED, Judgement(Status.NOT_MEASURED), "", (), pending)
+    best = max(full, key=lambda m: (m.on_gpu, m.created_at))
+    value, baseline = best.value(claim.metric), best.value(claim.baseline_metric)
+    judgement = claim.rule.judge(value, baseline)
+    measured = format_value(value, claim.unit)
+    if baseline is not None:
+        measured = f"{format_value(baseline)} -> {measured}"
+    if judgement.evidence:
+        measured += f" ({judgement.evidence})"
+    return ClaimRow(claim, measured, judgement, best.hardware, source_links(best, out_dir, with_code_diff=False))
 
 
 def latest_per_profile(measurements: list[Measurement]) -> dict[str, list[Measurement]]:
     latest: dict[tuple[str, str], Measurement] = {}
     for m in measurements:
-        key = (m.notebook, m.profile)
+        key = (m.notebook, m.profile or "")
         if key not in latest or m.created_at > latest[key].created_at:
             latest[key] = m
     by_notebook: dict[str, list[Measurement]] = {}
@@ -106,6 +131,19 @@ def latest_per_profile(measurements: list[Measurement]) -> dict[str, list[Measur
     for shown in by_notebook.values():
         shown.sort(key=lambda m: m.created_at, reverse=True)
     return by_notebook
+
+
+def _sections(measurements: list[Measurement], out_dir: Path, store: Any) -> tuple[NotebookSection, ...]:
+    sections = []
+    for notebook, shown in latest_per_profile(measurements).items():
+        entries = []
+        for m in shown:
+            plots = list(m.plot_refs)
+            if store is not None and m.run_id is not None:
+                plots += fetch_plots(m, out_dir / ASSETS / m.run_id, store)
+            entries.append(ShownMeasurement(m, source_links(m, out_dir), tuple(_href(p, out_dir) for p in plots)))
+        sections.append(NotebookSection(notebook, tuple(entries)))
+    return tuple(sections)
 
 
 def _open_store(tracking_uri: str | None):
@@ -119,38 +157,43 @@ def _open_store(tracking_uri: str | None):
     return TrackingStore.open(uri)
 
 
-def build_report(out_dir: Path, tracking_uri: str | None = None, records_dir: Path | None = None,
-                 use_mlflow: bool = True) -> ReportFiles:
+def assemble(out_dir: Path, tracking_uri: str | None = None, records_dir: Path | None = None,
+             use_mlflow: bool = True) -> Report:
     from lab.paths import ProjectLayout
-    from lab.report.render import render_html, render_markdown
 
     records_dir = records_dir or ProjectLayout.discover().committed_records_dir
     store = _open_store(tracking_uri) if use_mlflow else None
     sources = [f"records: {display_path(records_dir)}"]
-    measurements = []
+    measurements = from_records(records_dir)
     if store is not None:
-        sources.insert(0, f"MLflow: {store.uri}")
+        sources.append(f"MLflow: {store.uri}")
         measurements += from_mlflow(store)
-    measurements = _unique(measurements + from_records(records_dir))
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    assets = out_dir / "assets"
-    shutil.rmtree(assets, ignore_errors=True)  # generated output: rebuilt from scratch each time
-    sections = []
-    for notebook, shown in latest_per_profile(measurements).items():
-        entries = []
-        for m in shown:
-            folder = assets / (m.run_id or m.record_id or notebook)
-            plots = fetch_plots(m, folder, store)
-            entries.append(ShownMeasurement(m, tuple(p.relative_to(out_dir).as_posix() for p in plots)))
-        sections.append(NotebookSection(notebook, tuple(entries)))
-    report = Report(
-        generated_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    measurements = _unique(measurements)  # records first: a committed record wins over its imported run
+    full = [m for m in measurements if m.scale is Scale.FULL]
+    road = [m for m in measurements if m.scale is not Scale.FULL]
+    newest = max((m.created_at for m in measurements), default=None)
+    return Report(
+        newest=newest.isoformat(timespec="seconds") if newest else "",
         sources=tuple(sources),
-        claims=tuple(claim_rows(measurements)),
-        notebooks=tuple(sections),
+        claims=tuple(claim_row(claim, measurements, out_dir) for claim in CLAIMS),
+        notebooks=_sections(full, out_dir, store),
+        smoke=_sections(road, out_dir, store),
     )
-    html_path, md_path = out_dir / "index.html", out_dir / "index.md"
-    html_path.write_text(render_html(report), encoding="utf-8")
-    md_path.write_text(render_markdown(report), encoding="utf-8")
-    return ReportFiles(html=html_path, markdown=md_path)
+
+
+def report_texts(out_dir: Path, tracking_uri: str | None = None, records_dir: Path | None = None,
+                 use_mlflow: bool = True) -> dict[str, str]:
+    """{"index.html": ..., "index.md": ...} as `build_report` writes them into `out_dir`."""
+    from lab.report.render import render_html, render_markdown
+
+    report = assemble(out_dir, tracking_uri, records_dir, use_mlflow)
+    return {"index.html": render_html(report), "index.md": render_markdown(report)}
+
+
+def build_report(out_dir: Path, tracking_uri: str | None = None, records_dir: Path | None = None,
+                 use_mlflow: bool = True) -> ReportFiles:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out_dir / ASSETS, ignore_errors=True)  # downloaded plots: rebuilt from scratch each time
+    for name, text in report_texts(out_dir, tracking_uri, records_dir, use_mlflow).items():
+        (out_dir / name).write_text(text, encoding="utf-8")
+    return ReportFiles(html=out_dir / "index.html", markdown=out_dir / "index.md")

@@ -1,32 +1,42 @@
-"""Where report numbers come from: the MLflow store and committed result records.
+"""Where report numbers come from: committed result records and the MLflow store.
 
-Contract: both sources yield `Measurement`s, one per notebook execution (MLflow runs tagged
-`lab.kind=record` that FINISHED; record JSON files under `reports/records/`, which carry their
-device so GPU numbers committed to git show up without any store). `fetch_plots(measurement,
-dest)` copies that measurement's PNG files into `dest` and returns their paths; it is called only
-for measurements the report shows, so a large store is not downloaded.
+Contract: both sources yield `Measurement`s, one per notebook execution (record JSON files under a
+records folder, `reports/records/` by default, which carry their device so GPU numbers committed to git
+show without any store; MLflow runs tagged `lab.kind=record` that FINISHED). Each knows its `scale`
+(`lab.report.scale`: only full-scale ones stand for claims), its hardware and code in words
+(`lab.report.provenance`), and, for records, the files beside it: plots, NOTE.md, code.diff. Plots of a
+record are linked where they lie; `fetch_plots(measurement, dest, store)` downloads an MLflow run's PNG
+files into `dest`, and is called only for runs the report shows, so a large store is not downloaded.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.track.record import ResultRecord
+from lab.report.provenance import CPU_PREFIX, UNKNOWN, describe_code, describe_hardware
+from lab.report.scale import Scale, scale_of
+from lab.track.flatten import flatten
+from lab.track.record import CODE_DIFF_FILE, ResultRecord
 
-UNKNOWN = "-"
+NOTE_FILE = "NOTE.md"  # how a committed record was made and what it shows, beside its record.json
+ENV_TAG_PREFIX = "lab."
 
 
 @dataclass(frozen=True)
 class Measurement:
     experiment: str
     notebook: str
-    profile: str
+    profile: str | None  # None: run by hand, outside `lab reproduce`
+    scale: Scale
     device: str
+    hardware: str  # "1× NVIDIA H200", "2-core CPU (AMD EPYC)"
+    code: str  # "commit 3d02e495d1be + diff sha256 ..."
     created_at: _dt.datetime
     metrics: Mapping[str, float]
     params: Mapping[str, Any]
@@ -34,11 +44,18 @@ class Measurement:
     record_id: str | None
     run_id: str | None = None  # MLflow run, when from the store
     record_path: Path | None = None  # record file, when from records
-    plot_refs: tuple[str, ...] = field(default=())  # artifact paths (MLflow) or files (records)
+    plot_refs: tuple[Path, ...] = field(default=())  # a record's plot files
+    note_path: Path | None = None
+    code_diff_path: Path | None = None
 
     @property
     def on_gpu(self) -> bool:
-        return self.device != UNKNOWN and not self.device.startswith("cpu")
+        return self.device != UNKNOWN and not self.device.startswith(CPU_PREFIX)
+
+    def value(self, metric: str | None) -> float | None:
+        """The metric when it was recorded and is a number (records keep NaN for "could not measure")."""
+        value = self.metrics.get(metric) if metric else None
+        return value if value is not None and math.isfinite(value) else None
 
 
 def _parse_time(text: str | None) -> _dt.datetime:
@@ -59,6 +76,11 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+def _beside(file: Path, name: str) -> Path | None:
+    path = file.with_name(name)
+    return path if path.is_file() else None
+
+
 def from_records(records_dir: Path) -> list[Measurement]:
     measurements = []
     for file in sorted(records_dir.rglob("*.json")) if records_dir.is_dir() else []:
@@ -66,12 +88,16 @@ def from_records(records_dir: Path) -> list[Measurement]:
             record = ResultRecord.load(file)
         except (ValueError, TypeError, KeyError, AttributeError):
             continue  # not a record; the folder may hold other JSON
-        plots = tuple(str(p) for p in record.artifact_paths(file.parent) if p.suffix.lower() == ".png" and p.is_file())
+        env = flatten(record.environment)
+        plots = tuple(p for p in record.artifact_paths(file.parent) if p.suffix.lower() == ".png" and p.is_file())
         measurements.append(Measurement(
             experiment=record.experiment,
             notebook=record.notebook or record.experiment,
-            profile=record.profile or UNKNOWN,
+            profile=record.profile,
+            scale=scale_of(record.profile, committed=True),
             device=record.device or UNKNOWN,
+            hardware=describe_hardware(env),
+            code=describe_code(env),
             created_at=_parse_time(record.created_at),
             metrics=dict(record.metrics),
             params=dict(record.params),
@@ -79,6 +105,8 @@ def from_records(records_dir: Path) -> list[Measurement]:
             record_id=record.record_id,
             record_path=file,
             plot_refs=plots,
+            note_path=_beside(file, NOTE_FILE),
+            code_diff_path=_beside(file, CODE_DIFF_FILE) if record.code_diff else None,
         ))
     return measurements
 
@@ -87,7 +115,6 @@ def from_mlflow(store: Any) -> list[Measurement]:
     """Measurements from a `lab.track.store.TrackingStore`."""
     from lab.track.store import (
         KIND_RECORD,
-        TAG_DEVICE,
         TAG_EXPERIMENT,
         TAG_KIND,
         TAG_NOTEBOOK,
@@ -98,12 +125,17 @@ def from_mlflow(store: Any) -> list[Measurement]:
     measurements = []
     for run in store.search(f"tags.`{TAG_KIND}` = '{KIND_RECORD}' and attributes.status = 'FINISHED'"):
         tags = run.data.tags
+        env = {k[len(ENV_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(ENV_TAG_PREFIX)}
         experiment = tags.get(TAG_EXPERIMENT, UNKNOWN)
+        profile = tags.get(TAG_PROFILE)
         measurements.append(Measurement(
             experiment=experiment,
             notebook=tags.get(TAG_NOTEBOOK, experiment),
-            profile=tags.get(TAG_PROFILE, UNKNOWN),
-            device=tags.get(TAG_DEVICE, UNKNOWN),
+            profile=profile,
+            scale=scale_of(profile, committed=False),
+            device=env.get("device", UNKNOWN),
+            hardware=describe_hardware(env),
+            code=describe_code(env),
             created_at=_dt.datetime.fromtimestamp((run.info.start_time or 0) / 1000, _dt.timezone.utc),
             metrics=dict(run.data.metrics),
             params=dict(run.data.params),
@@ -124,19 +156,16 @@ def _png_artifacts(client: Any, run_id: str, path: str | None = None) -> list[st
     return found
 
 
-def fetch_plots(measurement: Measurement, dest: Path, store: Any | None) -> list[Path]:
+def fetch_plots(measurement: Measurement, dest: Path, store: Any) -> list[Path]:
+    """Download an MLflow run's PNG artifacts into `dest`; a record's plots are not copied."""
+    if measurement.run_id is None:
+        return []
     copied = []
-    if measurement.run_id is not None and store is not None:
-        for artifact in _png_artifacts(store.client, measurement.run_id):
-            dest.mkdir(parents=True, exist_ok=True)
-            local = store.client.download_artifacts(measurement.run_id, artifact, str(dest / "download"))
-            target = dest / Path(artifact).name
-            shutil.move(local, target)
-            copied.append(target)
-        shutil.rmtree(dest / "download", ignore_errors=True)
-    for ref in measurement.plot_refs:
+    for artifact in _png_artifacts(store.client, measurement.run_id):
         dest.mkdir(parents=True, exist_ok=True)
-        target = dest / Path(ref).name
-        shutil.copy2(ref, target)
+        local = store.client.download_artifacts(measurement.run_id, artifact, str(dest / "download"))
+        target = dest / Path(artifact).name
+        shutil.move(local, target)
         copied.append(target)
+    shutil.rmtree(dest / "download", ignore_errors=True)
     return copied

@@ -9,11 +9,10 @@ Contract: everything here is torch-free and runs on a CPU. Layers, each behind a
 - `engine_profile` / `trace` / `workload` / `tiers` / `fleet` / `simulator` / `timeline`: a
   tick-based fleet simulator fed by trace-driven multi-day workloads, calibrated from a measured
   engine profile (`profiles/default.json` is an illustrative default).
-- `scenarios` / `study_report` / `plots`: the comparisons, metrics and figures of notebook
-  `04_predictive_scaling`.
 - `pool` / `local_pool` / `replica_metrics` / `gateway_sync` / `control_loop`: the live path: replicas
   as `lab serve` processes, their /metrics as signals, ready endpoints handed to the gateway.
 - `cli` / `simulate_command`: `lab scale simulate` and `lab scale run`.
+Notebook 04's comparisons, metrics and figures are a study (`lab.studies.scaling`).
 Submodules are imported explicitly (`from lab.scale.simulator import simulate`); this package
 imports nothing heavy, so `lab --help` stays fast.
 """

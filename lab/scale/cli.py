@@ -4,11 +4,13 @@ Contract: `lab scale simulate` builds a workload (`--trace`, default the shared 
 `--days`, `--rate` requests/s at envelope 1, `--seed`, flash sales per day), runs one policy
 (`static`, `reactive`, `target`, `predictive`) on it with a fleet plan (`--spot`, `--reserved`,
 `--startup-s`) and an engine profile (`--profile`: a profile file or a `lab bench offline` record),
-prints one line per tier and, as the last stdout line, one JSON object with the results and the
-simulator's wall time (`sim_wall_s`): `lab scale simulate --days 1 --rate 100` is the
+prints which forecaster it used, one line per tier and, as the last stdout line, one JSON object with
+the results and the simulator's wall time (`sim_wall_s`): `lab scale simulate --days 1 --rate 100` is the
 day-at-100-requests/s speed benchmark. `predictive` forecasts from `--history-days` days simulated
-before the window (seasonal naive by default, `--forecaster prophet` for Prophet). `--out DIR` also
-writes a result record (`record.json`, experiment `scale_simulate`) there.
+before the window with `--forecaster` (Prophet by default; `seasonal_naive`, `ewma`, `last_value` are
+the baselines); the other policies forecast nothing ("forecaster: none"). `--out DIR` also writes a
+result record (`record.json`, experiment `scale_simulate`, the forecaster and its settings among its
+params) there.
 `lab scale run` runs the live control loop (`lab.scale.control_loop`) against a `LocalPool` of
 `lab serve` replicas, optionally registering ready ones with the gateway's admin API.
 """
@@ -18,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from lab.scale.simulate_command import DEFAULT_FORECASTER, FORECASTERS  # light: no numpy, no prophet
 
 POLICIES = ("static", "reactive", "target", "predictive")
 
@@ -38,7 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--replicas", type=int, default=0, help="static: replica count (default: sized for the peak)")
     sim.add_argument("--reactive-delay-s", type=float, default=15.0)
     sim.add_argument("--history-days", type=int, default=2, help="predictive: days of history to forecast from")
-    sim.add_argument("--forecaster", choices=("seasonal_naive", "prophet"), default="seasonal_naive")
+    sim.add_argument("--forecaster", choices=FORECASTERS, default=DEFAULT_FORECASTER,
+                     help=f"predictive: the forecaster of the request rate (default: {DEFAULT_FORECASTER}; "
+                          "seasonal_naive, ewma and last_value are baselines: a day ago, an exponentially "
+                          "weighted mean, the last value)")
     sim.add_argument("--spot", action="store_true", help="buy capacity above the reserved base as spot")
     sim.add_argument("--reserved", type=int, default=0, help="reserved replicas (default 0)")
     sim.add_argument("--startup-s", type=float, default=60.0, help="replica cold start (default 60)")
@@ -58,6 +65,9 @@ def _simulate(args: argparse.Namespace) -> int:
         history_days=args.history_days, forecaster=args.forecaster, use_spot=args.spot,
         reserved_replicas=args.reserved, startup_s=args.startup_s, profile=args.profile, seed=args.seed)
     summary = run_simulate_command(request, out_dir=args.out)
+    settings = ", ".join(f"{k}={v}" for k, v in summary["forecaster_settings"].items())
+    print(f"forecaster: {summary['forecaster']}" + (f" ({settings})" if settings else
+                                                    f" (the {args.policy} policy does not forecast)"))
     for tier in summary["tiers"]:
         print(f"{tier['name']:>9}: {tier['arrived']:>9} arrived, {tier['served']:>9} served, "
               f"{tier['shed']:>7} shed, {tier['timed_out']:>7} timed out, SLO {tier['slo_pct']:.3f} %")

@@ -30,7 +30,7 @@ from lab.scale.engine_profile import EngineProfile, default_profile
 from lab.scale.policy import Policy
 from lab.scale.signals import Action, LoadSignals, ScalingDecision
 from lab.scale.tier_queue import TierQueue, TierStats
-from lab.scale.tiers import Tier, default_tiers, validate_tiers
+from lab.scale.tiers import SimulatedTier, default_tiers, validate_tiers
 from lab.scale.timeline import Timeline
 from lab.scale.workload import Workload
 
@@ -41,7 +41,7 @@ class SimConfig:
     spot: SpotMarket = field(default_factory=SpotMarket)
     prices: Prices = field(default_factory=Prices)
     profile: EngineProfile = field(default_factory=default_profile)
-    tiers: tuple[Tier, ...] = field(default_factory=default_tiers)
+    tiers: tuple[SimulatedTier, ...] = field(default_factory=default_tiers)
     initial_replicas: int = 1
     control_interval_s: int = 1  # how often the policy is asked
     rate_window_s: int = 10  # the gateway's request-rate export window
@@ -78,7 +78,7 @@ class SimResult:
         return sum(t.arrived - t.within_slo for t in self.tiers)
 
 
-def _slo_tables(tiers: tuple[Tier, ...], prefill_s: np.ndarray) -> list[list[float]]:
+def _slo_tables(tiers: tuple[SimulatedTier, ...], prefill_s: np.ndarray) -> list[list[float]]:
     """table[k][w]: share of tier k's requests meeting the SLO after waiting w whole seconds."""
     ordered = np.sort(prefill_s)
     return [[float(np.searchsorted(ordered, tier.slo_ttft_s - w, side="right")) / len(ordered)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lab.scale.tiers import Tier
+from lab.scale.tiers import SimulatedTier
 
 
 @dataclass
@@ -46,7 +46,7 @@ class TierStats:
 
 
 class TierQueue:
-    def __init__(self, tier: Tier, slo_by_wait: list[float]) -> None:
+    def __init__(self, tier: SimulatedTier, slo_by_wait: list[float]) -> None:
         self.tier = tier
         self.timeout_ticks = math.floor(tier.timeout_s)  # waited longer than this: timed out
         if len(slo_by_wait) != self.timeout_ticks + 1:

@@ -1,20 +1,23 @@
-"""The gateway's QoS tiers as the simulator sees them: share, priority, deadline, SLO, queue cap.
+"""The QoS tiers as the fleet simulator sees them: traffic share, deadline, SLO, queue cap.
 
-Contract: a `Tier` is one class of traffic: its `share` of arrivals, its queue `timeout_s` (a request
-still queued after it times out at the gateway), its `slo_ttft_s` (time to first token that counts
-as meeting the SLO) and `max_queue` (arrivals beyond it are shed). Tiers are listed highest
+Contract: a `SimulatedTier` is one class of traffic: its `share` of arrivals, its queue `timeout_s` (a
+request still queued after it times out at the gateway), its `slo_ttft_s` (time to first token that
+counts as meeting the SLO) and `max_queue` (arrivals beyond it are shed). Tiers are listed highest
 priority first; the simulator admits strictly by priority, FIFO inside a tier. `default_tiers()`
-follows the article: VIP with a 500 ms deadline, realtime 2000 ms, async and batch tolerant.
-Tier names match the gateway's (`lab.gateway`): VIP, realtime, async, batch.
+takes names, order and deadlines from the one tier table (`lab.tiers`: VIP 500 ms, realtime 2000 ms,
+async 30 s, batch 120 s; the deadline is also the SLO); the traffic shares and queue caps are the
+simulator's own: a customer-service mix of mostly realtime chat, some async and batch work, few VIPs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lab.tiers import TIERS
+
 
 @dataclass(frozen=True)
-class Tier:
+class SimulatedTier:
     name: str
     share: float  # fraction of arrivals
     timeout_s: float  # queue deadline at the gateway
@@ -28,16 +31,17 @@ class Tier:
             raise ValueError(f"tier {self.name}: need a finite timeout_s > 0, slo_ttft_s > 0, max_queue >= 0")
 
 
-def default_tiers() -> tuple[Tier, ...]:
-    return (
-        Tier("VIP", share=0.05, timeout_s=0.5, slo_ttft_s=0.5, max_queue=1_000),
-        Tier("realtime", share=0.45, timeout_s=2.0, slo_ttft_s=2.0, max_queue=20_000),
-        Tier("async", share=0.30, timeout_s=60.0, slo_ttft_s=30.0, max_queue=200_000),
-        Tier("batch", share=0.20, timeout_s=900.0, slo_ttft_s=600.0, max_queue=1_000_000),
-    )
+# The simulator's traffic per tier: share of arrivals and queue cap (lab.tiers has the rest).
+DEFAULT_SHARES = {"vip": 0.05, "realtime": 0.45, "async": 0.30, "batch": 0.20}
+DEFAULT_MAX_QUEUE = {"vip": 1_000, "realtime": 20_000, "async": 200_000, "batch": 1_000_000}
 
 
-def validate_tiers(tiers: tuple[Tier, ...]) -> None:
+def default_tiers() -> tuple[SimulatedTier, ...]:
+    return tuple(SimulatedTier(t.name, share=DEFAULT_SHARES[t.name], timeout_s=t.timeout_s, slo_ttft_s=t.timeout_s,
+                               max_queue=DEFAULT_MAX_QUEUE[t.name]) for t in TIERS)
+
+
+def validate_tiers(tiers: tuple[SimulatedTier, ...]) -> None:
     if not tiers:
         raise ValueError("need at least one tier")
     names = [t.name for t in tiers]

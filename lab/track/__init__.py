@@ -3,8 +3,8 @@
 Public API (what notebooks and other packages call):
 - `ResultRecord`, `child_records(experiment, [(params, metrics), ...])`   (lab.track.record)
 - `collect_environment()`                                               (lab.track.environment)
-- `notebook_context(notebook)`, `record_notebook(experiment, params, metrics, artifacts=(),
-  children=(), context=None)`                                           (lab.track.notebook)
+- `notebook_context(notebook)`, `notebook_parameters(globals())`, `record_notebook(experiment, params,
+  metrics, artifacts=(), children=(), context=None)`                    (lab.track.notebook)
 - `log_record(record, *, record_path, tracking_uri, run_name, parent_run_id, ...)`,
   `parent_run(experiment, *, run_name, ...)`, `attach_artifact(run_id, path)`   (lab.track.log)
 - `import_path(path, tracking_uri=None)`                                 (lab.track.importer)
@@ -33,6 +33,7 @@ _EXPORTS = {
     "NotebookContext": "lab.track.notebook",
     "RecordedRun": "lab.track.notebook",
     "notebook_context": "lab.track.notebook",
+    "notebook_parameters": "lab.track.notebook",
     "record_notebook": "lab.track.notebook",
     "RunHandle": "lab.track.log",
     "log_record": "lab.track.log",

@@ -2,7 +2,8 @@
 
 Contract: `register(subparsers)` adds `lab track import PATH...` (see `lab.track.importer`) and
 `lab track list`; both take `--tracking-uri` (default: `MLFLOW_TRACKING_URI`, else the project's
-sqlite store).
+sqlite store). `lab track list` reads a sqlite store without importing mlflow (`lab.track.listing`), so
+it answers in a fraction of a second, and prints names whole.
 """
 
 from __future__ import annotations
@@ -61,21 +62,16 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    import datetime as dt
+    from lab.track.listing import format_table, recent_runs
+    from lab.track.store import resolve_tracking_uri
 
-    from lab.track.store import TAG_DEVICE, TAG_PROFILE, TrackingStore
-
-    store = TrackingStore.open(args.tracking_uri)
-    names = {e.experiment_id: e.name for e in store.client.search_experiments()}
-    runs = store.search()[: args.limit]
-    print(f"{'started':19}  {'status':8}  {'experiment':24}  {'run':32}  {'profile':9}  device")
-    for run in runs:
-        started = dt.datetime.fromtimestamp((run.info.start_time or 0) / 1000).strftime("%Y-%m-%d %H:%M:%S")
-        print(
-            f"{started:19}  {run.info.status:8}  {names.get(run.info.experiment_id, '?')[:24]:24}  "
-            f"{(run.info.run_name or run.info.run_id)[:32]:32}  {run.data.tags.get(TAG_PROFILE, '-'):9}  "
-            f"{run.data.tags.get(TAG_DEVICE, '-')}"
-        )
-    if not runs:
-        print(f"(no runs in {store.uri})")
+    if args.limit < 1:
+        raise LabError(f"--limit must be at least 1, got {args.limit}")
+    uri = resolve_tracking_uri(args.tracking_uri)
+    rows = recent_runs(uri, args.limit)
+    if not rows:
+        print(f"(no runs in {uri})")
+        return 0
+    for line in format_table(rows):
+        print(line)
     return 0

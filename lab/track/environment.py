@@ -1,10 +1,12 @@
 """What machine and software produced a result.
 
-Contract: `collect_environment()` returns a JSON-ready dict that never raises on a machine lacking
-git, torch or a GPU (missing facts are None). Keys: `git_sha`, `git_dirty`, `python`, `os`,
-`hostname`, `cpu_model`, `device` (the GPU name when a GPU is present, else `cpu: <model>`),
-`torch` {version, cuda_available, cuda_version}, `gpu` {count, driver, cuda_driver, names, mig},
-`packages` {distribution: version} for the packages that shape results.
+Contract: `collect_environment()` never raises on a machine lacking git, torch or a GPU (missing
+facts are None) and returns a `CollectedEnvironment`: a JSON-ready dict with the keys `git_sha`,
+`git_dirty`, `git_diff_sha256`, `git_untracked`, `git_sha_source`, `git_unavailable_reason` (see
+`lab.track.code_state`), `python`, `os`, `hostname`, `cpu_model`, `cpu_count`, `device` (the GPU name
+when a GPU is present, else `cpu: <model>`), `torch` {version, cuda_available, cuda_version}, `gpu`
+{count, driver, cuda_driver, names, mig}, `packages` {distribution: version} for the packages that shape
+results; plus, beside the dict, `code_diff`: the uncommitted diff, which a record writes as `code.diff`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import importlib.metadata
 import os
 import platform
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from lab.gpu.nvml import nvml_session
 from lab.paths import project_root
+from lab.track.code_state import code_state
+from lab.track.record import CollectedEnvironment
 
 # Distributions whose versions change measured numbers; absent ones are simply left out.
 TRACKED_PACKAGES = (
@@ -43,26 +46,6 @@ TRACKED_PACKAGES = (
     "vllm",
     "sglang",
 )
-
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def git_state(root: Path | None = None) -> tuple[str | None, bool | None]:
-    """(HEAD sha or None when there is no repository/commit, whether the tree has changes)."""
-    directory = root or project_root()
-    sha = _git(directory, "rev-parse", "HEAD")
-    if sha is None:
-        return None, None
-    status = _git(directory, "status", "--porcelain", "--untracked-files=no")
-    return sha, None if status is None else bool(status)
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
@@ -113,13 +96,12 @@ def gpu_facts() -> dict[str, Any]:
         }
 
 
-def collect_environment(root: Path | None = None) -> dict[str, Any]:
-    sha, dirty = git_state(root)
+def collect_environment(root: Path | None = None) -> CollectedEnvironment:
+    code = code_state(root or project_root())
     cpu = cpu_model()
     gpu = gpu_facts()
-    return {
-        "git_sha": sha,
-        "git_dirty": dirty,
+    facts = {
+        **code.facts(),
         "python": platform.python_version(),
         "python_executable": sys.executable,
         "os": platform.platform(),
@@ -132,4 +114,5 @@ def collect_environment(root: Path | None = None) -> dict[str, Any]:
         "gpu": gpu,
         "packages": package_versions(),
     }
+    return CollectedEnvironment(facts, code_diff=code.diff or None)
 

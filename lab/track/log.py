@@ -4,7 +4,8 @@ Contract:
 - `log_record(record, ...)` writes the record JSON (when `record_path` is given) and creates one
   MLflow run holding: params flattened to dotted keys (values truncated to MLflow's limit), the
   metrics, the environment as `lab.*` tags (`lab.device`, `lab.git_sha`, `lab.gpu.count`, ...),
-  `record.json` and the record's artifacts as artifacts. Each child record becomes a nested run.
+  `record.json` (plus `code.diff` when it ran uncommitted code) and the record's artifacts as
+  artifacts. Each child record becomes a nested run.
   With `parent_run_id` the run is nested under that run and lives in the parent's experiment
   (the MLflow UI only nests runs of one experiment); otherwise in experiment `record.experiment`.
   Returns the run id.
@@ -144,7 +145,11 @@ def _log(store: TrackingStore, record: ResultRecord, base_dir: Path, experiment_
         if kind == KIND_RECORD:
             # Children are inside the parent's record.json; they need no copy of their own.
             with tempfile.TemporaryDirectory(prefix="lab-record-") as tmp:
-                store.client.log_artifact(run_id, str(record.save(Path(tmp) / RECORD_ARTIFACT)))
+                saved = record.save(Path(tmp) / RECORD_ARTIFACT)
+                store.client.log_artifact(run_id, str(saved))
+                diff = record.code_diff_path(saved)
+                if diff is not None:
+                    store.client.log_artifact(run_id, str(diff))
         _log_artifact_paths(store, run_id, record.artifact_paths(base_dir))
         for child in record.children:
             _log(store, child, base_dir, experiment_id, run_id, None, KIND_SWEEP_POINT, {})

@@ -11,6 +11,9 @@ them once into a frozen `NotebookContext`:
 (with `collect_environment()`), copies artifacts that live outside `run_dir` into it, writes
 `<run_dir>/record.json` and logs the record to MLflow nested under the parent run when there is
 one. It returns a `RecordedRun` with the record, its path and the MLflow run id.
+`notebook_parameters(globals())` is how every record cell collects its params: the notebook's
+parameters are its UPPER_CASE names (the `parameters` cell's convention, papermill's overrides
+included), in definition order.
 `scoped_environ(updates)` sets such variables for a block (the kernel a runner starts inherits them).
 """
 
@@ -91,6 +94,12 @@ def notebook_context(notebook: str, env: Mapping[str, str] | None = None,
         parent_run_id=env.get(ENV_PARENT_RUN_ID) or None,
         tracking_uri=env.get(ENV_TRACKING_URI) or None,
     )
+
+
+def notebook_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The UPPER_CASE names of a notebook's namespace (`globals()`): its parameters, as the record keeps them."""
+    return {name: value for name, value in namespace.items()
+            if name.isupper() and not name.startswith("_") and not callable(value)}
 
 
 def _into_run_dir(path: Path, run_dir: Path) -> str:

@@ -7,6 +7,10 @@ to the directory of the record's JSON file), `created_at` (ISO 8601, UTC), the `
 `notebook` when known, a unique `record_id`, and `children` (nested records: the points of a
 sweep). `save(path)` / `load(path)` round-trip it through JSON exactly; MLflow runs are derived
 from records (`lab.track.log`), never the other way round.
+`code_diff` is the uncommitted diff the record ran with (`git diff --binary HEAD`, whose sha256 the
+environment names as `git_diff_sha256`): never in the JSON, `save` writes it beside it as `code.diff`
+(one record per folder) and `load` reads it back when its hash matches. A record built from
+`collect_environment()` takes it from that `CollectedEnvironment`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.track.code_state import DIFF_SHA256_FACT, sha256_hex
+
 SCHEMA_VERSION = 1
+CODE_DIFF_FILE = "code.diff"
+
+
+class CollectedEnvironment(dict):
+    """Environment facts (a JSON-ready dict) that also carry the uncommitted diff they were taken with.
+
+    The diff travels beside the facts, not in them, because it is too large for the JSON and for MLflow
+    tags; being a dict, this is still what every caller passes as a record's `environment`.
+    """
+
+    def __init__(self, facts: Mapping[str, Any], code_diff: bytes | None = None) -> None:
+        super().__init__(facts)
+        self.code_diff = code_diff
 
 
 def utc_now_iso() -> str:
@@ -52,10 +71,13 @@ class ResultRecord:
     notebook: str | None = None
     record_id: str = field(default_factory=_new_record_id)
     children: tuple[ResultRecord, ...] = ()
+    code_diff: bytes | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.experiment or not isinstance(self.experiment, str):
             raise ValueError("a record needs a non-empty experiment name")
+        if self.code_diff is None and isinstance(self.environment, CollectedEnvironment):
+            object.__setattr__(self, "code_diff", self.environment.code_diff)
         # Normalise once at the boundary: copies (callers may keep mutating their dicts),
         # floats for metrics, strings for artifact paths, a tuple of children.
         object.__setattr__(self, "params", dict(self.params))
@@ -115,11 +137,26 @@ class ResultRecord:
         partial = target.with_name(target.name + ".partial")
         partial.write_text(self.to_json(), encoding="utf-8")
         partial.replace(target)
+        if self.code_diff:
+            target.with_name(CODE_DIFF_FILE).write_bytes(self.code_diff)
         return target
 
     @classmethod
     def load(cls, path: str | Path) -> ResultRecord:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        source = Path(path)
+        record = cls.from_dict(json.loads(source.read_text(encoding="utf-8")))
+        diff_file = source.with_name(CODE_DIFF_FILE)
+        expected = record.environment.get(DIFF_SHA256_FACT)
+        # Only the diff the record names: a code.diff of another run left in the folder is not its code.
+        if expected and diff_file.is_file():
+            diff = diff_file.read_bytes()
+            if sha256_hex(diff) == expected:
+                object.__setattr__(record, "code_diff", diff)
+        return record
+
+    def code_diff_path(self, record_path: str | Path) -> Path | None:
+        """Where `save(record_path)` puts the diff, when the record has one."""
+        return Path(record_path).with_name(CODE_DIFF_FILE) if self.code_diff else None
 
     # --- helpers --------------------------------------------------------------------------
     def artifact_paths(self, base_dir: str | Path) -> list[Path]:

@@ -7,8 +7,9 @@ import pytest
 
 from lab.bench.arrivals import PoissonArrivals
 from lab.bench.prompts import PromptBuilder
-from lab.bench.tiers import Tier, TierMix, single_tier
+from lab.bench.tiers import TierMix, TierShare, single_tier
 from lab.bench.workloads import RandomWorkload, plan_requests
+from lab.engine.tokenizer import Tokenizer
 
 
 @pytest.fixture
@@ -16,16 +17,22 @@ def builder(prompt_builder: PromptBuilder) -> PromptBuilder:
     return prompt_builder
 
 
+@pytest.fixture(scope="module")
+def server_tokenizer() -> Tokenizer:
+    """What `lab serve` counts a prompt with: the engine's tokenizer, BOS rules included."""
+    return Tokenizer.deepseek()
+
+
 @pytest.mark.parametrize("num_tokens", [1, 2, 7, 128, 1000, 4096])
-def test_text_prompts_encode_to_the_exact_count(builder, num_tokens):
+def test_text_prompts_encode_to_the_exact_count(builder, server_tokenizer, num_tokens):
     prompt = builder.text(num_tokens, np.random.default_rng(num_tokens))
-    assert len(builder.tokenizer.encode(prompt.value)) == num_tokens == prompt.num_tokens
+    assert len(server_tokenizer.encode(prompt.value)) == num_tokens == prompt.num_tokens
 
 
-def test_token_id_prompts_have_the_count_and_decode_to_words(builder):
+def test_token_id_prompts_have_the_count_and_decode_to_words(builder, server_tokenizer):
     prompt = builder.token_ids(50, np.random.default_rng(0))
     assert len(prompt.payload()) == 50
-    assert len(builder.tokenizer.encode(builder.tokenizer.decode(list(prompt.value)))) == 50
+    assert len(server_tokenizer.encode(server_tokenizer.decode(list(prompt.value)))) == 50
 
 
 def test_prompts_differ_between_requests_and_repeat_with_the_seed(builder):
@@ -35,7 +42,7 @@ def test_prompts_differ_between_requests_and_repeat_with_the_seed(builder):
 
 
 def test_plan_is_seeded_and_assigns_tiers(builder):
-    tiers = TierMix((Tier("vip", "k-vip", 1.0), Tier("batch", "k-batch", 3.0)))
+    tiers = TierMix((TierShare("vip", "k-vip", 1.0), TierShare("batch", "k-batch", 3.0)))
     plan = plan_requests(RandomWorkload(400, 16, 4), PoissonArrivals(10.0), tiers, builder, "token-ids", seed=3)
     again = plan_requests(RandomWorkload(400, 16, 4), PoissonArrivals(10.0), tiers, builder, "token-ids", seed=3)
     assert plan == again

@@ -16,7 +16,7 @@ from lab.bench.record import save_results
 from lab.bench.runner import BenchConfig, run_benchmark
 from lab.bench.plots import plot_latency_vs_concurrency
 from lab.bench.sweep import sweep_concurrency, sweep_rates
-from lab.bench.tiers import Tier, TierMix
+from lab.bench.tiers import TierMix, TierShare
 from lab.bench.workloads import RandomWorkload, TraceWorkload
 from lab.errors import LabError
 from lab.gpu.nvml import gpu_count
@@ -31,7 +31,7 @@ def config(server, **overrides) -> BenchConfig:
 
 
 def test_streamed_timings_tokens_and_tier_keys(fake_server, prompt_builder):
-    tiers = TierMix((Tier("vip", "k-vip", 1.0), Tier("batch", "k-batch", 1.0)))
+    tiers = TierMix((TierShare("vip", "k-vip", 1.0), TierShare("batch", "k-batch", 1.0)))
     result = run_benchmark(config(fake_server, tiers=tiers, slos=(Slo("ttft", 10_000.0),)), prompts=prompt_builder)
     assert result.model == "fake-model" and not result.partial
     assert len(result.results) == 12 and result.metrics.completed == 12
@@ -58,7 +58,7 @@ def test_output_tokens_from_chunks_without_usage(fake_server, prompt_builder):
 
 @pytest.mark.parametrize("fake_server", [FakeBehaviour(rejected_keys=("k-bad",))], indirect=True)
 def test_http_errors_are_rows_with_status_per_tier(fake_server, prompt_builder):
-    tiers = TierMix((Tier("good", "k-good", 1.0), Tier("bad", "k-bad", 1.0)))
+    tiers = TierMix((TierShare("good", "k-good", 1.0), TierShare("bad", "k-bad", 1.0)))
     result = run_benchmark(config(fake_server, tiers=tiers, num_warmups=0), prompts=prompt_builder)
     bad = [r for r in result.results if r.tier == "bad"]
     assert bad and all(r.error_kind == "http_401" and r.http_status == 401 for r in bad)

@@ -12,7 +12,7 @@ import random
 
 import torch
 
-from lab.engine.attention import AttentionMetadata, build_step_tensors
+from lab.engine.attention.metadata import AttentionMetadata, build_step_tensors
 from lab.engine.kv_cache import allocate_kv_cache
 from lab.engine.loader import load_model
 

@@ -31,7 +31,7 @@ def test_mixed_step_is_loaded_with_inert_padding() -> None:
     """What a replay reads: the step's rows, then padding that writes no cache and attends to nothing."""
     import torch
 
-    from lab.engine.attention import AttentionMetadata
+    from lab.engine.attention.metadata import AttentionMetadata
     from lab.engine.cuda_graphs import MixedGraphs
 
     graphs = MixedGraphs(None, [], block_size=16, max_num_seqs=4, max_num_batched_tokens=64, max_model_len=128,

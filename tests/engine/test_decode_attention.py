@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from lab.engine import LLM, SamplingParams
-from lab.engine.attention import AttentionMetadata, paged_attention
-from lab.engine.decode_attention import gqa_decode_attention_torch, mla_decode_attention_torch
-from lab.engine.models.mla import latent_attention
+from lab.engine.attention.metadata import AttentionMetadata
+from lab.engine.attention.reference import paged_attention
+from lab.engine.attention.decode import gqa_decode_attention_torch, mla_decode_attention_torch
+from lab.engine.attention.reference import latent_attention
 from lab.engine.models.moe import FusedExperts
-from lab.engine.prefill_attention import gqa_mixed_attention_torch, prefill_attention_sdpa
+from lab.engine.attention.prefill import gqa_mixed_attention_torch, prefill_attention_sdpa
 from tests.engine.paged_fixtures import SMALL_QWEN, model_step_outputs, random_caches, random_decode_meta, random_step_meta
 
 SEQ_LENS = [1, 7, 16, 33, 50]  # a lone token, partial blocks, exact block, straddling blocks

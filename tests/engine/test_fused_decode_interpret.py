@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lab.engine.attention import write_to_cache
+from lab.engine.attention.reference import write_to_cache
 from lab.engine.kernels.gate_up_silu import TUNED, GateUpConfig, choose_gate_up_config, gate_up_silu
 from lab.engine.kernels.gemv import choose_config, m_class
 from lab.engine.kernels.rope_kv_write import rope_kv_write_triton

@@ -12,7 +12,7 @@ import random
 import pytest
 import torch
 
-from lab.engine.attention import AttentionMetadata, build_step_tensors
+from lab.engine.attention.metadata import AttentionMetadata, build_step_tensors
 from lab.engine.detokenizer import IncrementalDetokenizer, decode_windows
 from lab.engine.outputs import CompletionOutput
 from lab.engine.runner import BlockTableRows, ModelRunner

@@ -28,7 +28,7 @@ def _case(seq_lens, width=None):
 @pytest.mark.parametrize("heads,kv_heads,dim", [(12, 2, 128), (28, 4, 128), (8, 8, 64)])
 @pytest.mark.parametrize("width", [None, 80])  # tight table, and padded to a graph's fixed width
 def test_gqa_triton_equals_torch(heads, kv_heads, dim, width) -> None:
-    from lab.engine.decode_attention import gqa_decode_attention_torch
+    from lab.engine.attention.decode import gqa_decode_attention_torch
     from lab.engine.kernels.paged_decode import gqa_decode_triton
     from tests.engine.paged_fixtures import random_caches
 
@@ -42,7 +42,7 @@ def test_gqa_triton_equals_torch(heads, kv_heads, dim, width) -> None:
 
 @pytest.mark.parametrize("heads,rank,rope", [(16, 512, 64), (8, 64, 16), (128, 512, 64)])
 def test_mla_triton_equals_torch(heads, rank, rope) -> None:
-    from lab.engine.decode_attention import mla_decode_attention_torch
+    from lab.engine.attention.decode import mla_decode_attention_torch
     from lab.engine.kernels.mla_decode import mla_decode_triton
     from tests.engine.paged_fixtures import random_caches
 
@@ -62,9 +62,9 @@ MIXED_SEQ_LENS = [15, 1000, 200, 333, 500, 1000, 17, 16]
 @pytest.mark.parametrize("heads,kv_heads,dim", [(12, 2, 128), (28, 4, 128), (8, 8, 64), (16, 1, 128)])
 @pytest.mark.parametrize("block_size", [16, 64])
 def test_varlen_gqa_triton_equals_reference(heads, kv_heads, dim, block_size) -> None:
-    from lab.engine.attention import paged_attention
+    from lab.engine.attention.reference import paged_attention
     from lab.engine.kernels.varlen_attention import gqa_varlen_triton
-    from lab.engine.prefill_attention import gqa_mixed_attention_torch
+    from lab.engine.attention.prefill import gqa_mixed_attention_torch
     from tests.engine.paged_fixtures import random_caches, random_step_meta
 
     num_blocks = 4096 // block_size
@@ -122,7 +122,7 @@ def _padded_case(seq_lens, width):
 @pytest.mark.parametrize("pages_per_tile,max_splits,min_pages", [(1, 16, 1), (4, 64, 1), (8, 32, 2), (2, 64, 1), (2, 64, 2)])
 @pytest.mark.parametrize("seq_lens,width", DECODE_CASES)
 def test_gqa_decode_configs_equal_torch(seq_lens, width, pages_per_tile, max_splits, min_pages) -> None:
-    from lab.engine.decode_attention import gqa_decode_attention_torch
+    from lab.engine.attention.decode import gqa_decode_attention_torch
     from lab.engine.kernels.paged_decode import gqa_decode_triton
     from tests.engine.paged_fixtures import random_caches
 
@@ -138,7 +138,7 @@ def test_gqa_decode_configs_equal_torch(seq_lens, width, pages_per_tile, max_spl
 @pytest.mark.parametrize("pages_per_tile,max_splits,min_pages,warps", [(1, 16, 1, 8), (2, 64, 2, 8), (4, 32, 4, 8), (2, 64, 1, 4)])
 @pytest.mark.parametrize("seq_lens,width", DECODE_CASES)
 def test_mla_decode_configs_equal_torch(seq_lens, width, pages_per_tile, max_splits, min_pages, warps) -> None:
-    from lab.engine.decode_attention import mla_decode_attention_torch
+    from lab.engine.attention.decode import mla_decode_attention_torch
     from lab.engine.kernels.mla_decode import mla_decode_triton
     from tests.engine.paged_fixtures import random_caches
 
@@ -165,7 +165,7 @@ def test_padding_rows_give_zeros() -> None:
 
 
 def test_kv_write_equals_index_copy_and_skips_padding() -> None:
-    from lab.engine.attention import write_to_cache
+    from lab.engine.attention.reference import write_to_cache
     from lab.engine.kernels.kv_write import write_kv_triton
 
     cache_a = torch.zeros(8, 16, 2, 128, device="cuda", dtype=torch.bfloat16)
@@ -335,7 +335,7 @@ def test_add_rms_norm_bf16_equals_add_then_norm(hidden) -> None:
 
 def test_fused_model_forward_close_to_plain_bf16() -> None:
     """A 2-layer bf16 R1-Distill-Qwen with every fused op (GEMV, residual stream, norms) vs the plain path."""
-    from lab.engine.attention import AttentionMetadata
+    from lab.engine.attention.metadata import AttentionMetadata
     from lab.engine.kv_cache import allocate_kv_cache
     from lab.engine.loader import load_model
     from lab.engine.models.layers import set_fused_ops
@@ -514,7 +514,7 @@ def _fused_decode_step_vs_plain(preset: str, moe_backend: str | None = None, tak
     """A 2-layer bf16 decode step (one token after a 10-token prompt, the same plain prefill for both): every
     fused op vs the plain path, logits and the cache rows the step wrote. `takes_fused(model, meta)`, when
     given, must say the fused cache write is taken exactly when fused ops are on."""
-    from lab.engine.attention import AttentionMetadata, build_step_tensors
+    from lab.engine.attention.metadata import AttentionMetadata, build_step_tensors
     from lab.engine.kv_cache import allocate_kv_cache
     from lab.engine.loader import load_model
     from lab.engine.models.layers import set_fused_ops

@@ -2,7 +2,7 @@
 
 The varlen GQA kernel runs mixed steps (decode rows, prefill from position 0, chunks over cached
 context, contexts over several shuffled blocks, several block sizes) against
-`attention.paged_attention`; the split-K decode kernels run against the vectorized torch decode,
+`attention.reference.paged_attention`; the split-K decode kernels run against the vectorized torch decode,
 padding rows (seq len 0) included, under several `DecodeConfig`s (tiles of several pages that
 straddle split and sequence ends, split caps, minimum pages per split);
 one-layer models run a mixed step on the "triton" backend (MLA: absorbed decode kernel for the
@@ -18,8 +18,8 @@ import dataclasses
 import pytest
 import torch
 
-from lab.engine.attention import paged_attention
-from lab.engine.decode_attention import gqa_decode_attention_torch, mla_decode_attention_torch
+from lab.engine.attention.reference import paged_attention
+from lab.engine.attention.decode import gqa_decode_attention_torch, mla_decode_attention_torch
 from tests.engine.paged_fixtures import SMALL_QWEN, model_step_outputs, random_caches, random_decode_meta, random_step_meta
 
 NUM_BLOCKS = 48

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from lab.engine.attention import AttentionMetadata
+from lab.engine.attention.metadata import AttentionMetadata
 from lab.engine.kv_cache import allocate_kv_cache
 from lab.engine.loader import load_model
 from lab.engine.models.mla import MLAttention

@@ -3,7 +3,7 @@
 `FakeClock` is advanced by hand. `FakeReplica` is a small OpenAI-compatible HTTP server (FastAPI)
 whose behaviour a test sets: answer, fail with 500, be slow, stream slowly; it records the bodies
 it received. `serve(app)` runs any ASGI app on a free 127.0.0.1 port in a thread, with uvicorn or
-(`server="lab"`) with the gateway's own `lab.gateway.server`.
+(`server="lab"`) with the gateway's own `lab.gateway.http_server`.
 `make_config(...)` builds a gateway config with known keys (plain keys in `KEYS`).
 """
 
@@ -125,7 +125,7 @@ class ServerThread:
 
 
 class LabServerThread:
-    """`lab.gateway.server.HttpServer` on its own event loop in a thread."""
+    """`lab.gateway.http_server.HttpServer` on its own event loop in a thread."""
 
     def __init__(self, app: Any, keep_alive_s: float = 5.0) -> None:
         self.app, self.keep_alive_s = app, keep_alive_s
@@ -140,7 +140,7 @@ class LabServerThread:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        from lab.gateway.server import HttpServer
+        from lab.gateway.http_server import HttpServer
 
         async def main() -> None:
             self.loop, self._stop = asyncio.get_running_loop(), asyncio.Event()

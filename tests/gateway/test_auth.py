@@ -34,6 +34,13 @@ def test_keystore_maps_keys_to_tiers_and_rejects_others():
     assert store.lookup(hash_key("key-a")) is None  # the stored hash is not a key
 
 
+def test_an_anonymous_tier_serves_requests_without_a_key_but_never_a_wrong_key():
+    store = KeyStore((KeyConfig("a", hash_key("key-a"), "vip"),), anonymous_tier="batch")
+    assert store.lookup(None).tier == "batch" and store.lookup("").tier == "batch"
+    assert store.lookup(None).name == "anonymous"  # one set of key buckets for every keyless request
+    assert store.lookup("key-a").tier == "vip" and store.lookup("key-typo") is None
+
+
 def test_bearer_token_parsing():
     assert bearer_token({"authorization": "Bearer sk-1"}) == "sk-1"
     assert bearer_token({"authorization": "Basic sk-1"}) is None

@@ -66,7 +66,7 @@ def test_batch_borrows_idle_slots_which_vip_reclaims_at_once_and_lower_tiers_aft
 
 
 def test_preempts_round_trips_through_a_plain_mapping():
-    # lab.bench.priority_study writes DEFAULT_TIERS as dataclasses.asdict (tuples) into the YAML it starts with.
+    # lab.studies.priority.study writes DEFAULT_TIERS as dataclasses.asdict (tuples) into the YAML it starts with.
     from dataclasses import asdict
 
     import yaml
@@ -78,6 +78,8 @@ def test_preempts_round_trips_through_a_plain_mapping():
 def test_omitted_sections_take_defaults():
     config = parse_config({"replicas": [REPLICA]})
     assert config.tiers == DEFAULT_TIERS and config.canary.steps == (1.0, 5.0, 25.0, 50.0, 100.0)
+    assert config.anonymous_tier is None  # a request without a key gets 401 unless the config says otherwise
+    assert parse_config({"replicas": [REPLICA], "anonymous_tier": "batch"}).anonymous_tier == "batch"
 
 
 @pytest.mark.parametrize(("data", "field"), [
@@ -143,6 +145,9 @@ def test_omitted_sections_take_defaults():
                                         "preempt_delays_ms": ["soon"]}, tier("batch", 3)]},
      "tiers[0].preempt_delays_ms"),
     ({"replicas": [REPLICA], "tiers": [{**tier("vip", 0), "preempt_delays_ms": [100]}]}, "tiers[0].preempt_delays_ms"),
+    ({"replicas": [REPLICA], "anonymous_tier": "gold"}, "anonymous_tier"),
+    ({"replicas": [REPLICA], "anonymous_tier": "batch",
+      "keys": [{"name": "anonymous", "hash": "sha256:" + "0" * 64, "tier": "vip"}]}, "keys"),
 ])
 def test_bad_field_is_named(data, field):
     with pytest.raises(ConfigError, match=re.escape(f"{field}:")):

@@ -1,6 +1,6 @@
 """The gateway over real HTTP on 127.0.0.1, in front of replica doubles (servers in threads).
 
-Every test runs twice: the gateway on uvicorn (the plain path) and on `lab.gateway.server`.
+Every test runs twice: the gateway on uvicorn (the plain path) and on `lab.gateway.http_server`.
 """
 
 from __future__ import annotations

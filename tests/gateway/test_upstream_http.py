@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from lab.gateway.config import ProxyConfig
-from lab.gateway.pools import UpstreamPools
+from lab.gateway.connection_pools import UpstreamPools
 from lab.gateway.upstream_http import HttpPools, UpstreamError
 
 HEADERS = {"content-type": "application/json", "accept-encoding": "identity"}

@@ -10,13 +10,13 @@ from lab.scale.engine_profile import EngineProfile
 from lab.scale.policy import Static
 from lab.scale.signals import Action, LoadSignals, ScalingDecision
 from lab.scale.simulator import SimConfig, simulate
-from lab.scale.tiers import Tier
+from lab.scale.tiers import SimulatedTier
 from lab.scale.workload import Workload, WorkloadSpec
 
 # One replica: 10 slots, every request holds a slot exactly 2 s (no prefill, 100 tokens x 20 ms).
 PROFILE = EngineProfile((1, 10), (1, 10_000), ((0.02, 0.02), (0.02, 0.02)), 1e-9, 10, 100_000)
-TIERS = (Tier("VIP", 0.05, 1.0, 1.0, 50), Tier("realtime", 0.45, 3.0, 3.0, 100),
-         Tier("batch", 0.5, 30.0, 60.0, 200))
+TIERS = (SimulatedTier("vip", 0.05, 1.0, 1.0, 50), SimulatedTier("realtime", 0.45, 3.0, 3.0, 100),
+         SimulatedTier("batch", 0.5, 30.0, 60.0, 200))
 
 
 def workload(arrivals_per_s: list[int] | np.ndarray) -> Workload:
@@ -103,7 +103,7 @@ def test_decision_lateness_counts_from_the_threshold_crossing() -> None:
 def test_tier_queue_sheds_expires_and_admits_oldest_first() -> None:
     from lab.scale.tier_queue import TierQueue
 
-    q = TierQueue(Tier("realtime", 1.0, timeout_s=2.0, slo_ttft_s=2.0, max_queue=10), [1.0, 0.5, 0.0])
+    q = TierQueue(SimulatedTier("realtime", 1.0, timeout_s=2.0, slo_ttft_s=2.0, max_queue=10), [1.0, 0.5, 0.0])
     q.arrive(0, 6)
     q.arrive(1, 6)  # only 4 fit: 2 shed
     assert (q.queued, q.stats.shed) == (10, 2)

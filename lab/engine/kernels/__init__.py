@@ -11,7 +11,7 @@ backend, which the engine only does on CUDA (`kernels_available()` says whether 
   gate_up_silu.gate_up_silu        the SwiGLU gate_up GEMV with SiLU-and-multiply in its epilogue
   rope_kv_write.rope_kv_write_triton      GQA decode: RoPE on q and k + the K/V cache write
   mla_latent_write.mla_rope_latent_write_triton  MLA decode: RoPE(q_pe) + [norm(c_kv) | RoPE(k_pe)] cache row
-The pure-torch paths in `lab.engine.decode_attention` and `lab.engine.attention` are the oracles.
+The pure-torch paths in `lab.engine.attention.decode` and `lab.engine.attention` are the oracles.
 """
 from __future__ import annotations
 

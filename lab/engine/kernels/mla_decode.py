@@ -2,7 +2,7 @@
 
 Contract: `mla_decode_triton(q (B, H, R + rope), cache (N, bs, R + rope), block_tables (B, W) int32,
 seq_lens (B,) int32, rank R, scale, config=MLA_DECODE) -> (B, H, R)` equals
-`decode_attention.mla_decode_attention_torch`. The query is already absorbed (q_nope @ W_UK lives
+`attention.decode.mla_decode_attention_torch`. The query is already absorbed (q_nope @ W_UK lives
 in latent space), so
     score(h, t) = (q_nope_absorbed[h] . c_kv[t] + q_pe[h] . k_pe[t]) * scale
 and the output is sum_t p(h, t) c_kv[t], still in latent space (the caller applies W_UV). Every

@@ -2,7 +2,7 @@
 
 Contract: `gqa_decode_triton(q (B, H, D), k_cache (N, bs, Hkv, D), v_cache (N, bs, Hkv, Dv),
 block_tables (B, W) int32, seq_lens (B,) int32, scale, config=GQA_DECODE) -> (B, H, Dv)` equals
-`decode_attention.gqa_decode_attention_torch` (a seq len of 0 gives zeros). Program (b, kv head,
+`attention.decode.gqa_decode_attention_torch` (a seq len of 0 gives zeros). Program (b, kv head,
 split) loads the K/V of its kv head once for all G query heads of the group (the point of GQA:
 K/V are read once per group, not per head), keeps an online softmax in float32, and writes its
 partial state; `split_k.combine_splits` merges the splits. The group is padded to 16 rows so the

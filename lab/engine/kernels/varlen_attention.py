@@ -2,7 +2,7 @@
 
 Contract: `gqa_varlen_triton(q (T, H, D), k_cache (N, bs, Hkv, D), v_cache (N, bs, Hkv, Dv),
 block_tables (B, W) int32, seq_lens (B,) int32, query_start_loc (B + 1,) int32, scale,
-max_query_len) -> (T, H, Dv)` equals `attention.paged_attention`: sequence i's query rows
+max_query_len) -> (T, H, Dv)` equals `attention.reference.paged_attention`: sequence i's query rows
 query_start_loc[i]:query_start_loc[i + 1] sit at positions seq_len - q_len .. seq_len - 1 and
 attend causally over its paged K/V (the layer has already written the step's rows to the cache).
 Prefill chunks, chunked prefill over cached context and decode rows (q_len 1) mix freely; the

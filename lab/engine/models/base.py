@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from lab.engine.attention import AttentionMetadata
+from lab.engine.attention.metadata import AttentionMetadata
 from lab.engine.kv_cache import KVCacheSpec
 from lab.engine.model_config import ModelConfig
 from lab.engine.models.layers import GEMV_LINEAR_MAX_ROWS, Embedding, GatedMLP, LMHead, RMSNorm, takes_gemv

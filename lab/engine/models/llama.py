@@ -1,11 +1,9 @@
 """Dense Llama / Qwen2 (the R1-Distill models): GQA with RoPE, RMSNorm, SwiGLU.
 
 Contract: `LlamaForCausalLM(config)` follows `models/base.py`. Each layer caches K and V of its
-KV heads, (num_kv_heads, head_dim) each per token, and attends with the paged oracle
-`paged_attention` on the "reference" backend; otherwise pure-decode steps take the vectorized
-torch or Triton paged decode, and every other step `prefill_attention.gqa_prefill_attention`:
-torch SDPA when no sequence has cached context, else the Triton varlen kernel ("triton") or
-batched decode rows plus SDPA per prefill chunk ("torch"). q/k/v are one
+KV heads, (num_kv_heads, head_dim) each per token, and attends through
+`lab.engine.attention.gqa.gqa_attention`, which picks the oracle, the decode path or the prefill
+path for the step (`lab/engine/attention/`). q/k/v are one
 fused GEMM (`qkv_proj`); checkpoints load from HF's separate
 q_proj/k_proj/v_proj (with Qwen2's q/k/v bias; the GEMV adds it in its epilogue). A tied head
 reuses the embedding matrix. With fused ops on the "triton" backend, a pure-decode step rotates q
@@ -16,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lab.engine.attention import AttentionMetadata, paged_attention
-from lab.engine.decode_attention import cache_write, gqa_decode_attention
-from lab.engine.prefill_attention import gqa_prefill_attention
+from lab.engine.attention.decode import cache_write, gqa_decode_attention
+from lab.engine.attention.gqa import gqa_attention
+from lab.engine.attention.metadata import AttentionMetadata
 from lab.engine.kv_cache import KVCacheSpec
 from lab.engine.model_config import ModelConfig
 from lab.engine.models.base import CausalLM, DecoderLayer, DecoderStack
@@ -62,12 +60,7 @@ class LlamaAttention(nn.Module):
         q, k = rot.apply(q), rot.apply(k)
         cache_write(k_cache, meta.slot_mapping, k, meta)
         cache_write(v_cache, meta.slot_mapping, v, meta)
-        if meta.backend == "reference":
-            out = paged_attention(q, k_cache, v_cache, meta, self.scale)  # (T, H, D): the oracle
-        elif meta.is_pure_decode:
-            out = gqa_decode_attention(q, k_cache, v_cache, meta, self.scale)
-        else:
-            out = gqa_prefill_attention(q, k, v, k_cache, v_cache, meta, self.scale)  # prefill, chunks, mixed steps
+        out = gqa_attention(q, k, v, k_cache, v_cache, meta, self.scale)  # (T, H, D)
         return self.o_proj(out.reshape(num_tokens, self.q_size))
 
     def weight_targets(self, prefix: str) -> dict[str, tuple[str, tuple]]:

@@ -8,7 +8,7 @@ Two paths compute the same attention:
   expanded: per sequence, expand the context's K/V from the latents with kv_b_proj (prefill).
   absorbed: fold W_UK into the query (q_nope @ W_UK lives in latent space) and apply W_UV after
     attending over the latents, so the cache is never expanded (decode; memory-bound). Decode
-    steps on the "torch"/"triton" backends read the step's device tensors (`decode_attention.py`).
+    steps on the "torch"/"triton" backends read the step's device tensors (`lab/engine/attention/decode.py`).
 `mode` = "auto" takes absorbed for pure-decode steps and expanded otherwise; "absorbed" and
 "expanded" force one (tests compare them). On the "reference" backend "expanded" is the
 per-sequence float32 oracle loop. On "torch" / "triton", a non-decode step in "auto" mode is
@@ -35,9 +35,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lab.engine.attention import AttentionMetadata, attend, causal_mask, gather_from_cache, gather_sequence
-from lab.engine.decode_attention import cache_write, mla_decode_attention
-from lab.engine.prefill_attention import causal_sdpa, prefill_attention_sdpa
+from lab.engine.attention.decode import cache_write, mla_decode_attention
+from lab.engine.attention.metadata import AttentionMetadata
+from lab.engine.attention.mla import absorbed_latent_attention
+from lab.engine.attention.prefill import causal_sdpa, prefill_attention_sdpa
+from lab.engine.attention.reference import attend, causal_mask, gather_from_cache, gather_sequence
 from lab.engine.model_config import ModelConfig
 from lab.engine.models.layers import Linear, RMSNorm
 from lab.engine.models.rope import Rotation, mla_softmax_scale
@@ -173,36 +175,5 @@ class MLAttention(nn.Module):
         w_uk, w_uv_t = self._absorbed_weights()
         q_latent = torch.bmm(q_nope.transpose(0, 1), w_uk).transpose(0, 1)  # (T, H, R)
         q = torch.cat([q_latent, q_pe], dim=-1)  # (T, H, R + rope): scores against whole cache rows
-        if meta.is_pure_decode and meta.backend != "reference":
-            out_latent = mla_decode_attention(q, cache, meta, self.kv_lora_rank, self.scale)  # no per-seq loop
-        elif meta.is_pure_decode:
-            out_latent = latent_decode_attention(q, cache, meta, self.kv_lora_rank, self.scale)
-        else:
-            out_latent = latent_attention(q, cache, meta, self.kv_lora_rank, self.scale)
+        out_latent = absorbed_latent_attention(q, cache, meta, self.kv_lora_rank, self.scale)  # (T, H, R)
         return torch.bmm(out_latent.transpose(0, 1), w_uv_t).transpose(0, 1)  # (T, H, v)
-
-
-def latent_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata, rank: int, scale: float) -> torch.Tensor:
-    """Causal attention of q (T, H, R + rope) over each sequence's latent rows; values = c_kv. (T, H, R)."""
-    out = q.new_empty(q.shape[0], q.shape[1], rank)
-    for i in range(meta.num_seqs):
-        start, end, seq_len = meta.query_start_loc[i], meta.query_start_loc[i + 1], meta.seq_lens[i]
-        ctx = gather_from_cache(cache, meta.block_tables[i], seq_len).float()  # (L, R + rope)
-        scores = torch.einsum("qhd,kd->hqk", q[start:end].float(), ctx) * scale
-        scores = scores.masked_fill(~causal_mask(end - start, seq_len, q.device), float("-inf"))
-        out[start:end] = torch.einsum("hqk,kr->qhr", scores.softmax(dim=-1), ctx[:, :rank]).to(q.dtype)
-    return out
-
-
-def latent_decode_attention(q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata, rank: int, scale: float) -> torch.Tensor:
-    """One query per sequence, all sequences at once: contexts padded to the longest. (B, H, R)."""
-    block_size = cache.shape[1]
-    tables = [t[: (n + block_size - 1) // block_size] for t, n in zip(meta.block_tables, meta.seq_lens)]
-    width = max(len(t) for t in tables)
-    padded = torch.tensor([t + [t[0]] * (width - len(t)) for t in tables], dtype=torch.long, device=q.device)
-    ctx = cache[padded].flatten(1, 2).float()  # (B, width * block_size, R + rope)
-    scores = torch.einsum("bhd,bld->bhl", q.float(), ctx) * scale
-    seq_lens = torch.tensor(meta.seq_lens, device=q.device)
-    valid = torch.arange(ctx.shape[1], device=q.device)[None, :] < seq_lens[:, None]  # (B, L)
-    scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
-    return torch.einsum("bhl,blr->bhr", scores.softmax(dim=-1), ctx[..., :rank]).to(q.dtype)
