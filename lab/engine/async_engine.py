@@ -4,6 +4,9 @@ The blocking step loop runs on its own thread so the event loop stays free to ac
 stream requests. Commands (add, abort) cross to that thread through a queue and are applied
 between steps, so the engine's state is only ever touched by one thread. A consumer that stops
 iterating (a client that disconnected) aborts its request, which frees its KV blocks.
+A request the engine ended because a step failed on it alone raises `RequestFailedError` in its
+own stream; the others go on. `stalled_for_s` says how long the step loop has not turned (it turns
+at least every `IDLE_WAIT_S` while idle), so a server can tell a hung loop from an idle one.
 """
 from __future__ import annotations
 
@@ -13,15 +16,18 @@ import itertools
 import logging
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from lab.engine.args import EngineArgs
 from lab.engine.engine import LLMEngine
-from lab.engine.outputs import RequestOutput
+from lab.engine.outputs import RequestFailedError, RequestOutput
 from lab.engine.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 0.5  # idle: longest wait for a command before the loop turns again
 
 
 @dataclass
@@ -37,6 +43,7 @@ class AsyncLLM:
         self._streams: dict[str, _Stream] = {}
         self._ids = itertools.count()
         self._stopping = threading.Event()
+        self._last_turn = time.monotonic()  # written by the loop thread only
         self._thread = threading.Thread(target=self._loop, name="engine-loop", daemon=True)
         self._thread.start()
 
@@ -124,6 +131,11 @@ class AsyncLLM:
             return "the engine is shut down"
         return None if self._thread.is_alive() else "the engine loop thread has ended"
 
+    @property
+    def stalled_for_s(self) -> float:
+        """Seconds since the step loop last turned (about 0 while it runs or idles normally)."""
+        return time.monotonic() - self._last_turn
+
     def shutdown(self, timeout_s: float = 10.0) -> None:
         self._stopping.set()
         self._commands.put(lambda: None)  # wake the loop
@@ -137,9 +149,10 @@ class AsyncLLM:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
+            self._last_turn = time.monotonic()
             block = not self.engine.has_unfinished_requests()
             try:
-                self._apply(self._commands.get(block=block, timeout=0.5 if block else None))
+                self._apply(self._commands.get(block=block, timeout=IDLE_WAIT_S if block else None))
                 while True:  # apply every pending command before the next step
                     self._apply(self._commands.get_nowait())
             except queue.Empty:
@@ -162,7 +175,7 @@ class AsyncLLM:
                 self._deliver(request_id, RuntimeError(f"engine step failed: {exc!r}"))
             return
         for out in outputs:
-            self._deliver(out.request_id, out)
+            self._deliver(out.request_id, out if out.error is None else RequestFailedError(out.error))
 
     def _deliver(self, request_id: str, item: RequestOutput | Exception) -> None:
         stream = self._streams.get(request_id)

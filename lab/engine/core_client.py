@@ -7,7 +7,8 @@ Contract:
   engine raises `EngineCoreLoadError` naming the original error ("ValueError: ..."); a core that
   dies while loading names its exit status. After a failed `wait_ready` the core is gone.
 - `listen(on_batch, on_exit)` starts the reader thread: it blocks on the output pipe and calls
-  `on_batch(StepBatch)` once per message (from that thread: the callee hands it to its event loop),
+  `on_batch(message)` once per message, a `StepBatch` or (fault injection) a `FaultReply`
+  (from that thread: the callee hands it to its event loop),
   then `on_exit(reason, expected)` once when the pipe closes (the core exited; `expected` is
   True after `shutdown()`).
 - `send(command)` never blocks: commands queue up and a sender thread writes them, every command

@@ -9,13 +9,23 @@ parent side):
 - core -> parent, then: one `StepBatch` per loop turn that did anything (applied commands or ran
   a step): every request's new output since the previous batch (`CoreOutput`), per-request
   failures (`RequestFailure`: refused at admission, or failed in a step), and a stats snapshot
-  taken after the step, so the parent answers `/metrics` without asking the core.
+  taken after the step, so the parent answers `/metrics` without asking the core. An idle core
+  also sends an empty `StepBatch` every `HEARTBEAT_S`: the loop itself sends it, so a parent that
+  hears nothing for long knows the loop is stuck (a hung step, a stopped process), not idle.
+  `CoreStats.degraded` names why the engine serves garbage if it did (non-finite logits), else None.
+- fault injection (`lab serve --enable-fault-injection`, `lab.engine.faults`): parent -> core
+  `ArmFault(command_id, spec)` (spec: `OomFault`, `HangStepFault`, `SlowStepFault`, `NanWeightsFault`),
+  `ClearFaults`, `ShowFaults`; core -> parent one `FaultReply` per command, sent as soon as the loop
+  applies it (between steps; a `ClearFaults` also ends a hung step).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from lab.engine.outputs import TokenLogprob
 from lab.engine.sampling_params import SamplingParams
+
+HEARTBEAT_S = 1.0  # an idle core's longest silence
 
 
 # ---- parent -> core ------------------------------------------------------------------------------
@@ -38,6 +48,63 @@ class Shutdown:
     pass
 
 
+# ---- fault injection (parent -> core): what `lab.engine.faults` arms ------------------------------
+OOM_MODES = ("auto", "raise", "allocate")  # auto: allocate on CUDA, raise elsewhere
+
+
+@dataclass(frozen=True)
+class OomFault:
+    """The next `steps` steps (or every step for `duration_s`) fail with CUDA out-of-memory."""
+
+    mode: str = "auto"  # raise: torch.cuda.OutOfMemoryError at the step boundary; allocate (CUDA): hold all free memory
+    steps: int | None = None  # None with duration_s None: 1
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class HangStepFault:
+    """The next step blocks for `duration_s` (a `ClearFaults` or `Shutdown` ends it sooner)."""
+
+    duration_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class SlowStepFault:
+    """Every step sleeps `delay_ms` more until cleared: a slow replica."""
+
+    delay_ms: float
+
+
+@dataclass(frozen=True)
+class NanWeightsFault:
+    """Overwrite one weight with NaN in place (a copy restores it on clear)."""
+
+    weight: str | None = None  # a parameter or buffer name; None: `layer`'s attention output projection
+    layer: int = 0
+
+
+FaultSpec = OomFault | HangStepFault | SlowStepFault | NanWeightsFault
+
+
+@dataclass(frozen=True)
+class ArmFault:
+    command_id: int
+    spec: FaultSpec
+
+
+@dataclass(frozen=True)
+class ClearFaults:
+    command_id: int
+
+
+@dataclass(frozen=True)
+class ShowFaults:
+    command_id: int
+
+
+FaultCommand = ArmFault | ClearFaults | ShowFaults
+
+
 # ---- core -> parent ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CoreReady:
@@ -45,6 +112,7 @@ class CoreReady:
     checkpoint_dir: str | None  # the tokenizer's default home (None: a preset, DeepSeek's tokenizer)
     num_gpu_blocks: int
     device: str
+    vocab_size: int  # token ids the model has logits for: what prompts and stop_token_ids may name
 
 
 @dataclass(frozen=True)
@@ -64,6 +132,7 @@ class CoreOutput:
     finish_reason: str | None  # set on the request's last output only
     queue_time_s: float | None  # arrival to first scheduled step; None until scheduled
     num_preemptions: int  # cumulative
+    new_logprobs: list[TokenLogprob] = field(default_factory=list)  # one per new token, if logprobs were asked
 
 
 @dataclass(frozen=True)
@@ -71,6 +140,7 @@ class RequestFailure:
     request_id: str
     refused: bool  # True: add_request refused it (nothing ran); False: it failed while running
     message: str
+    alone: bool = False  # failed while running, in a step that went on for the rest of its batch
 
 
 @dataclass(frozen=True)
@@ -78,6 +148,7 @@ class CoreStats:
     num_requests_running: int
     num_requests_waiting: int
     kv_cache_usage_perc: float  # fraction of KV blocks in use, in [0, 1]
+    degraded: str | None = None  # why the engine's output cannot be trusted (non-finite logits), else None
 
 
 IDLE_STATS = CoreStats(0, 0, 0.0)
@@ -88,3 +159,15 @@ class StepBatch:
     outputs: list[CoreOutput]
     failures: list[RequestFailure]
     stats: CoreStats
+
+
+@dataclass(frozen=True)
+class FaultReply:
+    """The core's answer to one fault command: JSON-able records (`lab.engine.faults`), or why it refused."""
+
+    command_id: int
+    record: dict | None  # what this command did: kind, mode, device, wall and monotonic times
+    armed: list[dict]  # every fault armed after it
+    recent: list[dict]  # the latest faults that ended (a hang's actual duration, an oom's failed steps)
+    error: str | None = None  # refused (e.g. an unknown weight name): nothing changed
+    degraded: str | None = None  # as `CoreStats.degraded`, after the command: a clear's answer follows its repair

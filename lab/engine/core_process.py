@@ -10,9 +10,20 @@ started by `core_client.EngineCoreClient`; messages are the records of `core_mes
 - Loops: applies the pending commands between steps (adds, aborts, shutdown; at most
   `MAX_COMMAND_MESSAGES_PER_STEP` messages, so a flood cannot starve running requests); blocks on the
   command pipe while idle (in waits of at most `IDLE_POLL_S`); steps
-  while there is work; and sends ONE `StepBatch` per turn that did anything.
-- A refused add (ValueError) is a `RequestFailure(refused=True)`; the engine is untouched. A step
-  that raises fails the requests it had (aborted, `refused=False`), not the process.
+  while there is work; and sends ONE `StepBatch` per turn that did anything, and an empty one
+  when it has sent nothing for `HEARTBEAT_S` (the parent's sign that the loop still turns).
+- A refused add (ValueError) is a `RequestFailure(refused=True)`; the engine is untouched. A
+  request the engine ended because a step failed on it alone (`RequestOutput.error`) is a
+  `RequestFailure(refused=False, alone=True)`; the rest of its batch goes on. A step that raises anyway fails
+  the requests it had (aborted, `refused=False`), not the process.
+- Fault commands (`ArmFault`, `ClearFaults`, `ShowFaults`; only a server started with
+  `--enable-fault-injection` sends them) act on the engine through `lab.engine.faults.EngineFaults`
+  between steps, each answered at once with a `FaultReply`. An injected hang holds a step in the engine's
+  fault hook while this loop keeps reading the command pipe: a `ClearFaults` or `Shutdown` ends the hang,
+  and every command read meanwhile is applied after the step, in order. A request failed for
+  non-finite logits or CUDA out of memory is the engine's fault, not the request's: its `RequestFailure` has
+  `alone=False` (`RequestOutput.error_is_request_fault`).
+  Each `StepBatch`'s stats say whether the engine is degraded (`launched_step.LogitsHealth`).
 - Exits on `Shutdown`, or when either pipe breaks (EOF: the parent died), with `os._exit` (status 0;
   1 if the loop itself raised): no interpreter teardown, which takes seconds on a GPU. Ignores SIGINT and
   SIGTERM: Ctrl-C or a process-group SIGTERM reaches the parent, which drains and then sends
@@ -24,22 +35,27 @@ import logging
 import os
 import signal
 import sys
+import time
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
 from lab.engine.core_messages import (
-    AbortRequest, AddRequest, CoreLoadFailed, CoreOutput, CoreReady, CoreStats, RequestFailure, Shutdown,
-    StepBatch,
+    HEARTBEAT_S, AbortRequest, AddRequest, ArmFault, ClearFaults, CoreLoadFailed, CoreOutput, CoreReady, CoreStats,
+    FaultReply, RequestFailure, ShowFaults, Shutdown, StepBatch,
 )
 
 if TYPE_CHECKING:
+    import threading
+
     from lab.engine.args import EngineArgs
     from lab.engine.engine import LLMEngine
+    from lab.engine.faults import EngineFaults
+    from lab.engine.launched_step import LogitsHealth
     from lab.engine.outputs import RequestOutput
 
 logger = logging.getLogger(__name__)
 
-IDLE_POLL_S = 1.0  # idle: longest wait on the command pipe before looking again
+IDLE_POLL_S = HEARTBEAT_S / 2  # idle: longest wait on the command pipe before looking again
 MAX_COMMAND_MESSAGES_PER_STEP = 64  # a flood of commands must not starve the requests already running
 
 
@@ -76,19 +92,25 @@ def _serve(commands: Connection, outputs: Connection, engine_args: EngineArgs) -
         checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir),
         num_gpu_blocks=engine.num_blocks,
         device=str(engine.device),
+        vocab_size=int(engine.model_config.vocab_size),
     ))
-    _CoreLoop(engine, commands, outputs).run()
+    _CoreLoop(engine, commands, outputs, engine.runner.logits_health).run()
 
 
 class _CoreLoop:
-    def __init__(self, engine: LLMEngine, commands: Connection, outputs: Connection) -> None:
+    def __init__(self, engine: LLMEngine, commands: Connection, outputs: Connection,
+                 logits_health: LogitsHealth | None = None) -> None:
         self.engine = engine
+        self.health = logits_health  # what the runner saw of its logits; None: nothing to report (a fake engine)
         self.commands = commands
         self.outputs = outputs
         self.live: set[str] = set()  # admitted, not yet finished: what a failed step must fail
         self.stopping = False
+        self.faults: EngineFaults | None = None  # built by the first fault command
+        self._deferred: list = []  # commands read while an injected hang held a step: applied after it
 
     def run(self) -> None:
+        last_sent = time.monotonic()
         while not self.stopping:
             new: list[CoreOutput] = []
             failures: list[RequestFailure] = []
@@ -99,13 +121,21 @@ class _CoreLoop:
             stepped = self.engine.has_unfinished_requests()
             if stepped:
                 self._step(new, failures)
-            if applied or stepped:
+            if applied or stepped or time.monotonic() - last_sent >= HEARTBEAT_S:
                 self.outputs.send(StepBatch(new, failures, self._stats()))
+                last_sent = time.monotonic()
 
     def _apply_pending(self, timeout_s: float, new: list[CoreOutput], failures: list[RequestFailure]) -> bool:
         """Apply every command already queued (waiting up to `timeout_s` for the first)."""
         applied = False
+        if self._deferred:  # read during an injected hang: they come first, in the order they came
+            deferred, self._deferred = self._deferred, []
+            for command in deferred:
+                self._apply(command, new, failures)
+            applied = True
         for _ in range(MAX_COMMAND_MESSAGES_PER_STEP):
+            if self.stopping:
+                break
             if not self.commands.poll(0.0 if applied else timeout_s):
                 break
             for command in self.commands.recv():  # EOFError when the parent is gone
@@ -131,6 +161,8 @@ class _CoreLoop:
                 new.append(_core_output(out))
         elif isinstance(command, Shutdown):
             self.stopping = True
+        elif isinstance(command, (ArmFault, ClearFaults, ShowFaults)):
+            self.outputs.send(self._fault_reply(command))
         else:
             logger.error("engine core: unknown command %r ignored", command)
 
@@ -150,11 +182,54 @@ class _CoreLoop:
         for out in step_outputs:
             if out.finished:
                 self.live.discard(out.request_id)
-            new.append(_core_output(out))
+            error = out.error
+            if error is not None:  # the step failed on this request alone; the others went on
+                # Only a request's own fault is "alone" (the server's 422, never retried); the engine's own
+                # (out of memory, non-finite logits from corrupt weights) is a plain failure another replica may serve.
+                failures.append(RequestFailure(out.request_id, refused=False, message=error,
+                                               alone=out.error_is_request_fault))
+            else:
+                new.append(_core_output(out))
 
     def _stats(self) -> CoreStats:
         sched = self.engine.scheduler
-        return CoreStats(sched.num_running, sched.num_waiting, float(self.engine.kv_cache_usage))
+        return CoreStats(sched.num_running, sched.num_waiting, float(self.engine.kv_cache_usage), self._degraded())
+
+    def _degraded(self) -> str | None:
+        return None if self.health is None else self.health.degraded
+
+    # ---- fault injection ---------------------------------------------------------------------------------
+    def _fault_reply(self, command: ArmFault | ClearFaults | ShowFaults) -> FaultReply:
+        if self.faults is None:
+            from lab.engine.faults import EngineFaults  # torch: only a core that is sent faults builds one
+
+            self.faults = EngineFaults(self.engine, wait=self._wait_while_hung)
+        record, error = None, None
+        try:
+            if isinstance(command, ArmFault):
+                record = self.faults.arm(command.spec)
+            elif isinstance(command, ClearFaults):
+                record = self.faults.clear()
+        except ValueError as exc:  # refused: nothing changed
+            error = str(exc)
+        except Exception as exc:  # a fault that failed to arm must not stop the loop that serves everyone
+            logger.exception("engine core: fault command %r failed", command)
+            error = f"{type(exc).__name__}: {exc}"
+        return FaultReply(command.command_id, record, self.faults.armed(), self.faults.recent(), error,
+                          self._degraded())
+
+    def _wait_while_hung(self, released: threading.Event, timeout_s: float) -> bool:
+        """An injected hang holds the step here, silent (no batch, no heartbeat): commands that arrive are
+        kept for after the step; a `ClearFaults` or `Shutdown` among them ends the hang early (True)."""
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0 and not released.is_set():
+            if not self.commands.poll(min(remaining, IDLE_POLL_S)):
+                continue
+            batch = self.commands.recv()  # EOFError when the parent is gone: the core exits
+            self._deferred.extend(batch)
+            if any(isinstance(command, (ClearFaults, Shutdown)) for command in batch):
+                return True
+        return released.is_set()
 
 
 def _core_output(out: RequestOutput) -> CoreOutput:
@@ -166,6 +241,7 @@ def _core_output(out: RequestOutput) -> CoreOutput:
         finish_reason=out.finish_reason if out.finished else None,
         queue_time_s=out.metrics.time_in_queue_s,
         num_preemptions=out.metrics.num_preemptions,
+        new_logprobs=out.new_logprobs,
     )
 
 

@@ -5,9 +5,19 @@ it, then appends sampled tokens, detokenizes (one tokenizer call per step), appl
 and returns one `RequestOutput` per request that changed. With `async_scheduling`, step N+1 is
 scheduled and launched before step N's tokens are processed, so host work overlaps the GPU. A bad request is refused in `add_request` with an
 error that names the problem, before it can disturb the requests already running.
+
+Per-request failure isolation (defence in depth behind that validation): when running a step's
+batch raises, the engine runs the step again one request at a time; a request whose own chunk
+raises ends alone (finish reason "abort", the error in `RequestOutput.error`), and the others get
+this step's tokens as if nothing had happened. One poison request never fails its batch.
+Non-finite logits (`launched_step.NonFiniteLogitsError`, seen without a host sync) take the same road: each
+request they hit ends with an error naming them, never with garbage tokens.
+Fault injection (`lab.engine.faults`) acts through `fault_hook`, the first thing `step()` checks.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,14 +33,21 @@ from lab.engine.loader import load_model
 from lab.engine.cuda_graphs import DecodeGraphs, MixedGraphs
 from lab.engine.models.layers import set_fused_ops
 from lab.engine.models.moe import set_moe_backend
+from lab.engine.launched_step import NonFiniteLogitsError
 from lab.engine.runner import ModelRunner
-from lab.engine.prompt_checks import check_prompt_ids
-from lab.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput
+from lab.engine.prompt_checks import check_prompt_ids, check_sampling_ids
+from lab.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
+from lab.engine.scheduler_output import SchedulerOutput
 from lab.engine.sampling_params import SamplingParams
 from lab.engine.scheduler import Scheduler
 from lab.engine.sequence import FinishReason, Sequence
 from lab.engine.stop_checker import check_stop
 from lab.engine.tokenizer_loading import load_tokenizer
+
+logger = logging.getLogger(__name__)
+# Failures of the engine itself, not of a request's input, even when a request fails alone: memory runs out
+# for every request alike, and corrupt weights give every request garbage. Another replica may serve them.
+ENGINE_FAULTS = (torch.cuda.OutOfMemoryError, NonFiniteLogitsError)
 
 
 @dataclass
@@ -39,6 +56,7 @@ class _Request:
     detokenizer: IncrementalDetokenizer
     emitted_tokens: int = 0  # output tokens already reported in a RequestOutput
     emitted_chars: int = 0  # output text already reported in a RequestOutput
+    logprobs: list[TokenLogprob] = dataclasses.field(default_factory=list)  # one per output token, if asked
 
 
 class LLMEngine:
@@ -70,6 +88,7 @@ class LLMEngine:
         self.async_scheduling = args.use_async_scheduling(self.device)
         self._one_token_texts: dict[bool, dict[int, str]] = {True: {}, False: {}}  # skip_special_tokens -> id -> text
         self._in_flight = None  # async scheduling: (SchedulerOutput, LaunchedStep) of the step on the GPU
+        self.fault_hook = None  # lab.engine.faults: called first in step() while a fault is armed, else None
 
     # ---- admission -------------------------------------------------------------------------
     def add_request(
@@ -91,6 +110,7 @@ class LLMEngine:
         if request_id in self._requests:
             raise ValueError(f"request id {request_id!r} is already in use")
         text, prompt_ids = self.validate_prompt(prompt)
+        check_sampling_ids(params, self.model_config.vocab_size)  # ids the sampler would index the logits with
         prompt_text = text if text is not None else prompt_text
         seq = Sequence(
             request_id=request_id,
@@ -132,11 +152,17 @@ class LLMEngine:
         """One step; outputs of the requests it changed. `final_only`: only those that finished
         (vLLM's FINAL_ONLY: an offline caller skips building the running requests' outputs; a
         final output's deltas then cover everything since the previous output it was given)."""
+        if self.fault_hook is not None:  # an injected fault (lab serve --enable-fault-injection); else free
+            self.fault_hook()
         if self.async_scheduling:
             return self._step_overlapped(final_only)
         output = self.scheduler.schedule()
-        sampled = self.runner.execute(output)
-        outputs = self._process_tokens(self.scheduler.update_from_output(output, sampled), final_only)
+        try:
+            launched = self.runner.launch(output)
+            sampled, logprobs = launched.tokens(), launched.logprobs_by_request()
+        except Exception as exc:
+            return self._run_alone(output, exc, final_only) + self._ended_outputs(output)
+        outputs = self._process_tokens(self.scheduler.update_from_output(output, sampled), final_only, logprobs)
         return outputs + self._ended_outputs(output)
 
     def _step_overlapped(self, final_only: bool) -> list[RequestOutput]:
@@ -148,16 +174,47 @@ class LLMEngine:
         """
         previous, self._in_flight = self._in_flight, None
         output = self.scheduler.schedule()
-        launched = self.runner.launch(output, previous[1] if previous else None) if output.scheduled else None
+        launched, error = None, None
+        try:
+            launched = self.runner.launch(output, previous[1] if previous else None) if output.scheduled else None
+        except Exception as exc:  # isolated below, once step N's tokens are in
+            error = exc
         outputs: list[RequestOutput] = []
         if previous is not None:  # the GPU now has step N+1 queued behind step N: host work overlaps
             prev_output, prev_launched = previous
             received = self.scheduler.apply_sampled(prev_output, prev_launched.tokens())
-            outputs = self._process_tokens(received, final_only)
-        if launched is not None:
+            outputs = self._process_tokens(received, final_only, prev_launched.logprobs_by_request())
+        if error is not None:  # step N's tokens are applied: no pending token left to chain from
+            outputs += self._run_alone(output, error, final_only)
+        elif launched is not None:
             self.scheduler.commit(output)
             self._in_flight = (output, launched)
         return outputs + self._ended_outputs(output)
+
+    def _run_alone(self, output: SchedulerOutput, error: Exception, final_only: bool) -> list[RequestOutput]:
+        """The batch of `output` raised `error`: run each request's chunk alone (not yet counted as
+        computed, so running it again is safe); fail those whose own chunk raises, keep the rest."""
+        logger.warning("a step of %d request(s) failed (%r): running them one at a time", len(output.scheduled), error)
+        sampled: dict[str, int] = {}
+        logprobs: dict[str, TokenLogprob] = {}
+        failed: list[RequestOutput] = []
+        for chunk in output.scheduled:
+            seq = chunk.seq
+            if seq.is_finished or seq.request_id not in self._requests:
+                continue  # ended meanwhile (step N's stop rules, async scheduling)
+            alone = SchedulerOutput([chunk], [], [], chunk.num_new_tokens)
+            try:
+                launched = self.runner.launch(alone)
+                sampled.update(launched.tokens())
+                logprobs.update(launched.logprobs_by_request())
+            except Exception as exc:
+                logger.error("request %r fails alone in a step: %r; aborting it", seq.request_id, exc)
+                self.scheduler.finish(seq, FinishReason.ABORT)
+                failed.append(dataclasses.replace(
+                    self._finish_output(seq), error=f"the engine step failed on this request: {type(exc).__name__}: {exc}",
+                    error_is_request_fault=not isinstance(exc, ENGINE_FAULTS)))
+        received = self.scheduler.update_from_output(output, sampled)  # the failed ones are finished: skipped
+        return failed + self._process_tokens(received, final_only, logprobs)
 
     def _ended_outputs(self, output) -> list[RequestOutput]:
         """Requests the scheduler ended itself: past their deadline, or grown beyond the whole cache."""
@@ -167,13 +224,17 @@ class LLMEngine:
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
 
-    def _process_tokens(self, seqs: list[Sequence], final_only: bool = False) -> list[RequestOutput]:
+    def _process_tokens(self, seqs: list[Sequence], final_only: bool = False,
+                        logprobs: dict[str, TokenLogprob] | None = None) -> list[RequestOutput]:
         """Stop rules and text for each request that just received a token (one tokenizer call)."""
         reasons: list[FinishReason | None] = []
         to_decode: list[IncrementalDetokenizer] = []
         for seq in seqs:
             reason = check_stop(seq, self.eos_token_id, self.max_model_len)
-            detok = self._requests[seq.request_id].detokenizer
+            state = self._requests[seq.request_id]
+            if seq.sampling_params.logprobs is not None:
+                state.logprobs.append(logprobs[seq.request_id])  # a KeyError here is a bug: never misalign them
+            detok = state.detokenizer
             if reason is not FinishReason.STOP and detok.push(seq.output_token_ids[-1]):  # a stop token is not text
                 to_decode.append(detok)
             reasons.append(reason)
@@ -212,6 +273,7 @@ class LLMEngine:
     def _make_output(self, seq: Sequence, state: _Request, finished: bool) -> RequestOutput:
         num_tokens = seq.num_output_tokens - seq.num_pending_tokens  # placeholders are not output yet
         new_tokens = seq.output_token_ids[state.emitted_tokens : num_tokens]
+        new_logprobs = state.logprobs[state.emitted_tokens : num_tokens]
         detok = state.detokenizer
         new_text = detok.text_since(state.emitted_chars)
         state.emitted_tokens, state.emitted_chars = num_tokens, detok.num_text_chars
@@ -238,6 +300,7 @@ class LLMEngine:
             metrics=metrics,
             new_text=new_text,
             new_token_ids=new_tokens,
+            new_logprobs=new_logprobs,
         )
 
     # ---- construction helpers --------------------------------------------------------------

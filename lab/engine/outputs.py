@@ -2,11 +2,28 @@
 
 `RequestOutput.outputs[0]` is the completion (vLLM's layout, n=1); `.text`, `.token_ids` and
 `.finish_reason` are shortcuts to it. Each step's output also carries the delta since the
-previous one (`new_text`, `new_token_ids`), which the async engine streams.
+previous one (`new_text`, `new_token_ids`, and `new_logprobs` when the request asked for
+logprobs), which the async engine streams. A request the engine had to end because a step failed
+on it alone finishes with reason "abort" and says why in `error`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+
+class RequestFailedError(RuntimeError):
+    """The engine ended this request because a step failed on it alone (its batch went on);
+    `AsyncLLM` raises it in that request's stream (torch-free here, for the servers that catch it)."""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One sampled token's log-probability under the model (log_softmax of the raw logits, as
+    vLLM's default `raw_logprobs`: before temperature, top-k/top-p and min_tokens bans)."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]  # the k most likely (token id, logprob), best first; k = params.logprobs
 
 
 @dataclass(frozen=True)
@@ -135,6 +152,11 @@ class RequestOutput:
     metrics: RequestMetrics
     new_text: str = ""  # text released since the previous output of this request
     new_token_ids: list[int] = field(default_factory=list)  # tokens since the previous output
+    new_logprobs: list[TokenLogprob] = field(default_factory=list)  # one per new token, if logprobs were asked
+    error: str | None = None  # why the engine ended it (a step failed on this request alone); None otherwise
+    # With `error`: True when the request's own input is at fault (another replica would fail it too); False
+    # for the engine's own failures (CUDA out of memory, non-finite logits), which another replica may serve.
+    error_is_request_fault: bool = True
 
     @property
     def text(self) -> str:

@@ -14,6 +14,9 @@ blocks added since the last step), positions and slots are computed with numpy, 
 integers cross to the device in two pinned, non-blocking copies, so preparing a step does not
 wait for the GPU. `launch` enqueues a step and returns a `LaunchedStep` whose sampled tokens stay
 on the device until `tokens()` is asked for them (`execute` = launch + tokens, the plain path).
+
+Non-finite logits are caught without a sync (`lab.engine.launched_step`); `logits_health` says whether
+the runner is degraded.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 
 from lab.engine.attention.metadata import AttentionMetadata
+from lab.engine.launched_step import LaunchedStep, LogitsHealth
 from lab.engine.sampler import Sampler
 from lab.engine.scheduler import ScheduledChunk, SchedulerOutput
 from lab.engine.sequence import Sequence
@@ -83,34 +87,6 @@ class BlockTableRows:
         self._free_rows = list(range(new_rows - 1, old.shape[0] - 1, -1)) + self._free_rows
 
 
-class LaunchedStep:
-    """A step whose GPU work is enqueued; `tokens()` waits for its sampled tokens (once)."""
-
-    def __init__(self, request_ids: list[str], tokens: torch.Tensor | None) -> None:
-        self.request_ids = request_ids
-        self.token_tensor = tokens  # (N,) int64 on the device, in `request_ids` order; None: nothing sampled
-        self._host: torch.Tensor | None = None
-        self._event = None
-        if tokens is not None and tokens.is_cuda:  # start the copy back now; wait for it later
-            self._host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
-            self._host.copy_(tokens, non_blocking=True)
-            self._event = torch.cuda.Event()
-            self._event.record()
-        self._result: dict[str, int] | None = None
-
-    def tokens(self) -> dict[str, int]:
-        if self._result is None:
-            if self.token_tensor is None:
-                values: list[int] = []
-            elif self._event is not None:
-                self._event.synchronize()
-                values = self._host.tolist()
-            else:
-                values = self.token_tensor.tolist()
-            self._result = dict(zip(self.request_ids, values))
-        return self._result
-
-
 class ModelRunner:
     def __init__(
         self,
@@ -132,6 +108,7 @@ class ModelRunner:
         self.graphs = graphs
         self.mixed_graphs = mixed_graphs
         self.sampler = Sampler()
+        self.logits_health = LogitsHealth()
         self._generators: dict[str, torch.Generator] = {}
         self._block_rows = BlockTableRows()
 
@@ -264,12 +241,15 @@ class ModelRunner:
             rows = self._to_device([np.array(inputs.sample_rows, dtype=np.int64)], np.int64)[0]
             hidden = hidden.index_select(0, rows)
         logits = self.model.compute_logits(hidden)  # (N, V)
+        # Before the sampler writes -inf bans into `logits`: a row summing to NaN or inf had a non-finite logit.
+        finite = logits.sum(dim=-1).isfinite()  # (N,) bool, read back with the tokens
         seqs = [c.seq for c in inputs.sample_chunks]
         params = [s.sampling_params for s in seqs]
         generators = [self._generator_for(s.request_id, s.sampling_params.seed) for s in seqs]
         banned = [self._banned_tokens(s) for s in seqs]
         tokens = self.sampler.sample(logits, params, generators, banned)
-        return LaunchedStep([s.request_id for s in seqs], tokens)
+        return LaunchedStep([s.request_id for s in seqs], tokens, self.sampler.take_logprobs(), finite,
+                            self.logits_health)
 
     def execute(self, output: SchedulerOutput) -> dict[str, int]:
         """Run one step; return the sampled token of every chunk that reached its sequence's end."""

@@ -6,6 +6,9 @@ Contract:
   or a `chat_template.jinja` file beside it, which wins, as in transformers).
 - `encode` adds BOS/EOS only when the config says `add_bos_token`/`add_eos_token` and the
   tokenizer.json post-processor did not already; DeepSeek's config says no BOS for raw text.
+  `release_gil=True` gives the same ids through the library's batch call, which lets go of the GIL
+  while it runs (the single-text call holds it: 10 s for a 10 MB text), so a server can tokenize
+  on a worker thread while its event loop keeps serving; `apply_chat_template` always does.
 - `apply_chat_template` renders the Jinja template in a sandbox with the globals transformers
   provides (`raise_exception`, `strftime_now`, `bos_token`, `eos_token`, a `tojson` that keeps
   Unicode); without a template it uses the DeepSeek-V3/R1 format (`chat_format.py`). The
@@ -115,8 +118,11 @@ class Tokenizer:
     def id_to_token(self, token_id: int) -> str | None:
         return self.backend.id_to_token(token_id)
 
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        ids = list(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
+    def encode(self, text: str, add_special_tokens: bool = True, release_gil: bool = False) -> list[int]:
+        if release_gil:
+            ids = list(self.backend.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids)
+        else:
+            ids = list(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
         if add_special_tokens:
             # Only when the tokenizer.json post-processor has not added them itself.
             if self.add_bos_token and self.bos_token_id is not None and ids[:1] != [self.bos_token_id]:
@@ -152,7 +158,7 @@ class Tokenizer:
                 eos_token=self.eos_token or "",
                 **template_kwargs,
             )
-        return self.encode(text, add_special_tokens=False) if tokenize else text
+        return self.encode(text, add_special_tokens=False, release_gil=True) if tokenize else text
 
     def _require_builtin_tokens(self) -> str:
         missing = [t for t in (USER_TOKEN, ASSISTANT_TOKEN, EOS_TOKEN) if self.token_to_id(t) is None]

@@ -7,11 +7,12 @@ path), and, through FastAPI, `/v1/models`, `/health` (alive), `/ready` (some rep
 `Gateway`. A forwarded request goes: key -> tier (401 without a valid key; a request with no key at
 all takes `anonymous_tier` when the config names one) -> token buckets (429 + Retry-After) -> priority
 queue (504 with tier and waited_ms past the tier's timeout; a lower tier's running request may be
-preempted for it) -> replica over its connection pool (502/503 when none answers) -> the replica's
-bytes, streamed as they arrive. Its slot and outstanding work are given back when the response ends,
-however it ends (`Gateway.finish`). Everything with a clock or randomness takes it as an argument
+preempted for it) -> replica over its connection pool, within its tier's time budgets (502/503 when
+none answers) -> the replica's bytes, streamed as they arrive. Its slot and outstanding work are given
+back when the response ends, however it ends (`Gateway.finish`). Everything with a clock or randomness takes it as an argument
 (`clock`, `uniform`), and the health loop can be left off (`run_health=False`) so tests drive rounds
-themselves; there is no module state, so several apps can live in one process.
+themselves; there is no module state, so several apps can live in one process. An error the app did
+not foresee is a 500 in OpenAI's error shape, never a plain-text page.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from fastapi.responses import JSONResponse, Response
 from lab.gateway.admin import admin_router
 from lab.gateway.auth import KeyStore, bearer_token
 from lab.gateway.buckets import RateLimiter
+from lab.gateway.budget import budget_of
 from lab.gateway.canary import CanaryController
 from lab.gateway.config import GatewayConfig
 from lab.gateway.errors import GatewayError, unauthorized
 from lab.gateway.forward import FORWARDED, Forwarder
 from lab.gateway.health import HealthChecker
+from lab.gateway.key_checks import KeyChecks
 from lab.gateway.metrics import GatewayMetrics
 from lab.gateway.connection_pools import UpstreamPools
 from lab.gateway.proxy import Proxy, Upstream
@@ -51,6 +54,8 @@ class Gateway:
                  router: Router) -> None:
         self.config, self.clock = config, clock
         self.keys = KeyStore(config.keys, anonymous_tier=config.anonymous_tier)
+        self.key_checks = KeyChecks(self.keys)
+        self.budgets = {t.name: budget_of(t, config.proxy) for t in config.tiers}
         self.limiter = RateLimiter(config.tiers, clock)
         self.queue = AdmissionQueue(config.tiers, config.queue.max_inflight, clock)
         self.traffic = Traffic.from_config(config)
@@ -58,7 +63,8 @@ class Gateway:
         self.metrics = GatewayMetrics(self.traffic, self.queue.core, [t.name for t in config.tiers])
         pools = HttpPools if config.proxy.client == "lab" else UpstreamPools
         self.pools = pools(config.proxy, max_connections=max(100, 2 * config.queue.max_inflight))
-        self.proxy = Proxy(self.pools, self.traffic, router, config.proxy, uniform, on_retry=self._failed_attempt)
+        self.proxy = Proxy(self.pools, self.traffic, router, config.proxy, uniform, on_retry=self._failed_attempt,
+                           on_upstream=lambda replica, failure: self.health.record_request(replica, failure))
         # Probes, model listings: the cold path, on httpx.
         self.client = httpx.AsyncClient(timeout=httpx.Timeout(config.proxy.read_timeout_s,
                                                               connect=config.proxy.connect_timeout_s))
@@ -134,6 +140,7 @@ def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monoto
                     await task
             await gateway.client.aclose()
             await gateway.pools.close()
+            gateway.key_checks.close()
 
     app = FastAPI(title="lab gateway", lifespan=lifespan)
     app.state.gateway = gateway
@@ -142,15 +149,24 @@ def build_app(config: GatewayConfig, *, clock: Callable[[], float] = time.monoto
     async def _gateway_error(request: Request, error: GatewayError) -> JSONResponse:
         return error.to_response()
 
+    @app.exception_handler(Exception)
+    async def _unforeseen(request: Request, error: Exception) -> JSONResponse:
+        return GatewayError(500, f"the gateway failed on this request: {type(error).__name__}", "internal_server_error",
+                            "internal_error").to_response()
+
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
-        if gateway.keys.lookup(bearer_token(request.headers)) is None:
+        if await gateway.key_checks.lookup(bearer_token(request.headers)) is None:
             raise unauthorized()
         version = gateway.traffic.choose_version(0.0)
         replica = gateway.proxy.router.pick(gateway.traffic.of_version(version)) if version else None
         if replica is None:
             raise GatewayError(503, "no healthy replica is available", "service_unavailable", "no_healthy_replica")
-        reply = await gateway.client.get(replica.config.url + "/v1/models")
+        try:
+            reply = await gateway.client.get(replica.config.url + "/v1/models", timeout=config.health.probe_timeout_s)
+        except httpx.HTTPError as error:
+            raise GatewayError(502, f"replica {replica.name!r} did not list its models: {type(error).__name__}",
+                               "upstream_error", "upstream_failed") from None
         return Response(reply.content, status_code=reply.status_code, media_type="application/json")
 
     @app.get("/health")

@@ -13,7 +13,10 @@ defaults to the config's `stable_version`, else v1). A request's tier comes from
 gateway without keys would answer every request 401: the command refuses to start so, unless
 `--anonymous-tier TIER` (or the config's `anonymous_tier`) serves requests that carry no key at TIER. The server is one process (`lab.gateway.http_server`,
 asyncio + httptools, by default; uvicorn, the plain path, with `--server uvicorn`): the buckets,
-queue and health state live in the process, so one gateway process is one gateway.
+queue and health state live in the process, so one gateway process is one gateway. Both serve under the
+config's `server` limits: all of them on the lab server; on uvicorn what it offers (`uvicorn_limits`:
+`limit_concurrency` for max_connections, `timeout_keep_alive`, and `h11_max_incomplete_event_size` for
+max_header_bytes, which binds only when uvicorn runs h11, not httptools; no header or body timeouts).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from lab.errors import LabError
 
 if TYPE_CHECKING:
-    from lab.gateway.config import GatewayConfig
+    from lab.gateway.config import GatewayConfig, ServerConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -155,7 +158,8 @@ def _serve(args: argparse.Namespace) -> int:
         level = logging.getLevelName(args.log_level.upper())
         logging.basicConfig(level=level if isinstance(level, int) else logging.DEBUG,
                             format="%(levelname)s %(name)s: %(message)s")
-        serve(app, args.host, args.port, freeze_gc=args.gc_freeze)
+        serve(app, args.host, args.port, freeze_gc=args.gc_freeze, limits=config.server,
+              max_body_bytes=config.proxy.max_body_bytes)
         return 0
     import uvicorn
 
@@ -163,5 +167,11 @@ def _serve(args: argparse.Namespace) -> int:
     # The gateway is the front door: no X-Forwarded-* rewriting; access lines only at info level or below.
     access_log = args.log_level.lower() in ("trace", "debug", "info")
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1, loop="auto", http="auto",
-                proxy_headers=False, access_log=access_log, server_header=False)
+                proxy_headers=False, access_log=access_log, server_header=False, **uvicorn_limits(config.server))
     return 0
+
+
+def uvicorn_limits(server: ServerConfig) -> dict[str, Any]:
+    """The `ServerConfig` limits uvicorn offers, as `uvicorn.run` keywords (see the module docstring)."""
+    return {"limit_concurrency": server.max_connections, "timeout_keep_alive": server.keepalive_timeout_s,
+            "h11_max_incomplete_event_size": server.max_header_bytes}

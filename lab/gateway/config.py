@@ -15,7 +15,9 @@ comment above `DEFAULT_TIERS`. Names, priorities, caps and deadlines come from `
 across fields: shares may not grow from a higher tier to a lower one; `preempts` names lower tiers
 only, and `preempt_delays_ms` (one per entry, each >= `preempt_after_ms`, non-decreasing) goes with it;
 a minimum may not exceed its tier's `max_concurrency`, and all minimums sum to less than
-`queue.max_inflight`.
+`queue.max_inflight`. A tier's `first_byte_timeout_ms` / `stall_timeout_ms` (null: derived from its
+`timeout_ms`, see `lab.gateway.budget`) bound how long a replica may keep its requests; `server` holds
+the client-facing HTTP server's timeouts and limits.
 Values the gateway derives at run time (health, weights, outstanding work) live in
 `lab.gateway.traffic`, never here. See `deploy/gateway.example.yaml` for a commented example.
 """
@@ -64,6 +66,9 @@ class TierConfig:
     preempts: tuple[str, ...] = ()  # lower tiers whose running requests it may cancel, tried in this order
     preempt_delays_ms: tuple[int, ...] = ()  # per entry of `preempts`: waited this long before it may be taken
     min_inflight: int = 0  # guaranteed running slots while it has waiters, held against all but the top tier
+    # A replica's time budget for this tier's requests (lab.gateway.budget); None: derived from timeout_ms.
+    first_byte_timeout_ms: int | None = None  # request sent -> first body byte; then retried on another replica
+    stall_timeout_ms: int | None = None  # longest silence between two chunks of a stream; then an error event
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,9 @@ class HealthConfig:
     failure_threshold: int = 3
     probe_timeout_s: float = 10.0
     probe_prompt: str = "ping"
+    # Passive detection between probes: upstream timeouts or connection failures in a row (never a 4xx or a
+    # 5xx, which a request's own input can cause) that eject a replica before its next probe.
+    passive_failure_threshold: int = 3
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,7 @@ class QueueConfig:
 
 
 PROXY_CLIENTS = ("lab", "aiohttp")
+MIN_HEADER_BYTES = 1024  # server.max_header_bytes below this would refuse ordinary requests
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,19 @@ class ProxyConfig:
     read_timeout_s: float = 600.0
     max_body_bytes: int = 8 * 1024 * 1024  # larger request bodies get a 413 before anything is forwarded
     client: str = "lab"  # upstream HTTP client: lab (lab.gateway.upstream_http) or aiohttp (the plain path)
+    # A non-streaming answer's first byte is its last: its first-byte budget grows by max_tokens at this pace.
+    min_tokens_per_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The client-facing HTTP server's limits (`lab.gateway.http_server`; uvicorn gets what it offers)."""
+
+    header_timeout_s: float = 10.0  # first byte of a request -> end of its headers; then 408 and close
+    body_timeout_s: float = 30.0  # end of the headers -> end of the body; then 408 and close
+    keepalive_timeout_s: float = 5.0  # an idle connection (no request started) is closed after this
+    max_connections: int = 2048  # open client connections; past it the oldest idle one makes room, else a 503
+    max_header_bytes: int = 65536  # request line and headers; larger gets a 431 before more is read
 
 
 @dataclass(frozen=True)
@@ -130,6 +152,7 @@ class GatewayConfig:
     canary: CanaryConfig = field(default_factory=CanaryConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     def tier(self, name: str) -> TierConfig:
         for tier in self.tiers:
@@ -205,10 +228,11 @@ def parse_config(data: Any) -> GatewayConfig:
         admin_key_hash=top.get("admin_key_hash", str, None),
         anonymous_tier=top.get("anonymous_tier", str, None),
         stable_version=top.get("stable_version", str, replicas[0].version if replicas else ""),
-        health=_section(top.sub("health"), HealthConfig, {"failure_threshold": int}),
+        health=_section(top.sub("health"), HealthConfig, {"failure_threshold": int, "passive_failure_threshold": int}),
         canary=_canary(top.sub("canary")),
         queue=_section(top.sub("queue"), QueueConfig, {"max_inflight": int, "default_max_tokens": int}),
         proxy=_section(top.sub("proxy"), ProxyConfig, {"max_attempts": int, "max_body_bytes": int}),
+        server=_section(top.sub("server"), ServerConfig, {"max_connections": int, "max_header_bytes": int}),
     )
     top.done()
     _cross_check(config)
@@ -227,6 +251,8 @@ def _tier(t: _Fields) -> TierConfig:
         preempts=tuple(t.names("preempts")),
         preempt_delays_ms=tuple(t.ints("preempt_delays_ms")),
         min_inflight=t.get("min_inflight", int, 0),
+        first_byte_timeout_ms=t.optional_positive("first_byte_timeout_ms", int),
+        stall_timeout_ms=t.optional_positive("stall_timeout_ms", int),
     )
     if tier.min_inflight < 0:
         raise ConfigError(f"gateway config: {t.path}.min_inflight: expected an integer >= 0, got {tier.min_inflight}")
@@ -351,6 +377,9 @@ def _cross_check(config: GatewayConfig) -> None:
             raise ConfigError(f"gateway config: tiers: max_inflight_share of {lower.name!r} ({lower.max_inflight_share}) "
                               f"exceeds that of the higher tier {higher.name!r} ({higher.max_inflight_share}): "
                               "a lower tier would take the slots kept for a higher one")
+    if config.server.max_header_bytes < MIN_HEADER_BYTES:
+        raise ConfigError(f"gateway config: server.max_header_bytes: expected at least {MIN_HEADER_BYTES} (a request "
+                          f"line and an Authorization header), got {config.server.max_header_bytes}")
     if config.proxy.client not in PROXY_CLIENTS:
         raise ConfigError(f"gateway config: proxy.client: expected one of {list(PROXY_CLIENTS)}, "
                           f"got {config.proxy.client!r}")

@@ -1,10 +1,15 @@
 """The forwarded routes on the bare ASGI interface: POST /v1/completions and /v1/chat/completions.
 
 Contract: `Forwarder(gateway)` is the ASGI callable of the two routes in `FORWARDED` (the app sends
-every other path to FastAPI). A request goes: key -> tier (401) -> body (413 over the limit, 400 when
-not JSON) -> token buckets (429 + Retry-After) -> priority queue (504 with tier and waited_ms past the
-tier's timeout) -> replica (502/503 when none answers) -> the replica's status, headers and bytes,
+every other path to FastAPI). A request goes: key -> tier (401; slow key checks off the loop, see
+`lab.gateway.key_checks`) -> body (413 over the limit, 400 when not JSON or nested too deep) -> token
+buckets (429 + Retry-After) -> priority queue (504 with tier and waited_ms past the tier's timeout) ->
+replica (502/503 when none answers within the tier's budgets) -> the replica's status, headers and bytes,
 streamed as they arrive. Every refusal is an OpenAI-shaped JSON error (`GatewayError.render`).
+A stream whose replica goes silent past the tier's stall budget, or breaks, ends with an SSE error
+event and is held against the replica (passive health); one that ends without `data: [DONE]` (it gets
+an `upstream_incomplete` error event appended) or carries an error event (`lab.gateway.sse_outcome`)
+counts as an `error` of its tier, never `ok`.
 Once past the body, a watcher waits for the client's `http.disconnect`: a client that leaves (while
 queued, while the replica works, mid-stream) interrupts its request, and the upstream connection is
 dropped so the replica aborts. A request preempted by a higher tier (`lab.gateway.queue`) is
@@ -29,12 +34,12 @@ from lab.gateway.errors import GatewayError, unauthorized
 from lab.gateway.openai_body import ClientRequest, parse_body
 from lab.gateway.proxy import UPSTREAM_ERRORS, Upstream
 from lab.gateway.queue import QueueTimeout, Ticket
+from lab.gateway.sse_outcome import StreamOutcome
 
 if TYPE_CHECKING:
     from lab.gateway.app import Gateway
 
 FORWARDED = frozenset({"/v1/completions", "/v1/chat/completions"})
-WHOLE_BODY_MAX_BYTES = 1 << 20  # a non-streaming reply up to this size is forwarded in one write
 _WANTED_HEADERS = {b"authorization": "authorization", b"api-key": "api-key", b"content-length": "content-length"}
 
 Send = Any  # ASGI callables, untyped as in the ASGI spec
@@ -102,7 +107,7 @@ class Forwarder:
         arrived = gateway.clock()
         headers = {_WANTED_HEADERS[k]: v.decode("latin-1") for k, v in scope["headers"] if k in _WANTED_HEADERS}
         try:
-            key = gateway.keys.lookup(bearer_token(headers))
+            key = await gateway.key_checks.lookup(bearer_token(headers))
             if key is None:
                 raise unauthorized()
             tier = gateway.config.tier(key.tier)
@@ -176,7 +181,7 @@ class Forwarder:
         try:
             ticket = await self._admit(tier, arrived, exchange)
             exchange.outcome = "error"  # until the replica answers
-            upstream = await gateway.proxy.open(path, parsed, priority)
+            upstream = await gateway.proxy.open(path, parsed, priority, gateway.budgets[tier])
             exchange.outcome = "client_closed"  # until the response ends or the replica breaks
             await self._relay(upstream, send, tier, arrived, exchange)
         except GatewayError as error:
@@ -201,42 +206,50 @@ class Forwarder:
         exchange.started = True
 
     async def _relay(self, upstream: Upstream, send: Send, tier: str, arrived: float, exchange: _Exchange) -> None:
-        metrics, response = self.gateway.metrics, upstream.response
-        length = response.content_length
-        if not upstream.is_event_stream and length is not None and length <= WHOLE_BODY_MAX_BYTES:
-            try:
-                body = await response.read()
-            except UPSTREAM_ERRORS as error:
-                exchange.outcome = "error"
-                raise GatewayError(502, f"replica {upstream.replica.name!r} broke while answering: "
-                                        f"{type(error).__name__}", "upstream_error", "upstream_broke") from None
-            metrics.tier[tier].ttfb.observe(self.gateway.clock() - arrived)
+        gateway = self.gateway
+        gateway.metrics.tier[tier].ttfb.observe(gateway.clock() - arrived)  # `open` returns on the first body bytes
+        if upstream.body is not None:
+            body = upstream.body
             await self._start(send, upstream, [*upstream.headers(), (b"content-length", str(len(body)).encode())],
                               exchange)
             exchange.reason, exchange.outcome = "done", "ok"
             await send({"type": "http.response.body", "body": body, "more_body": False})
             return
         await self._start(send, upstream, upstream.headers(), exchange)
-        content, first = response.content, True
+        stream = StreamOutcome() if upstream.is_event_stream else None
+        chunk, replica = upstream.first_chunk, upstream.replica
+        answers = replica.answers
         try:
-            while chunk := await content.readany():  # as they arrive: no buffering
-                if first:
-                    first = False
-                    metrics.tier[tier].ttfb.observe(self.gateway.clock() - arrived)
+            while chunk:  # as they arrive: no buffering
+                if stream is not None:
+                    stream.feed(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                answers = replica.answers  # a stall counts against the replica only if it answers nobody else
+                chunk = await upstream.next_chunk()
         except UPSTREAM_ERRORS as error:
-            # The replica broke mid-response; nothing can be retried once bytes went out. Say so:
-            # an SSE stream gets an error event (the openai SDK raises it), any other body is cut off.
+            # The replica broke or went silent mid-response; nothing can be retried once bytes went out.
+            # Say so: an SSE stream gets an error event (the openai SDK raises it), any other body is cut off.
             exchange.outcome = "error"
+            stalled = isinstance(error, asyncio.TimeoutError)
+            failure = (f"replica {upstream.replica.name!r} sent nothing for the tier's {upstream.stall_s:g} s "
+                       "stall budget mid-stream" if stalled
+                       else f"replica {upstream.replica.name!r} failed mid-stream: {type(error).__name__}")
+            if not stalled or replica.answers == answers:
+                gateway.health.record_request(replica, failure)
             if not upstream.is_event_stream:
                 raise
-            message = f"replica {upstream.replica.name!r} failed mid-stream: {type(error).__name__}"
             exchange.reason = "done"
-            await send({"type": "http.response.body", "body": sse_error(message, "upstream_broke", "upstream_error"),
+            code = "upstream_timeout" if stalled else "upstream_broke"
+            await send({"type": "http.response.body", "body": sse_error(failure, code, "upstream_error"),
                         "more_body": False})
             return
-        exchange.reason, exchange.outcome = "done", "ok"
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        exchange.reason = "done"
+        exchange.outcome = "ok" if stream is None or stream.ok else "error"  # a cut or failed stream is no success
+        tail = b""
+        if stream is not None and not stream.done and not stream.error:  # cut short: tell the client, too
+            tail = sse_error(f"replica {upstream.replica.name!r} ended the stream without data: [DONE]; the answer "
+                             "may be incomplete", "upstream_incomplete", "upstream_error")
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _say_preempted(self, send: Send, tier: str, exchange: _Exchange, upstream: Upstream | None,
                              borrowed: bool) -> None:

@@ -1,7 +1,8 @@
 """What the gateway reads from an OpenAI request body, and how it rewrites it for a replica.
 
 Contract: `parse_body(raw, default_max_tokens)` checks the little the gateway needs (a JSON
-object, a non-negative integer `max_tokens`/`max_completion_tokens` if given) and returns a
+object nested at most `MAX_JSON_DEPTH` deep, a non-negative integer `max_tokens`/`max_completion_tokens`
+if given; anything else is a 400 in OpenAI's error shape, never a 500) and returns a
 `ClientRequest`: the body, whether it streams, and its token cost for the buckets (a prompt
 estimate of ~4 characters per token, plus max_tokens). Everything else is the replica's to
 validate. `for_replica(request, priority, model)` is the body sent upstream: the client's `priority`
@@ -20,6 +21,9 @@ from typing import Any
 from lab.gateway.errors import bad_request
 
 CHARS_PER_TOKEN = 4  # a rough BPE average; the buckets need a cost, not an exact count
+# OpenAI bodies nest a few levels (messages -> content parts, tools -> JSON schemas): 64 leaves room for
+# deep schemas and keeps every recursive reader (ours, json.dumps, the replica's) far from Python's limit.
+MAX_JSON_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -52,13 +56,31 @@ def _text(value: Any) -> str:
     return ""
 
 
+def _too_deep(raw: bytes, body: Any) -> bool:
+    """True when `body` nests containers more than MAX_JSON_DEPTH deep."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return False  # the common case, at C speed: too few brackets to nest that deep
+    level: list[Any] = [body]
+    for _ in range(MAX_JSON_DEPTH):  # breadth first, containers only
+        level = [child for value in level
+                 for child in (value.values() if isinstance(value, dict) else value)
+                 if isinstance(child, (dict, list))]
+        if not level:
+            return False
+    return True
+
+
 def parse_body(raw: bytes, default_max_tokens: int) -> ClientRequest:
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise bad_request(f"request body nests deeper than the gateway's limit of {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise bad_request(f"request body is not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object")
+    if _too_deep(raw, body):
+        raise bad_request(f"request body nests deeper than the gateway's limit of {MAX_JSON_DEPTH} levels")
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
     if max_tokens is None:
         max_tokens = default_max_tokens

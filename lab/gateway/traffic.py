@@ -18,13 +18,16 @@ from dataclasses import asdict, dataclass, field
 from lab.gateway.config import GatewayConfig, ReplicaConfig
 
 log = logging.getLogger("lab.gateway")
+TIMEOUT_PREFIX = "timeout:"  # how the request path names a timeout (lab.gateway.proxy, lab.gateway.health)
 
 
 @dataclass
 class ReplicaState:
     config: ReplicaConfig
     healthy: bool = True  # optimistic at start: the first probes eject a dead replica within N intervals
-    consecutive_failures: int = 0
+    consecutive_failures: int = 0  # failed probes in a row
+    consecutive_upstream_failures: int = 0  # requests in a row that timed out or could not connect (passive)
+    answers: int = 0  # answers seen from it (requests' first bytes, passing probes), to tell busy from hung
     outstanding_requests: int = 0
     outstanding_tokens: float = 0.0
     last_error: str = ""
@@ -133,6 +136,7 @@ class Traffic:
                          for v in self.versions()},
             "replicas": [{"name": r.name, "url": r.config.url, "version": r.version, "weight": r.config.weight,
                           "healthy": r.healthy, "consecutive_failures": r.consecutive_failures,
+                          "consecutive_upstream_failures": r.consecutive_upstream_failures,
                           "outstanding_requests": r.outstanding_requests,
                           "outstanding_tokens": r.outstanding_tokens, "last_error": r.last_error}
                          for r in self.replicas.values()],

@@ -9,8 +9,10 @@ response head is in: `status`, `headers` (lower-case names), `raw_headers`, `con
 `release()` (the body was read to its end: the connection goes back to the pool) and `close()`
 (drop the connection: the replica sees its client leave and aborts). Failures: `UpstreamError` (a
 `ConnectionError`: refused, reset, closed before the response ended, a malformed response) and
-`asyncio.TimeoutError` (no connection within `connect_timeout_s`, or no byte for `read_timeout_s`
-while waiting for one). A reused connection that fails before any response byte (the replica closed
+`asyncio.TimeoutError` (no connection within `connect_timeout_s`, no byte for the response's
+`read_timeout_s`, `ProxyConfig.read_timeout_s` unless changed, while waiting for one, or a wait past
+the response's `deadline`: `post(..., deadline=loop_time)`, the proxy's first-byte budget, at no cost
+of a timer of its own). A reused connection that fails before any response byte (the replica closed
 it while it was idle) is retried once on a new connection.
 
 Why: aiohttp (`proxy.client: aiohttp`, the plain path) spends ~250 us of CPU on a proxied POST on
@@ -41,9 +43,10 @@ class UpstreamError(ConnectionError):
 class HttpResponse:
     """One response, read from its connection as it arrives (the subset of aiohttp's ClientResponse used here)."""
 
-    def __init__(self, connection: _Connection, read_timeout_s: float) -> None:
+    def __init__(self, connection: _Connection, read_timeout_s: float, deadline: float | None = None) -> None:
         self._connection: _Connection | None = connection
-        self._read_timeout_s = read_timeout_s
+        self.read_timeout_s = read_timeout_s  # the longest wait for the next byte; the proxy shortens it per tier
+        self.deadline = deadline  # loop time no wait may pass (the tier's first-byte budget); None: none
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self._headers: dict[str, str] | None = None
@@ -94,7 +97,8 @@ class HttpResponse:
             raise self._error
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
-        timer = loop.call_later(self._read_timeout_s, _time_out, waiter)
+        timeout = self.read_timeout_s if self.deadline is None else min(self.read_timeout_s, self.deadline - loop.time())
+        timer = loop.call_later(timeout, _time_out, waiter)
         try:
             await waiter
         finally:
@@ -224,11 +228,11 @@ class ReplicaPool:
         return (b"POST " + path.encode("ascii") + b" HTTP/1.1\r\n" + self._host_line + lines
                 + b"content-length: %d\r\n\r\n" % len(data) + data)
 
-    async def post(self, url: str, data: bytes, headers: dict[str, str]) -> HttpResponse:
+    async def post(self, url: str, data: bytes, headers: dict[str, str], deadline: float | None = None) -> HttpResponse:
         request = self._request(url, data, headers)
         for attempt in (1, 2):
             connection, reused = await self._acquire()
-            response = HttpResponse(connection, self.config.read_timeout_s)
+            response = HttpResponse(connection, self.config.read_timeout_s, deadline)
             connection.response = response
             connection.transport.write(request)
             try:

@@ -6,7 +6,16 @@ Contract of `build_app(served_model_name, load_backend, on_load_failed)`:
   it is done. A load that raises marks the replica failed and calls `on_load_failed()`.
 - Routes: `POST /v1/completions`, `POST /v1/chat/completions` (JSON or SSE), `GET /v1/models`,
   `GET /health` (alive: 503 `engine_dead` once the loaded engine cannot serve, e.g. its core
-  process died), `GET /ready` (model loaded, admitting, engine alive), `GET /metrics` (Prometheus).
+  process died, and 503 `engine_unresponsive` while its step loop has not turned for the
+  backend's limit, e.g. a stopped or hung core process; 200 again once it turns), `GET /ready`
+  (model loaded, admitting, engine alive and answering), `GET /metrics` (Prometheus). Both probes also
+  answer 503 `engine_degraded` while the backend's `degraded_reason` says its output is garbage (its latest
+  step sampled non-finite logits), so a gateway ejects it; new requests still reach the engine, which
+  fails each one hit with an explicit error, and one finite step or a repair makes it healthy again.
+- `fault_injection` (`lab serve --enable-fault-injection`): mounts `/admin/faults` (`faults.py`);
+  without it those routes do not exist.
+- Request bodies over `max_request_bytes` are refused with 413 before they are read whole;
+  large ones are parsed and tokenized off the event loop (`request_body.py`, `prompt_ids.py`).
 - Every error is OpenAI-shaped JSON (`errors.py`), unknown routes and unexpected exceptions
   included; no error stops the engine or disturbs other requests.
 - `app.state.lifecycle` is the `Lifecycle` the runner drains on SIGTERM.
@@ -29,8 +38,10 @@ from starlette.requests import Request
 
 from lab.server.backend import ServingBackend
 from lab.server.errors import APIError, error_body
+from lab.server.faults import FaultInjection, fault_router
 from lab.server.lifecycle import Lifecycle
 from lab.server.metrics import CONTENT_TYPE, ServerMetrics
+from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES
 from lab.server.responses import CHAT, COMPLETION, ResponseBuilder, Shape
 from lab.server.sampling import chat_input, completion_input
 from lab.server.schemas import ChatCompletionRequest, CompletionRequest, parse_request
@@ -40,7 +51,11 @@ logger = logging.getLogger(__name__)
 
 
 def build_app(served_model_name: str, load_backend: Callable[[], ServingBackend],
-              on_load_failed: Callable[[], None] | None = None) -> FastAPI:
+              on_load_failed: Callable[[], None] | None = None, *,
+              max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+              fault_injection: FaultInjection | None = None) -> FastAPI:
+    if max_request_bytes < 1:
+        raise ValueError(f"max_request_bytes must be >= 1, got {max_request_bytes}")
     lifecycle = Lifecycle()
     metrics = ServerMetrics(served_model_name, lambda: lifecycle.backend.stats() if lifecycle.backend else None)
     ctx = ServingContext(lifecycle, metrics)
@@ -86,17 +101,17 @@ def build_app(served_model_name: str, load_backend: Callable[[], ServingBackend]
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        req = await parse_request(request, CompletionRequest)
+        req = await parse_request(request, CompletionRequest, max_request_bytes)
         backend = lifecycle.require_backend()
-        gen = completion_input(req, backend)
+        gen = await completion_input(req, backend)
         return await serve_generation(request, ctx, _builder(COMPLETION, backend), gen, req.stream,
                                       _include_usage(req))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        req = await parse_request(request, ChatCompletionRequest)
+        req = await parse_request(request, ChatCompletionRequest, max_request_bytes)
         backend = lifecycle.require_backend()
-        gen = chat_input(req, backend)
+        gen = await chat_input(req, backend)
         return await serve_generation(request, ctx, _builder(CHAT, backend), gen, req.stream, _include_usage(req))
 
     @app.get("/v1/models")
@@ -129,13 +144,24 @@ def build_app(served_model_name: str, load_backend: Callable[[], ServingBackend]
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    if fault_injection is not None:
+        app.include_router(fault_router(lifecycle, fault_injection))
     return app
 
 
 def _engine_dead(lifecycle: Lifecycle) -> APIError | None:
-    """A 503 naming why the loaded engine can no longer serve (e.g. its core process died), or None."""
-    reason = lifecycle.backend.dead_reason if lifecycle.backend is not None else None
-    return None if reason is None else APIError(503, f"the engine cannot serve: {reason}", code="engine_dead")
+    """A 503 naming why the loaded engine cannot serve (its core process died; or it has not
+    answered for its limit, until it answers again), or None."""
+    backend = lifecycle.backend
+    if backend is None:
+        return None
+    if backend.dead_reason is not None:
+        return APIError(503, f"the engine cannot serve: {backend.dead_reason}", code="engine_dead")
+    if backend.stall_reason is not None:
+        return APIError(503, f"the engine is not answering: {backend.stall_reason}", code="engine_unresponsive")
+    if backend.degraded_reason is not None:
+        return APIError(503, f"engine_degraded: {backend.degraded_reason}", code="engine_degraded")
+    return None
 
 
 def _builder(shape: Shape, backend: ServingBackend) -> ResponseBuilder:

@@ -6,7 +6,10 @@ the one over our `AsyncLLM`; a transformers `generate` baseline would be another
   Tokenizing, chat templates and length checks are the HTTP layer's job, so a backend only ever
   sees validated token ids. A backend that refuses the request raises `RequestRefused` before the
   first delta (the server answers 400); a failure after that raises `BackendError` (500, or an
-  error event mid-stream). The last delta has `finish_reason` set; nothing follows it.
+  error event mid-stream), or `RequestFailed` when the engine failed on this request alone and
+  went on with the rest of its batch (422: retrying it elsewhere would fail the same way). The last
+  delta has `finish_reason` set; nothing follows it. With `params.logprobs` set, every delta
+  carries one `TokenLogprob` per token it carries.
 - A consumer that stops iterating (closes or is cancelled) must abort its request and free its
   resources (KV blocks) without further calls.
 - `abort(request_id)` ends a live request: its stream's last delta has finish_reason "abort".
@@ -14,6 +17,13 @@ the one over our `AsyncLLM`; a transformers `generate` baseline would be another
 - `stats()` is a cheap snapshot for the gauges of /metrics; `shutdown()` stops the engine.
 - `dead_reason` is None while the engine can serve; once it cannot (its process or loop is gone,
   or it was shut down) it says why, and `/health` and `/ready` answer 503 with it.
+- `stall_reason` is None while the engine's step loop turns; when it has not for longer than the
+  backend's limit (a hung step, a stopped core process) it says so, and `/health`, `/ready` and
+  new requests answer 503 until the loop turns again. A backend that cannot tell returns None.
+- `degraded_reason` is None while the engine's output is sound; when its latest step sampled non-finite
+  logits (corrupt weights) it says so, and `/health` and `/ready` answer 503. A backend that cannot tell
+  returns None.
+- `vocab_size`: token ids the model has logits for (what prompts and `stop_token_ids` may name).
 - `finish_reason` uses the engine's vocabulary: "stop", "length", "abort", "deadline"
   (`responses.openai_finish_reason` maps it to OpenAI's values).
 
@@ -25,6 +35,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from lab.engine.outputs import TokenLogprob
 from lab.engine.sampling_params import SamplingParams
 
 
@@ -36,6 +47,10 @@ class BackendError(RuntimeError):
     """The backend failed while running a request it had accepted."""
 
 
+class RequestFailed(BackendError):
+    """The engine failed on this request alone and went on with the rest of its batch."""
+
+
 @dataclass(frozen=True)
 class Delta:
     text: str  # text released since the previous delta (may be "" while text is held back)
@@ -44,6 +59,7 @@ class Delta:
     finish_reason: str | None = None  # set on the last delta only: stop, length, abort, deadline
     queue_time_s: float | None = None  # arrival to first scheduled step; known once scheduled
     num_preemptions: int = 0  # cumulative: times the request was preempted and recomputed
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token of `token_ids` when logprobs were asked
 
     @property
     def finished(self) -> bool:
@@ -58,7 +74,9 @@ class BackendStats:
 
 
 class TokenizerLike(Protocol):
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+    def encode(self, text: str, add_special_tokens: bool = True, release_gil: bool = False) -> list[int]: ...
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
 
     def apply_chat_template(
         self,
@@ -72,6 +90,7 @@ class TokenizerLike(Protocol):
 class ServingBackend(Protocol):
     model_name: str  # the served model name (what clients pass as `model`)
     max_model_len: int  # context length: prompt + output tokens
+    vocab_size: int  # token ids the model has logits for
     tokenizer: TokenizerLike
 
     def generate(
@@ -86,6 +105,12 @@ class ServingBackend(Protocol):
 
     @property
     def dead_reason(self) -> str | None: ...
+
+    @property
+    def stall_reason(self) -> str | None: ...
+
+    @property
+    def degraded_reason(self) -> str | None: ...
 
     def stats(self) -> BackendStats: ...
 

@@ -12,6 +12,10 @@ is bound (exit 2, naming the flag's problem).
 process, so the HTTP/SSE work of many streams does not hold the GIL the steps need; `thread` runs
 it on a thread of the server process (the plain path and the reference).
 
+`--enable-fault-injection --admin-key-hash sha256:<hex>` adds `/admin/faults` (`faults.py`: CUDA OOM, a
+hung step, a slow step, NaN weights, armed in the engine core) for chaos drills; off by default, and
+without it the routes do not exist. The hash is what `lab gateway hash-key` prints for the admin key.
+
 `--engine hf` serves the same model (same weights for a preset) with transformers' own model
 class and `generate()`, FCFS in static batches; the paging and scheduling flags of our engine
 mean nothing there and are refused (`--engine-core` too), as `--hf-batch-size` is with `--engine lab`.
@@ -22,6 +26,7 @@ import argparse
 import json
 
 from lab.errors import LabError
+from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES, ENGINE_ITERATION_TIMEOUT_S
 
 # flag dest -> EngineArgs field (the same name: vLLM's), passed only when given
 ENGINE_FLAGS = ("model", "tokenizer", "dtype", "device", "seed", "max_model_len", "block_size",
@@ -57,6 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     parser.add_argument("--drain-timeout-s", type=float, default=30.0,
                         help="on SIGTERM, how long in-flight requests may run before they are aborted")
+    parser.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                        help=f"largest request body accepted; larger ones get a 413 naming the limit "
+                        f"(default {DEFAULT_MAX_REQUEST_BYTES}, 8 MiB)")
+    parser.add_argument("--engine-iteration-timeout-s", type=float,
+                        help="--engine lab only: how long the engine's step loop may stay silent (a hung step, "
+                        "a stopped core process) before /health, /ready and new requests answer 503 "
+                        f"engine_unresponsive (default {ENGINE_ITERATION_TIMEOUT_S:g}; vLLM's "
+                        "VLLM_ENGINE_ITERATION_TIMEOUT_S)")
     engine = parser.add_argument_group("engine (vLLM's flag names)")
     engine.add_argument("--tokenizer", help="directory with tokenizer.json (default: the model's own)")
     engine.add_argument("--dtype", help="auto, float32, float16, bfloat16")
@@ -75,6 +88,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fcfs (the plain path) or priority (the request's `priority` field)")
     engine.add_argument("--hf-overrides", type=_json_object,
                         help='JSON config overrides, e.g. {"num_hidden_layers": 2}')
+    faults = parser.add_argument_group("fault injection (chaos drills; off by default)")
+    faults.add_argument("--enable-fault-injection", action="store_true",
+                        help="add POST/GET/DELETE /admin/faults: CUDA out-of-memory, a hung step, a slow step, NaN "
+                        "weights, armed in the engine core (needs --admin-key-hash and the engine core process)")
+    faults.add_argument("--admin-key-hash",
+                        help="sha256:<hex> of the key that opens /admin/faults (`lab gateway hash-key` prints it)")
     logs = parser.add_argument_group("logging")
     logs.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     logs.add_argument("--access-log", action="store_true", help="log one line per HTTP request")
@@ -95,7 +114,9 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     given = {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name) is not None}
-    _check_engine_flags(args.engine, given, args.hf_batch_size, args.engine_core)  # before torch loads: fail fast
+    _check_engine_flags(args.engine, given, args.hf_batch_size, args.engine_core,  # before torch loads: fail fast
+                        args.engine_iteration_timeout_s)
+    fault_injection = _fault_injection(args)
 
     from lab.engine.args import EngineArgs  # torch: only when a replica really starts
     from lab.server.runner import ServerConfig, serve
@@ -107,6 +128,10 @@ def _serve(args: argparse.Namespace) -> int:
             log_level=args.log_level, access_log=args.access_log,
             engine=args.engine, hf_batch_size=1 if args.hf_batch_size is None else args.hf_batch_size,
             engine_core=args.engine_core or ENGINE_CORES[0],
+            max_request_bytes=args.max_request_bytes,
+            engine_iteration_timeout_s=(ENGINE_ITERATION_TIMEOUT_S if args.engine_iteration_timeout_s is None
+                                        else args.engine_iteration_timeout_s),
+            **({} if fault_injection is None else {"fault_injection": fault_injection}),  # default: none
         )
     except ValueError as exc:
         raise LabError(str(exc)) from None
@@ -114,12 +139,35 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
-def _check_engine_flags(engine: str, given: dict, hf_batch_size: int | None, engine_core: str | None = None) -> None:
+def _fault_injection(args: argparse.Namespace):
+    """The `FaultInjection` of --enable-fault-injection, or None; LabError for flags that cannot work."""
+    if not args.enable_fault_injection:
+        if args.admin_key_hash is not None:
+            raise LabError("--admin-key-hash protects /admin/faults, which only --enable-fault-injection adds")
+        return None
+    if args.engine != "lab" or args.engine_core == "thread":
+        raise LabError("--enable-fault-injection needs --engine lab with its engine core process (the default): "
+                       "faults are armed where the steps run")
+    if args.admin_key_hash is None:
+        raise LabError("--enable-fault-injection needs --admin-key-hash sha256:<hex> (`lab gateway hash-key` "
+                       "prints it): the fault routes can stop or corrupt the replica")
+    from lab.server.faults import FaultInjection
+
+    try:
+        return FaultInjection(args.admin_key_hash)
+    except ValueError as exc:
+        raise LabError(f"--admin-key-hash: {exc}") from None
+
+
+def _check_engine_flags(engine: str, given: dict, hf_batch_size: int | None, engine_core: str | None = None,
+                        iteration_timeout_s: float | None = None) -> None:
     """Refuse flags the chosen engine would silently ignore."""
     if engine == "hf":
         ignored = [f"--{name.replace('_', '-')}" for name in LAB_ONLY_FLAGS if name in given]
         if engine_core is not None:
             ignored.append("--engine-core")
+        if iteration_timeout_s is not None:
+            ignored.append("--engine-iteration-timeout-s")
         if ignored:
             raise LabError(f"{', '.join(ignored)}: only --engine lab has a paged KV cache, a scheduler and an "
                            "engine core; --engine hf runs transformers generate() in static batches (see --hf-batch-size)")

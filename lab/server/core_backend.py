@@ -9,24 +9,34 @@ Contract (beyond `backend.py`'s):
 - Coalescing: when a consumer wakes up to several outputs of its request, they become one
   `Delta` (text and token ids concatenated, the last output's counts and finish reason), so a
   loaded server writes one SSE event per wake-up rather than one per token.
-- A refused add is `RequestRefused` before the first delta; a failed step is `BackendError`.
+- A refused add is `RequestRefused` before the first delta; a request the core's step failed on
+  alone is `RequestFailed`; a failed step is `BackendError`.
   If the core dies, every live stream ends with a `BackendError` naming its exit status, and so
   does every later `generate` (the HTTP layer answers 500 `engine_error`, as for any failure).
+- Hung core: the core sends a batch at least every `HEARTBEAT_S`, even idle; when nothing has
+  come for `iteration_timeout_s` (vLLM's `VLLM_ENGINE_ITERATION_TIMEOUT_S`), `stall_reason` names
+  the silence (the server answers 503) until the next batch arrives. Live requests keep waiting.
 - The event loop is the first caller's (a server has one); the backend serves that loop only.
+- `degraded_reason`: the latest batch's word on the engine's output (non-finite logits), else None.
+- `fault_control` (`lab.server.fault_control`) carries fault commands to the core and their replies back
+  (the reader thread hands a `FaultReply` to it); the routes exist only with `--enable-fault-injection`.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.engine.core_client import EngineCoreClient
-from lab.engine.core_messages import AbortRequest, AddRequest, CoreOutput, StepBatch
+from lab.engine.core_messages import AbortRequest, AddRequest, CoreOutput, FaultReply, RequestFailure, StepBatch
 from lab.engine.presets import PRESETS
 from lab.engine.sampling_params import SamplingParams
 from lab.engine.tokenizer_loading import load_tokenizer
-from lab.server.backend import BackendError, BackendStats, Delta, RequestRefused, TokenizerLike
+from lab.server.backend import BackendError, BackendStats, Delta, RequestFailed, RequestRefused, TokenizerLike
+from lab.server.fault_control import FaultControl
+from lab.server.limits import ENGINE_ITERATION_TIMEOUT_S
 
 if TYPE_CHECKING:
     from lab.engine.args import EngineArgs
@@ -54,19 +64,28 @@ class _Stream:
 
 class EngineCoreBackend:
     def __init__(self, client: EngineCoreClient, max_model_len: int, tokenizer: TokenizerLike,
-                 model_name: str) -> None:
+                 model_name: str, *, vocab_size: int,
+                 iteration_timeout_s: float = ENGINE_ITERATION_TIMEOUT_S) -> None:
+        if iteration_timeout_s <= 0:
+            raise ValueError(f"iteration_timeout_s must be > 0, got {iteration_timeout_s}")
         self._client = client
         self.model_name = model_name
         self.max_model_len = max_model_len
+        self.vocab_size = vocab_size
         self.tokenizer = tokenizer
+        self._iteration_timeout_s = iteration_timeout_s
+        self._last_heard = time.monotonic()  # the latest batch's arrival; written by the reader thread
         self._streams: dict[str, _Stream] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stats = BackendStats(0, 0, 0.0)
         self._dead: str | None = None  # why the core is gone; set once, from the reader thread
+        self._degraded: str | None = None  # the latest batch's stats.degraded
+        self.fault_control = FaultControl(client.send)
         client.listen(self._on_batch, self._on_exit)
 
     @classmethod
-    def load(cls, engine_args: EngineArgs, served_model_name: str) -> EngineCoreBackend:
+    def load(cls, engine_args: EngineArgs, served_model_name: str,
+             iteration_timeout_s: float = ENGINE_ITERATION_TIMEOUT_S) -> EngineCoreBackend:
         client = EngineCoreClient()
         client.spawn(engine_args)
         try:
@@ -80,7 +99,8 @@ class EngineCoreBackend:
         except BaseException:
             client.shutdown()
             raise
-        return cls(client, ready.max_model_len, tokenizer, served_model_name)
+        return cls(client, ready.max_model_len, tokenizer, served_model_name, vocab_size=ready.vocab_size,
+                   iteration_timeout_s=iteration_timeout_s)
 
     @property
     def core_pid(self) -> int | None:
@@ -130,6 +150,18 @@ class EngineCoreBackend:
     def dead_reason(self) -> str | None:
         return self._dead
 
+    @property
+    def stall_reason(self) -> str | None:
+        silent_s = time.monotonic() - self._last_heard
+        if self._dead is not None or silent_s <= self._iteration_timeout_s:
+            return None
+        return (f"the engine core process (pid {self._client.pid}) has not answered for {silent_s:.1f}s "
+                f"(limit {self._iteration_timeout_s:g}s): hung or stopped")
+
+    @property
+    def degraded_reason(self) -> str | None:
+        return None if self._dead is not None else self._degraded
+
     def stats(self) -> BackendStats:
         return self._stats
 
@@ -137,8 +169,14 @@ class EngineCoreBackend:
         self._client.shutdown()
 
     # ---- reader thread -> event loop --------------------------------------------------------------
-    def _on_batch(self, batch: StepBatch) -> None:
+    def _on_batch(self, batch: StepBatch | FaultReply) -> None:
+        self._last_heard = time.monotonic()
+        if isinstance(batch, FaultReply):  # sent by the loop between steps: it turns
+            self._degraded = batch.degraded  # before the caller hears the answer: /health agrees with it
+            self.fault_control.resolve(batch)
+            return
         stats = batch.stats
+        self._degraded = stats.degraded
         self._stats = BackendStats(stats.num_requests_running, stats.num_requests_waiting, stats.kv_cache_usage_perc)
         if (batch.outputs or batch.failures) and self._loop is not None:
             self._call_in_loop(self._dispatch, batch)
@@ -146,6 +184,7 @@ class EngineCoreBackend:
     def _on_exit(self, reason: str, expected: bool) -> None:
         self._dead = "the engine core is shut down" if expected else reason
         self._stats = BackendStats(0, 0, 0.0)
+        self.fault_control.close(self._dead)
         if self._loop is not None:
             self._call_in_loop(self._fail_all)
 
@@ -168,7 +207,7 @@ class EngineCoreBackend:
         for failure in batch.failures:
             stream = streams.pop(failure.request_id, None)
             if stream is not None:
-                stream.put(RequestRefused(failure.message) if failure.refused else BackendError(failure.message))
+                stream.put(_failure_error(failure))
 
     def _fail_all(self) -> None:
         assert self._dead is not None
@@ -177,13 +216,20 @@ class EngineCoreBackend:
             stream.put(BackendError(self._dead))
 
 
+def _failure_error(failure: RequestFailure) -> Exception:
+    if failure.refused:
+        return RequestRefused(failure.message)
+    return RequestFailed(failure.message) if failure.alone else BackendError(failure.message)
+
+
 def _merge(outputs: list[CoreOutput]) -> Delta:
     last = outputs[-1]
     if len(outputs) == 1:
-        text, token_ids = last.new_text, tuple(last.new_token_ids)
+        text, token_ids, logprobs = last.new_text, tuple(last.new_token_ids), tuple(last.new_logprobs)
     else:  # coalesced: several steps' outputs reach the consumer at once
         text = "".join(o.new_text for o in outputs)
         token_ids = tuple(t for o in outputs for t in o.new_token_ids)
+        logprobs = tuple(lp for o in outputs for lp in o.new_logprobs)
     return Delta(
         text=text,
         token_ids=token_ids,
@@ -191,4 +237,5 @@ def _merge(outputs: list[CoreOutput]) -> Delta:
         finish_reason=last.finish_reason,
         queue_time_s=last.queue_time_s,
         num_preemptions=last.num_preemptions,
+        logprobs=logprobs,
     )

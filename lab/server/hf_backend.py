@@ -14,9 +14,13 @@ Contract (a `ServingBackend`, see `backend.py`):
 - A prompt the engine would refuse (empty, no room for an output token in the context, token ids
   outside the vocabulary: `lab.engine.prompt_checks`, the engine's rules and wording), or a
   request id already live, is refused (`RequestRefused`) before the first delta, so one bad
-  prompt never fails the batch it would have joined; a batch whose `generate()` raises fails each of its requests with
+  prompt never fails the batch it would have joined (stop token ids outside the vocabulary too:
+  `check_sampling_ids`); a batch whose `generate()` raises fails each of its requests with
   `BackendError`; `abort` ends a queued request at once and a running one with its next delta
   (its batch keeps the slot until the batch ends).
+- Logprobs come from the engine's `Sampler` on the scores `generate()` hands the logits processor
+  (the raw logits), as in the engine. `stall_reason` is always None: a static batch may
+  legitimately run for minutes without a sign of life this backend could check.
 This module is torch-free: `load` imports the torch side (`hf_model`, `hf_generate`) lazily.
 """
 from __future__ import annotations
@@ -34,7 +38,7 @@ from lab.engine.sampling_params import SamplingParams
 from lab.engine.sequence import FinishReason
 from lab.server.backend import BackendError, BackendStats, Delta, RequestRefused, TokenizerLike
 from lab.server.hf_request import HFRequest
-from lab.engine.prompt_checks import check_prompt_ids
+from lab.engine.prompt_checks import check_prompt_ids, check_sampling_ids
 
 if TYPE_CHECKING:
     from lab.engine.args import EngineArgs
@@ -54,7 +58,7 @@ class HFBackend:
         self.max_model_len = max_model_len
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self._vocab_size = vocab_size
+        self.vocab_size = vocab_size
         self._run_batch = run_batch
         self._cond = threading.Condition()  # guards the three fields below
         self._pending: deque[HFRequest] = deque()
@@ -77,7 +81,8 @@ class HFBackend:
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams, request_id: str,
                        priority: int = 0) -> AsyncIterator[Delta]:
         try:
-            check_prompt_ids(prompt_token_ids, self._vocab_size, self.max_model_len)
+            check_prompt_ids(prompt_token_ids, self.vocab_size, self.max_model_len)
+            check_sampling_ids(params, self.vocab_size)
         except ValueError as exc:
             raise RequestRefused(str(exc)) from None
         detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_token_ids,
@@ -104,6 +109,14 @@ class HFBackend:
                 self._pending.remove(request)
                 del self._live[request_id]
         request.finish(FinishReason.ABORT)  # a running row is skipped from its next step on
+
+    @property
+    def stall_reason(self) -> str | None:
+        return None
+
+    @property
+    def degraded_reason(self) -> str | None:
+        return None  # transformers' generate() gives no cheap sign of non-finite logits
 
     @property
     def dead_reason(self) -> str | None:

@@ -41,6 +41,9 @@ class _EngineSampling(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         banned = [r.banned_token_ids(self._eos) for r in self._requests]
         tokens = self._sampler(scores, [r.params for r in self._requests], self._generators, banned)
+        logprobs = self._sampler.take_logprobs()
+        for row, logprob in (logprobs.by_row().items() if logprobs is not None else ()):
+            self._requests[row].next_logprob = logprob  # _RequestsDone hands it over with the token
         chosen = torch.full_like(scores, float("-inf"))  # (B, V)
         rows = torch.arange(len(tokens), device=scores.device)
         chosen[rows, torch.tensor(tokens, device=scores.device)] = 0.0

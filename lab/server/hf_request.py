@@ -18,6 +18,7 @@ import threading
 import time
 
 from lab.engine.detokenizer import IncrementalDetokenizer
+from lab.engine.outputs import TokenLogprob
 from lab.engine.sampling_params import SamplingParams
 from lab.engine.sequence import FinishReason, Sequence
 from lab.engine.stop_checker import check_stop
@@ -33,6 +34,8 @@ class HFRequest:
         self._loop = loop
         self._lock = threading.Lock()
         self._emitted_tokens = 0
+        self.next_logprob: TokenLogprob | None = None  # the logprob of the token `on_token` gets next
+        self._logprobs: list[TokenLogprob] = []  # one per output token, when params.logprobs is set
 
     @property
     def request_id(self) -> str:
@@ -67,6 +70,8 @@ class HFRequest:
                 return  # aborted meanwhile, or a padded row of a static batch
             seq = self.seq
             seq.output_token_ids.append(token_id)
+            if self.params.logprobs is not None and self.next_logprob is not None:
+                self._logprobs.append(self.next_logprob)
             if seq.first_token_time is None:
                 seq.first_token_time = time.monotonic()
             reason = check_stop(seq, eos_token_id, max_model_len)
@@ -101,12 +106,14 @@ class HFRequest:
     def _emit(self, text: str) -> None:
         seq = self.seq
         new_tokens = tuple(seq.output_token_ids[self._emitted_tokens:])
+        new_logprobs = tuple(self._logprobs[self._emitted_tokens:])
         self._emitted_tokens = seq.num_output_tokens
         queued = seq.first_scheduled_time
         self._put(Delta(
             text=text, token_ids=new_tokens, num_output_tokens=seq.num_output_tokens,
             finish_reason=seq.finish_reason.value if seq.finish_reason is not None else None,
             queue_time_s=queued - seq.arrival_time if queued is not None else None,
+            logprobs=new_logprobs,
         ))
 
     def _put(self, item: Delta | BackendError) -> None:

@@ -4,6 +4,8 @@ Contract:
 - `LOADING` until the backend is built (`/ready` 503, generation 503 "loading"); `READY` serves;
   `FAILED` if the build raised (the runner then exits non-zero); `DRAINING` after SIGTERM: new
   generation requests get 503 "draining" and `/ready` 503, while admitted ones run to the end.
+- `require_backend()` also answers 503 `engine_unresponsive` while the backend reports a stall
+  (`stall_reason`: its step loop has not turned for its limit), so new work goes elsewhere.
 - `admit(request_id)` registers a generation request or raises `APIError(503)`; `release` is
   idempotent and must run in a `finally` (a streamed request is in flight until its stream ends).
 - `drain(timeout_s)` waits for in-flight work to finish; past the timeout it aborts what is left
@@ -62,6 +64,9 @@ class Lifecycle:
     def require_backend(self) -> ServingBackend:
         """The backend, if this replica admits new work now; else a 503 saying why."""
         if self.state is State.READY and self.backend is not None:
+            stall = self.backend.stall_reason
+            if stall is not None:
+                raise APIError(503, f"the engine is not answering: {stall}", code="engine_unresponsive")
             return self.backend
         reasons = {
             State.LOADING: ("the model is still loading; retry when /ready answers 200", "model_loading"),

@@ -8,6 +8,8 @@ Contract:
   left is aborted (streams end with a finish_reason), uvicorn closes the connections, the engine
   stops, and `serve` returns 0. A second signal exits at once.
 - Returns 1 when the model failed to load (the error is logged), so a pool can tell.
+- `max_request_bytes` caps a request body (413 past it); `engine_iteration_timeout_s` is how long
+  the engine's step loop may stay silent before `/health`, `/ready` and new requests answer 503.
 - `config.engine` picks the backend: "lab" (our engine) or "hf" (the transformers `generate()`
   baseline, `HFBackend`, in static batches of `hf_batch_size`). For "lab", `config.engine_core`
   picks where its step loop runs: "process" (the default, `EngineCoreBackend`: the engine core in
@@ -33,7 +35,9 @@ from lab.server.app import build_app
 from lab.server.backend import ServingBackend
 from lab.server.core_backend import EngineCoreBackend
 from lab.server.engine_backend import AsyncLLMBackend
+from lab.server.faults import FaultInjection
 from lab.server.lifecycle import Lifecycle, State
+from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES, ENGINE_ITERATION_TIMEOUT_S
 
 if TYPE_CHECKING:
     from lab.engine.args import EngineArgs
@@ -57,6 +61,9 @@ class ServerConfig:
     engine: str = "lab"  # which backend serves: see ENGINES
     hf_batch_size: int = 1  # engine "hf": requests per static generate() batch (1 = one request at a time)
     engine_core: str = "process"  # engine "lab": where the step loop runs, see ENGINE_CORES
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # larger bodies get a 413
+    engine_iteration_timeout_s: float = ENGINE_ITERATION_TIMEOUT_S  # a silent step loop this long: 503
+    fault_injection: FaultInjection | None = None  # --enable-fault-injection: /admin/faults (lab.server.faults)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -71,6 +78,12 @@ class ServerConfig:
             raise ValueError(f"drain_timeout_s must be >= 0, got {self.drain_timeout_s}")
         if not self.served_model_name:
             raise ValueError("served_model_name must be non-empty")
+        if self.max_request_bytes < 1:
+            raise ValueError(f"max_request_bytes must be >= 1, got {self.max_request_bytes}")
+        if not self.engine_iteration_timeout_s > 0:
+            raise ValueError(f"engine_iteration_timeout_s must be > 0, got {self.engine_iteration_timeout_s}")
+        if self.fault_injection is not None and (self.engine, self.engine_core) != ("lab", "process"):
+            raise ValueError("fault injection needs engine 'lab' with engine_core 'process': faults act where steps run")
 
 
 class DrainingServer(uvicorn.Server):
@@ -115,9 +128,10 @@ def backend_loader(config: ServerConfig) -> Callable[[], ServingBackend]:
         from lab.server.hf_backend import HFBackend
 
         return partial(HFBackend.load, config.engine_args, config.served_model_name, config.hf_batch_size)
+    timeout_s = config.engine_iteration_timeout_s
     if config.engine_core == "process":
-        return partial(EngineCoreBackend.load, config.engine_args, config.served_model_name)
-    return partial(AsyncLLMBackend.load, config.engine_args, config.served_model_name)
+        return partial(EngineCoreBackend.load, config.engine_args, config.served_model_name, timeout_s)
+    return partial(AsyncLLMBackend.load, config.engine_args, config.served_model_name, timeout_s)
 
 
 def serve(config: ServerConfig) -> int:
@@ -128,7 +142,8 @@ def serve(config: ServerConfig) -> int:
         if server is not None:
             server.stop()
 
-    app = build_app(config.served_model_name, load, on_load_failed)
+    app = build_app(config.served_model_name, load, on_load_failed, max_request_bytes=config.max_request_bytes,
+                    fault_injection=config.fault_injection)
     lifecycle: Lifecycle = app.state.lifecycle
     uv_config = uvicorn.Config(
         app, host=config.host, port=config.port, log_level=config.log_level, access_log=config.access_log,

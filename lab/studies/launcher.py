@@ -15,14 +15,15 @@ Contract:
   `<log_dir>/gateway.yaml`, starts `python -m lab gateway` on another free port and waits for its
   `/ready`. A process that exits before it is ready, or a wait that runs out, raises `LabError` with
   the log tails; whatever already started is stopped first.
-Stopping (on exit, also on error) sends SIGTERM (a replica drains), then SIGKILL after
-`stop_timeout_s`, and touches only the processes started here (`pids`). Process management is
-`lab.scale.local_pool.LocalPool`'s, one pool per process kind.
+Stopping (on exit, also on error) stops the gateway first, then sends the replica SIGTERM (it drains),
+then SIGKILL after `stop_timeout_s`, and touches only the processes started here (`pids`: replica, then
+gateway). Process management is `lab.service`'s (`Service`, what `lab up` runs): each process in its own
+session, logged to `<log_dir>/<name>.log`, with `<log_dir>/state.json`; a study's service has no
+Prometheus and no restarts (a replica that dies mid-study should fail the study, not hide in its numbers).
 """
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,15 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lab.errors import LabError
-from lab.scale.local_pool import LocalPool, LocalPoolConfig
+from lab.service.spec import ENGINES, GatewaySpec, PrometheusSpec, ReplicaProcess, RestartPolicy, ServiceSpec
+from lab.service.spec import lab_serve_command
+from lab.service.supervisor import Service
 
-ENGINES = ("lab", "hf")
 REPLICA_NAME = "replica-0"
 REPLICA_VERSION = "v1"
-_PYTHON_LAB = (sys.executable, "-m", "lab")
+__all__ = ["ENGINES", "LocalService", "LocalServiceConfig", "ReplicaSpec", "ServedReplica", "serve_replica"]
 
 
 @dataclass(frozen=True)
@@ -63,20 +63,19 @@ class ReplicaSpec:
             raise LabError("ReplicaSpec.extra_flags: the launcher chooses --host and --port")
 
     def command(self) -> tuple[str, ...]:
-        """`python -m lab serve ...` on 127.0.0.1 with `{port}` for the pool to fill in."""
-        cmd = [*_PYTHON_LAB, "serve", "--engine", self.engine, "--model", self.model, "--device", self.device,
-               "--host", "127.0.0.1", "--port", "{port}"]
+        """`python -m lab serve ...` on 127.0.0.1 with `{port}` for the supervisor to fill in."""
+        flags: list[str] = []
         if self.max_model_len is not None:
-            cmd += ["--max-model-len", str(self.max_model_len)]
+            flags += ["--max-model-len", str(self.max_model_len)]
         if self.hf_overrides:
-            cmd += ["--hf-overrides", json.dumps(self.hf_overrides)]
+            flags += ["--hf-overrides", json.dumps(self.hf_overrides)]
         if self.hf_batch_size is not None:
-            cmd += ["--hf-batch-size", str(self.hf_batch_size)]
+            flags += ["--hf-batch-size", str(self.hf_batch_size)]
         if self.served_model_name:
-            cmd += ["--served-model-name", self.served_model_name]
+            flags += ["--served-model-name", self.served_model_name]
         if self.log_level:
-            cmd += ["--log-level", self.log_level]
-        return (*cmd, *self.extra_flags)
+            flags += ["--log-level", self.log_level]
+        return lab_serve_command(self.engine, self.model, self.device, (*flags, *self.extra_flags))
 
     def describe(self) -> dict[str, object]:
         return {"engine": self.engine, "model": self.model, "device": self.device,
@@ -92,33 +91,22 @@ class ServedReplica:
     log_path: Path
 
 
-@dataclass(frozen=True)
-class _Ready:
-    url: str
-    ready_after_s: float
-    log_path: Path
-
-
-def _pool(command: tuple[str, ...], log_dir: Path | None, stop_timeout_s: float) -> LocalPool:
-    return LocalPool(LocalPoolConfig(command=command, log_dir=log_dir, stop_timeout_s=stop_timeout_s,
-                                     env={"PYTHONUNBUFFERED": "1"}))
-
-
-def _start_one(pool: LocalPool, ready_timeout_s: float) -> _Ready:
-    """One process of `pool` on a free port, waited for until ready (or `LabError` with its log tail)."""
-    pool.scale_to(1)
-    (url,) = pool.wait_ready(1, timeout_s=ready_timeout_s)
-    (info,) = pool.replicas()
-    return _Ready(url, info.ready_after_s or 0.0, pool.log_dir / f"{info.name}.log")
+def _study_service(name: str, command: tuple[str, ...], log_dir: Path, ready_timeout_s: float, stop_timeout_s: float,
+                   gateway: GatewaySpec | None) -> ServiceSpec:
+    """A service of one replica (and maybe a gateway) for a study: no Prometheus, no restarts."""
+    return ServiceSpec(name=name, replicas=(ReplicaProcess(REPLICA_NAME, command, REPLICA_VERSION),),
+                       log_dir=log_dir, gateway=gateway, prometheus=PrometheusSpec(enabled=False),
+                       restart=RestartPolicy("never"), ready_timeout_s=ready_timeout_s, stop_timeout_s=stop_timeout_s)
 
 
 @contextmanager
 def serve_replica(spec: ReplicaSpec, *, ready_timeout_s: float = 600.0, log_dir: Path | None = None,
                   stop_timeout_s: float = 30.0) -> Iterator[ServedReplica]:
     """See the module docstring."""
-    with _pool(spec.command(), log_dir, stop_timeout_s) as pool:
-        ready = _start_one(pool, ready_timeout_s)
-        yield ServedReplica(spec, ready.url, ready.ready_after_s, ready.log_path)
+    log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix="lab-replica-"))
+    with Service(_study_service("replica", spec.command(), log_dir, ready_timeout_s, stop_timeout_s, None)) as service:
+        record = service.replica(REPLICA_NAME)
+        yield ServedReplica(spec, record.url, record.ready_after_s or 0.0, Path(record.log))
 
 
 @dataclass(frozen=True)
@@ -146,11 +134,15 @@ class LocalService:
     log_dir: Path = field(init=False)
     replica_url: str = field(init=False, default="")
     gateway_url: str = field(init=False, default="")
-    _pools: list[LocalPool] = field(init=False, default_factory=list)
+    _service: Service = field(init=False)
 
     def __post_init__(self) -> None:
         self.log_dir = self.config.log_dir or Path(tempfile.mkdtemp(prefix="lab-local-service-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        gateway = GatewaySpec(config=dict(self.config.gateway_config), log_level=self.config.log_level)
+        command = self.config.replica_command or self.config.replica.command()
+        self._service = Service(_study_service("local-service", command, self.log_dir, self.config.ready_timeout_s,
+                                               self.config.stop_timeout_s, gateway))
 
     def __enter__(self) -> LocalService:
         self.start()
@@ -162,31 +154,15 @@ class LocalService:
     @property
     def pids(self) -> list[int]:
         """Every process this service started (replica first), for audits and tests."""
-        return [pid for pool in self._pools for pid in pool.started_pids]
-
-    def _launch(self, command: tuple[str, ...], log_name: str) -> str:
-        pool = _pool(command, self.log_dir / log_name, self.config.stop_timeout_s)
-        self._pools.append(pool)  # before the wait: close() stops it whatever happens
-        return _start_one(pool, self.config.ready_timeout_s).url
+        return self._service.pids
 
     def start(self) -> LocalService:
-        if self._pools:
+        if self._service.status != "new":
             raise LabError("this LocalService was started already; make a new one")
-        try:
-            self.replica_url = self._launch(self.config.replica_command or self.config.replica.command(), "replica")
-            config_path = self.log_dir / "gateway.yaml"
-            gateway_config = {**self.config.gateway_config,
-                              "replicas": [{"url": self.replica_url, "version": REPLICA_VERSION, "name": REPLICA_NAME}]}
-            config_path.write_text(yaml.safe_dump(gateway_config, sort_keys=False), encoding="utf-8")
-            self.gateway_url = self._launch(
-                (*_PYTHON_LAB, "gateway", "--config", str(config_path), "--host", "127.0.0.1", "--port", "{port}",
-                 "--log-level", self.config.log_level), "gateway")
-        except BaseException:
-            self.close()  # never leave half a service running
-            raise
+        self._service.start()  # on failure it stops what it started before raising
+        self.replica_url = self._service.replica(REPLICA_NAME).url
+        self.gateway_url = self._service.gateway_url or ""
         return self
 
     def close(self) -> None:
-        # Gateway first: it stops taking requests before its replica drains.
-        for pool in reversed(self._pools):
-            pool.close()
+        self._service.stop()  # gateway first: it stops taking requests before its replica drains

@@ -63,7 +63,8 @@ class FakeEngine:
 def _output(request_id, text, tokens, n, finish):
     metrics = SimpleNamespace(time_in_queue_s=0.0, num_preemptions=0)
     return SimpleNamespace(request_id=request_id, new_text=text, new_token_ids=tokens, num_output_tokens=n,
-                           finished=finish is not None, finish_reason=finish, metrics=metrics)
+                           finished=finish is not None, finish_reason=finish, metrics=metrics, error=None,
+                           new_logprobs=[])
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 `FakeClock` is advanced by hand. `FakeReplica` is a small OpenAI-compatible HTTP server (FastAPI)
 whose behaviour a test sets: answer, fail with 500, be slow, stream slowly; it records the bodies
 it received. `serve(app)` runs any ASGI app on a free 127.0.0.1 port in a thread, with uvicorn or
-(`server="lab"`) with the gateway's own `lab.gateway.http_server`.
+(`server="lab"`) with the gateway's own `lab.gateway.http_server`, under the limits of the gateway's
+config (`server` section, `proxy.max_body_bytes`) when the app is a gateway, as `lab gateway` does.
 `make_config(...)` builds a gateway config with known keys (plain keys in `KEYS`).
 """
 
@@ -127,8 +128,16 @@ class ServerThread:
 class LabServerThread:
     """`lab.gateway.http_server.HttpServer` on its own event loop in a thread."""
 
-    def __init__(self, app: Any, keep_alive_s: float = 5.0) -> None:
-        self.app, self.keep_alive_s = app, keep_alive_s
+    def __init__(self, app: Any, keep_alive_s: float = 5.0, limits: Any = None,
+                 max_body_bytes: int | None = None) -> None:
+        from lab.gateway.config import ServerConfig
+
+        gateway = getattr(getattr(app, "state", None), "gateway", None)
+        if limits is None and gateway is not None:  # the wiring of `lab gateway` (lab.gateway.cli)
+            limits, max_body_bytes = gateway.config.server, gateway.config.proxy.max_body_bytes
+        self.app = app
+        self.limits = limits or ServerConfig(keepalive_timeout_s=keep_alive_s)
+        self.max_body_bytes = max_body_bytes
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -144,7 +153,7 @@ class LabServerThread:
 
         async def main() -> None:
             self.loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-            server = HttpServer(self.app, keep_alive_s=self.keep_alive_s, drain_timeout_s=5.0)
+            server = HttpServer(self.app, self.limits, drain_timeout_s=5.0, max_body_bytes=self.max_body_bytes)
             await server.start(sock=self.sock)
             self.started.set()
             await self._stop.wait()

@@ -101,3 +101,19 @@ def test_health_loop_survives_a_failing_round():
         return rounds
 
     assert asyncio.run(scenario()) >= 3
+
+
+def test_timeouts_alone_never_eject_the_last_healthy_replica():
+    t = make_traffic(("a", "v1", 1.0), ("b", "v1", 1.0))
+    a, b = t.replicas["a"], t.replicas["b"]
+    b.healthy = False  # the other one is down (killed, restarting)
+    assert [record_probe(t, a, False, "ReadTimeout", 3, i, timed_out=True) for i in range(4)] == [None] * 4
+    assert a.healthy and t.events[-1].kind == "spared"
+    # An error answer (or a refusal) still ejects it, here at once: the failures in a row are already past 3.
+    assert record_probe(t, a, False, "HTTP 500", 3, 5) == "ejected" and not a.healthy
+
+
+def test_a_timing_out_replica_is_ejected_while_another_one_serves():
+    t = make_traffic(("a", "v1", 1.0), ("b", "v1", 1.0))
+    a = t.replicas["a"]
+    assert [record_probe(t, a, False, "ReadTimeout", 3, i, timed_out=True) for i in range(3)] == [None, None, "ejected"]

@@ -26,6 +26,7 @@ from tests.server.conftest import engine_core_pids, launch
 PROMPTS = ["The fastest way to serve a large language model is", "One two three four five six"]
 CHAT = [{"role": "user", "content": "Name three GPUs."}]
 GREEDY = {"temperature": 0, "ignore_eos": True, "max_tokens": 20}
+VOCAB = 1000  # the fake core's vocabulary
 
 
 def _answer(url: str, path: str, body: dict) -> tuple[str, int, str]:
@@ -133,7 +134,7 @@ def _batch(*outputs: CoreOutput, failures: tuple[RequestFailure, ...] = ()) -> S
 def _run_with(deliver) -> tuple[list, BaseException | None, _FakeClient]:
     """Start one request on a fake core, let `deliver(backend, client)` answer it, collect its deltas."""
     client = _FakeClient()
-    backend = EngineCoreBackend(client, 64, tokenizer=None, model_name="m")
+    backend = EngineCoreBackend(client, 64, tokenizer=None, model_name="m", vocab_size=VOCAB)
 
     async def main():
         deltas, error = [], None
@@ -196,12 +197,12 @@ def test_core_exit_fails_live_and_later_requests():
 
 
 def test_a_live_core_is_not_dead():
-    assert EngineCoreBackend(_FakeClient(), 64, tokenizer=None, model_name="m").dead_reason is None
+    assert EngineCoreBackend(_FakeClient(), 64, tokenizer=None, model_name="m", vocab_size=VOCAB).dead_reason is None
 
 
 def test_stats_are_the_latest_batch_snapshot():
     client = _FakeClient()
-    backend = EngineCoreBackend(client, 64, tokenizer=None, model_name="m")
+    backend = EngineCoreBackend(client, 64, tokenizer=None, model_name="m", vocab_size=VOCAB)
     assert backend.stats().num_requests_running == 0
     client.on_batch(StepBatch([], [], CoreStats(3, 2, 0.25)))
     stats = backend.stats()

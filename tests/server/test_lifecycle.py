@@ -105,7 +105,14 @@ def test_sigterm_drains_in_flight_streams_then_exits_zero(fresh_server):
     short_started, long_started = threading.Event(), threading.Event()
     threads = [_stream_in_thread(srv.url, {**LONG, "max_tokens": 12}, short, short_started),
                _stream_in_thread(srv.url, {**LONG, "max_tokens": 900}, long_, long_started)]
+    unstreamed: list[httpx.Response] = []  # a non-streamed long request, also cut at the drain timeout
+    threads.append(threading.Thread(target=lambda: unstreamed.append(httpx.post(
+        f"{srv.url}/v1/completions", json={**LONG, "max_tokens": 900}, timeout=120)), daemon=True))
+    threads[-1].start()
     assert short_started.wait(30) and long_started.wait(30)
+    deadline = time.monotonic() + 10
+    while value(scrape(srv.url), "vllm:num_requests_running") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)  # all three admitted before the signal
     cores = [psutil.Process(pid) for pid in engine_core_pids(srv)]
     assert len(cores) == 1  # the default: the engine core runs in its own process
 
@@ -121,11 +128,14 @@ def test_sigterm_drains_in_flight_streams_then_exits_zero(fresh_server):
     assert srv.proc.wait(timeout=30) == 0, srv.log()
     for thread in threads:
         thread.join(10)
-    # The short stream finished on its own; the long one was aborted at the drain timeout.
+    # The short stream finished on its own; the long one was aborted at the drain timeout, and
+    # says so: vLLM's "abort" finish reason, then an error event (never a normal finish).
     assert short[-1]["choices"][0]["finish_reason"] == "length"
     assert short[-1]["choices"][0]["engine_finish_reason"] == "length"
     assert sum(1 for e in short if e["choices"] and e["choices"][0]["text"]) >= 1
-    assert long_[-1]["choices"][0]["finish_reason"] == "length"
-    assert long_[-1]["choices"][0]["engine_finish_reason"] == "abort"
+    assert long_[-2]["choices"][0]["finish_reason"] == "abort"
+    assert long_[-1]["error"]["code"] == "request_aborted" and "drain" in long_[-1]["error"]["message"]
+    assert [e["choices"][0]["finish_reason"] for e in long_[:-2]] == [None] * (len(long_) - 2)
+    assert unstreamed[0].status_code == 503 and unstreamed[0].json()["error"]["code"] == "request_aborted"
     psutil.wait_procs(cores, timeout=5)
     assert not any(core.is_running() and core.status() != psutil.STATUS_ZOMBIE for core in cores)

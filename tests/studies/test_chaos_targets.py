@@ -1,0 +1,48 @@
+"""The issue's targets and the plots, from the hand-made drill of tests/studies/test_chaos_metrics.py."""
+
+from __future__ import annotations
+
+from lab.studies.chaos.config import DrillStudyConfig
+from lab.studies.chaos.metrics import drill_report
+from lab.studies.chaos.plots import drill_table, plot_outcomes, plot_timeline
+from lab.studies.chaos.runner import DrillStudy
+from lab.studies.chaos.targets import target_metrics, target_rows
+from tests.studies.test_chaos_metrics import KILL, inputs, journal
+
+KILLED = journal(("kill the replica", {"at_monotonic_s": 100.0, "backend": "signal"}, "succeeded"))
+
+
+def study() -> DrillStudy:
+    report = drill_report(inputs(KILL, KILLED))
+    config = DrillStudyConfig(drills=("kill-replica",), probe_interval_s=3.0, probe_timeout_s=2.0)
+    return DrillStudy(config, {"backend": "proxy", "reason": "test"}, (report,), (), 10.0, 60.0)
+
+
+def test_the_kill_targets_are_measured_against_the_issue_s_bars() -> None:
+    rows = {row.target: row for row in target_rows(study())}
+    assert set(rows) == {"nothing_lost", "success", "vip_success", "ejected", "readmitted", "alert", "recovery_measured"}
+    assert (rows["nothing_lost"].met, rows["nothing_lost"].measured) == (False, "1 lost")
+    assert (rows["success"].met, rows["success"].measured) == (False, "62.5 %")  # below 99 %
+    assert (rows["vip_success"].met, rows["vip_success"].measured) == (False, "75.0 %")
+    assert rows["ejected"].met and "9 s at 3 s" in rows["ejected"].wanted  # 0.7 s <= 3 probe intervals
+    assert rows["alert"].met and rows["readmitted"].met and rows["recovery_measured"].met
+    metrics = target_metrics(target_rows(study()))
+    assert metrics["kill_replica_target_ejected_met"] == 1.0 and metrics["kill_replica_target_success_met"] == 0.0
+    assert metrics["targets_met_pct"] == 100.0 * 4 / 7
+
+
+def test_the_plots_draw_every_request_and_every_mark() -> None:
+    outcomes = plot_outcomes(study())
+    (ax,) = outcomes.axes
+    drawn = sum(len(collection.get_offsets()) for collection in ax.collections)
+    assert drawn == 8  # every request of the ledger, each at its send time
+    timeline = plot_timeline(study())
+    labels = {text.get_text() for text in timeline.axes[0].texts}
+    assert {"detected", "ejected", "ready again", "re-admitted", "ModelUnhealthy firing"} <= labels
+
+
+def test_the_table_has_one_row_per_drill_with_its_headline_numbers() -> None:
+    (row,) = drill_table(study())
+    assert (row["drill"], row["lost"], row["success_pct"], row["eject_s"], row["recover_s"]) == \
+        ("kill-replica", 1, 62.5, 0.7, 18.5)
+    assert row["alerts"]["ModelUnhealthy"] == {"pending_s": 2.0, "firing_s": 7.0, "on_time": True}
