@@ -11,6 +11,7 @@ Targets are pids, ports and URLs passed in (`lab up`'s state file lists them). M
   namespace (`netns`: namespace + veth; `netns_faults`: tc netem and iptables); `network_faults` types
   the faults; `backend.network_fault_backend()` says which backend works on this machine.
 - `load_faults`: a tier overloaded 5x, a flash-sale burst, and the drill load itself, for a duration.
+- `hostile_load`: floods to shrug off: wrong keys, poison requests from one key, 1,000 idle/slowloris sockets.
 - `loadgen` (`DrillLoad`: background load, own thread and loop), `drill_client` (one request and how it
   ended: success, error, timeout, connection_error or lost), `drill_report` (`DrillResult`: success rate
   per tier, VIP TTFT P99, time to detect and recover from the client's view).
@@ -31,7 +32,7 @@ product packages (it may import lab.bench); no product imports it.
 from __future__ import annotations
 
 ACTION_MODULES = ("lab.chaos.processes", "lab.chaos.network", "lab.chaos.load_faults", "lab.chaos.netns",
-                  "lab.chaos.service_faults", "lab.chaos.model_faults")
+                  "lab.chaos.service_faults", "lab.chaos.model_faults", "lab.chaos.hostile_load")
 PROBE_MODULES = ("lab.chaos.probes", "lab.chaos.steady_state", "lab.chaos.backend", "lab.chaos.targets")
 
 

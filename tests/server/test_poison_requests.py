@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from lab.chaos.hostile_load import POISON_BODIES, flood_poison
+
 from tests.server.conftest import MAX_MODEL_LEN
 from tests.server.test_metrics import scrape, value
 
@@ -93,3 +95,14 @@ def test_a_poison_flood_leaves_concurrent_streams_untouched(server):
     finished = sum(value(after, "vllm:request_success_total", finished_reason=r)
                    - value(before, "vllm:request_success_total", finished_reason=r) for r in ("length", "stop", "abort"))
     assert finished == 3  # the three streams; no poison request ever ran
+
+
+def test_the_chaos_poison_flood_bodies_are_each_refused_by_a_real_replica(server):
+    """`lab.chaos.hostile_load.flood_poison` (the flood-poison drill) must send what a replica refuses, or the
+    drill would measure ordinary load instead of poison."""
+    before = scrape(server.url)
+    result = flood_poison(server.url, api_key="sk-any", duration_s=1.0, threads=2)
+    assert result["sent"] >= len(POISON_BODIES) and result["statuses"] == {"400": result["sent"]}
+    after = scrape(server.url)
+    assert sum(value(after, "vllm:request_success_total", finished_reason=r)
+               - value(before, "vllm:request_success_total", finished_reason=r) for r in ("length", "stop", "abort")) == 0

@@ -67,3 +67,5 @@ def test_the_study_config_refuses_an_unknown_drill_and_one_replica() -> None:
     with pytest.raises(LabError, match="must outlast the fault"):
         DrillStudyConfig(drills=("flash-sale",), load_duration_s={"flash-sale": 10.0}, fault_after_s=3.0,
                          fault_duration_s=10.0)
+    with pytest.raises(LabError, match="hf_overrides: a mapping"):
+        DrillStudyConfig(hf_overrides='{"num_hidden_layers": 2}')  # a JSON string, as `papermill -p` passes it

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
+from lab.studies.chaos.catalog import Drill
 from lab.studies.chaos.config import DrillStudyConfig
 from lab.studies.chaos.metrics import drill_report
 from lab.studies.chaos.plots import drill_table, plot_outcomes, plot_timeline
@@ -46,3 +51,18 @@ def test_the_table_has_one_row_per_drill_with_its_headline_numbers() -> None:
     assert (row["drill"], row["lost"], row["success_pct"], row["eject_s"], row["recover_s"]) == \
         ("kill-replica", 1, 62.5, 0.7, 18.5)
     assert row["alerts"]["ModelUnhealthy"] == {"pending_s": 2.0, "firing_s": 7.0, "on_time": True}
+
+
+def test_a_flood_is_held_to_vip_s_budget_over_its_unloaded_p99_and_to_no_ejection() -> None:
+    flood = Drill("flood-poison", Path("f.yaml"), {}, "load", "flood", "flood", False, False, None, hostile=True)
+    window = {"started_monotonic_s": 100.0, "stopped_monotonic_s": 110.0, "backend": "load"}
+    report = drill_report(inputs(flood, journal(("flood", window, "succeeded"))))
+    # VIP successes sent before 100: TTFT 0.2 s; inside [100, 110): 0.3 s (the 100.2 one failed). The gateway
+    # ejected replica-0 at 100.7 and replica-1 at 105.0: both count, whichever replica.
+    assert (report.vip_ttft_p99_before_ms, report.vip_ttft_p99_during_ms) == (pytest.approx(200.0), pytest.approx(300.0))
+    assert report.ejections == 2
+    config = DrillStudyConfig(drills=("flood-poison",), probe_interval_s=3.0, probe_timeout_s=2.0)
+    rows = {row.target: row for row in target_rows(DrillStudy(config, {}, (report,), (), 10.0, 60.0))}
+    assert rows["vip_within_budget"].met and rows["vip_within_budget"].measured == "300 ms (unloaded 200 ms)"
+    assert not rows["nothing_ejected"].met and rows["nothing_ejected"].measured == "2 ejections"
+    assert "ejected" not in rows and "success" not in rows  # no kill, no ejection expected

@@ -63,6 +63,10 @@ class DrillStudyConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "drills", tuple(self.drills))
         object.__setattr__(self, "serve_flags", tuple(self.serve_flags))
+        for name in ("hf_overrides", "rates_per_s", "load_duration_s"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise LabError(f"{name}: a mapping (e.g. a dict or YAML map), got {type(getattr(self, name)).__name__} "
+                               f"{getattr(self, name)!r}")
         known = {p.stem for p in experiments_dir().glob("*.yaml")} - {"service"}
         unknown = [d for d in self.drills if d not in known]
         if not self.drills or unknown:
@@ -113,4 +117,5 @@ class DrillStudyConfig:
                 "max_tokens": self.max_tokens, "load_duration_s": {d: self.load_s(d) for d in self.drills},
                 "fault_duration_s": self.fault_duration_s, "fault_after_s": self.fault_after_s,
                 "min_success_rate": self.min_success_rate, "max_vip_ttft_p99_ms": self.max_vip_ttft_p99_ms,
-                "scrape_interval_s": self.scrape_interval_s}
+                "scrape_interval_s": self.scrape_interval_s,
+                "engine_iteration_timeout_s": self.engine_iteration_timeout_s}

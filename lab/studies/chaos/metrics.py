@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from lab.bench.metrics import LatencyStats
 from lab.chaos.drill_client import DrillRequest
 from lab.chaos.drill_report import DrillResult
 from lab.chaos.watch import WatchLog
@@ -83,6 +84,10 @@ class DrillReport:
     expect_ejection: bool = False  # the drill's file says the gateway should eject the target
     error_types: dict[str, int] = field(default_factory=dict)
     rows: tuple[DrillRequest, ...] = ()
+    hostile: bool = False  # the drill's file says: a flood to shrug off
+    vip_ttft_p99_before_ms: float | None = None  # the drill load's VIP requests sent before the fault
+    vip_ttft_p99_during_ms: float | None = None  # ... and sent while it held
+    ejections: int = 0  # the gateway's `ejected` events, any replica, from the fault's start on
 
     @property
     def lost(self) -> int:
@@ -112,7 +117,9 @@ class DrillReport:
             "time_to_eject_s": self.time_to_eject_s, "time_to_ready_s": self.time_to_ready_s,
             "time_to_readmit_s": self.time_to_readmit_s, "time_to_recover_s": self.time_to_recover_s,
             "client_time_to_recover_s": self.client_time_to_recover_s,
-            "eject_probe_intervals": self.ejected_within_probe_intervals, "fault_duration_s": self.fault_duration_s}
+            "eject_probe_intervals": self.ejected_within_probe_intervals, "fault_duration_s": self.fault_duration_s,
+            "vip_ttft_p99_before_ms": self.vip_ttft_p99_before_ms,
+            "vip_ttft_p99_during_ms": self.vip_ttft_p99_during_ms, "ejections": self.ejections}
         expected = self.alert(self.expected_alert)
         if self.expected_alert is not None:
             values["expected_alert_fired"] = float(expected is not None and expected.firing_after_s is not None)
@@ -144,6 +151,12 @@ def _alerts(inputs: DrillInputs, start: float, condition_s: float | None) -> tup
         timings.append(AlertTiming(name, seen["pending"] - start,
                                    None if seen["firing"] is None else seen["firing"] - start, window, on_time))
     return tuple(timings)
+
+
+def _vip_ttft_p99_ms(rows: list[DrillRequest]) -> float | None:
+    ttfts = [r.ttft_s for r in rows if r.tier == "vip" and r.outcome == "success" and r.ttft_s is not None]
+    p99 = LatencyStats.of(ttfts).p99_s
+    return None if math.isnan(p99) else p99 * 1000.0
 
 
 def drill_report(inputs: DrillInputs) -> DrillReport:
@@ -181,6 +194,13 @@ def drill_report(inputs: DrillInputs) -> DrillReport:
     def since(t: float | None) -> float | None:
         return None if t is None or start is None else t - start
 
+    rows = list(ledger.rows) if ledger is not None else []
+    before = during = None
+    if start is not None:
+        before = _vip_ttft_p99_ms([r for r in rows if r.sent_at_s < start])
+        during = _vip_ttft_p99_ms([r for r in rows if start <= r.sent_at_s < (end if end is not None else start)])
+    ejections = sum(1 for e in watch.gateway_events if e.kind == "ejected" and start is not None and e.at_s >= start)
+
     return DrillReport(
         drill.name, drill.title, backend, verdict(inputs.journal), start,
         None if start is None or end is None else end - start, counts,
@@ -190,4 +210,5 @@ def drill_report(inputs: DrillInputs) -> DrillReport:
         since(detect), since(eject), since(ready), None if readmit is None or reference is None else readmit - reference,
         recover, view.time_to_recover_s if view is not None else None, inputs.probe_interval_s,
         _alerts(inputs, start, eject) if start is not None else (), drill.expect_alert, drill.expect_ejection,
-        ledger.error_types() if ledger is not None else {}, ledger.rows if ledger is not None else ())
+        ledger.error_types() if ledger is not None else {}, ledger.rows if ledger is not None else (),
+        drill.hostile, before, during, ejections)

@@ -105,6 +105,8 @@ def drill_table(study) -> list[dict]:
              "eject_probe_intervals": _round(r.ejected_within_probe_intervals),
              "ready_s": _round(r.time_to_ready_s), "readmit_s": _round(r.time_to_readmit_s),
              "recover_s": _round(r.time_to_recover_s),
+             "vip_ttft_p99_before_during_ms": [_round(r.vip_ttft_p99_before_ms, 0), _round(r.vip_ttft_p99_during_ms, 0)],
+             "ejections": r.ejections,
              "alerts": {a.name: {"pending_s": _round(a.pending_after_s), "firing_s": _round(a.firing_after_s),
                                  "on_time": a.on_time} for a in r.alerts},
              "failed_activities": list(r.verdict.failed_activities), "status": r.verdict.status}

@@ -8,6 +8,8 @@ each drill that ran:
 - a drill that expects an ejection (hang, partition, engine-core or replica kill): ejected within 3 probe
   intervals (the interval is in the study's config) and re-admitted after the fault ends;
 - a drill that expects an alert: it fired within its `for:` window (plus the scrape and evaluation slack);
+- a hostile drill (a flood): VIP's TTFT P99 while it held within VIP's queue budget (500 ms) plus the
+  unloaded P99 (the drill load's VIP requests before the flood), and no replica ejected;
 - every drill: a recovery time was measured.
 `target_metrics(rows)` gives `<drill>_target_<name>_met` (1.0 / 0.0) and `targets_met_pct` for a record.
 """
@@ -15,6 +17,8 @@ each drill that ran:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from lab.tiers import tier as tier_spec
 
 EJECT_WITHIN_INTERVALS = 3.0
 KILL_SUCCESS_PCT = 99.0
@@ -57,6 +61,15 @@ def target_rows(study) -> list[TargetRow]:
                                   f"({'?' if alert is None else alert.for_s} s)",
                                   "did not fire" if not fired else f"firing at {alert.firing_after_s:.2f} s",
                                   fired and bool(alert.on_time)))
+        if r.hostile:
+            budget_ms = 1000.0 * tier_spec("vip").timeout_s
+            before, during = r.vip_ttft_p99_before_ms, r.vip_ttft_p99_during_ms
+            rows.append(TargetRow(
+                r.drill, "vip_within_budget", f"VIP TTFT P99 <= {budget_ms:g} ms + unloaded P99",
+                "not measured" if before is None or during is None else f"{during:.0f} ms (unloaded {before:.0f} ms)",
+                before is not None and during is not None and during <= budget_ms + before))
+            rows.append(TargetRow(r.drill, "nothing_ejected", "no replica ejected", f"{r.ejections} ejections",
+                                  r.ejections == 0))
         rows.append(TargetRow(r.drill, "recovery_measured", "a recovery time", _fmt(r.time_to_recover_s),
                               r.time_to_recover_s is not None))
     return rows
