@@ -26,7 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lab.track.ui",  # lab ui: the MLflow UI on 127.0.0.1
     "lab.scale.cli",  # lab scale simulate: the fleet simulator and scaling policies
     "lab.server.cli",  # lab serve: one OpenAI-compatible engine replica
-    "lab.bench.cli",  # lab bench serve: load-test any OpenAI-compatible endpoint
+    "lab.bench.cli",  # lab bench serve: load-test any OpenAI-compatible endpoint; lab bench coldstart
     "lab.gateway.cli",  # lab gateway: the QoS gateway in front of OpenAI-compatible replicas
     "lab.notebooks_cli",  # lab notebooks: JupyterLab on notebooks/ at 127.0.0.1 (--allow-root as root)
     "lab.service.cli",  # lab up / lab down: replicas, gateway and Prometheus from one YAML, supervised

@@ -1,5 +1,7 @@
 """`lab bench serve`: benchmark any OpenAI-compatible server as vLLM's `bench serve` does.
 
+`lab bench coldstart` (an engine's start, phase by phase) registers beside it from `lab.bench.coldstart_cli`.
+
 Contract: `register(subparsers)` adds `lab bench serve`; its options map one to one onto
 `BenchConfig` (see `lab.bench.runner`) and the run's outputs are written by
 `lab.bench.record.save_results` into `--out-dir` (default `runs/bench-<timestamp>/`) and logged to
@@ -15,6 +17,7 @@ import json
 import math
 from pathlib import Path
 
+from lab.bench import coldstart_cli
 from lab.errors import LabError
 from lab.track.cli import add_tracking_uri_option
 
@@ -139,6 +142,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     out.add_argument("--no-track", action="store_true", help="write record.json but log nothing to MLflow")
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_serve)
+    coldstart_cli.register(commands)
     return commands  # `lab bench offline` (lab.studies.roofline.cli) is added here by lab/cli.py
 
 

@@ -13,7 +13,8 @@ Jupyter cell, whose own event loop keeps running: the benchmark's loop lives in 
    in-flight requests are cancelled and kept as `cancelled` rows, unsent ones are dropped, the
    duration ends at the stop, and the result is marked `partial`.
 The `BenchResult` holds the config, every request's `RequestResult`, overall and per-tier
-`BenchMetrics`, the telemetry and the `partial` flag; its flat metrics carry the telemetry over the
+`BenchMetrics`, the telemetry, the `partial` flag and `started_at` (the wall clock at the start
+`sent_s` counts from); its flat metrics carry the telemetry over the
 whole run (`telemetry.*`) and over the steady part without ramp-up and drain (`telemetry.steady.*`,
 `lab.bench.utilization`).
 """
@@ -104,6 +105,9 @@ class BenchResult:
     telemetry: TelemetryTrace | None
     partial: bool
     num_planned: int
+    # The wall clock (time.time()) at the run's start, the instant `sent_s` counts from: lines a run's
+    # requests up with events stamped by another process (e.g. a replica's hot-reload records).
+    started_at: float = math.nan
 
     @property
     def request_rate_per_s(self) -> float:
@@ -211,6 +215,7 @@ async def _run(config: BenchConfig, plan: tuple[PlannedRequest, ...], stop: thre
         tasks: dict[int, asyncio.Task[RequestResult]] = {}
         with TelemetrySampler(config.telemetry_interval_s) as sampler:
             run_start = time.perf_counter()
+            started_at = time.time()
             for planned in plan:
                 await _sleep_until(run_start + planned.arrival_s, stop)
                 if stop.is_set():
@@ -239,5 +244,5 @@ async def _run(config: BenchConfig, plan: tuple[PlannedRequest, ...], stop: thre
         config=config, model=model, results=results,
         metrics=compute_metrics(results, duration_s, config.slos),
         tier_metrics=metrics_by_tier(results, duration_s, config.slos),
-        telemetry=sampler.trace, partial=partial, num_planned=len(plan),
+        telemetry=sampler.trace, partial=partial, num_planned=len(plan), started_at=started_at,
     )

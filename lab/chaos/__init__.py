@@ -23,6 +23,7 @@ Targets are pids, ports and URLs passed in (`lab up`'s state file lists them). M
   a replica) and the faults above by name (`kill_replica(state_path, "tiny-0")`, `degrade_link(...)`);
   the experiments in chaos/ use these. `watch` (`ServiceWatch`): a background record of the gateway's
   replica states and events and of Prometheus' alerts through a drill, for its timeline.
+- `reload_faults`: a corrupt checkpoint (NaN, a missing tensor, a truncated file) offered as a hot reload.
 - `model_faults`: CUDA OOM, a hung step, a slow step, NaN weights inside a replica through its `/admin/faults`
   (`lab serve --enable-fault-injection`).
 `discover()` is chaostoolkit's extension hook (`chaos init`/discovery read it). lab.chaos sits above the
@@ -32,7 +33,8 @@ product packages (it may import lab.bench); no product imports it.
 from __future__ import annotations
 
 ACTION_MODULES = ("lab.chaos.processes", "lab.chaos.network", "lab.chaos.load_faults", "lab.chaos.netns",
-                  "lab.chaos.service_faults", "lab.chaos.model_faults", "lab.chaos.hostile_load")
+                  "lab.chaos.service_faults", "lab.chaos.model_faults", "lab.chaos.hostile_load",
+                  "lab.chaos.reload_faults")
 PROBE_MODULES = ("lab.chaos.probes", "lab.chaos.steady_state", "lab.chaos.backend", "lab.chaos.targets")
 
 

@@ -13,6 +13,7 @@ import torch
 
 from lab.engine.attention.metadata import ATTENTION_BACKENDS
 from lab.engine.config import CacheConfig, SchedulerConfig
+from lab.engine.loader import LOAD_FORMATS
 from lab.engine.models.moe import MOE_BACKENDS
 
 _DTYPES = {
@@ -41,9 +42,11 @@ class EngineArgs:
     enable_chunked_prefill: bool = True
     scheduling_policy: str = "fcfs"  # "fcfs" or "priority"
     hf_overrides: dict = field(default_factory=dict)  # config.json fields to override (e.g. num_hidden_layers)
+    load_format: str = "auto"  # how checkpoint bytes reach the device: "auto" (safetensors opened on it), "cpu" (read to host, then copy: the plain path), "overlap" (reader thread + pinned buffers + side-stream copies)
     # Hot-path optimizations, each with its plain path beside it (the correctness reference):
     enforce_eager: bool = False  # True: no CUDA graphs at all (CPU is always eager)
     mixed_cuda_graphs: bool = True  # also graph steps with prefill chunks (<= 1024 tokens), where the model allows (GQA)
+    cuda_graph_sizes: tuple[int, ...] | None = None  # decode batch sizes to capture (vLLM's name); None: 1, 2, 4, 8, then every 16 up to max_num_seqs; larger batches than the largest run eager
     attention_backend: str = "auto"  # "reference" (per-sequence loops), "torch" (vectorized), "triton"; auto: triton on CUDA, torch on CPU
     fused_ops: bool = True  # Triton RMSNorm / RoPE / SiLU-mul on CUDA (False: the torch ops; CPU always torch)
     async_scheduling: bool | None = None  # schedule step N+1 while step N runs (None: on for CUDA; False: the plain loop)
@@ -62,9 +65,22 @@ class EngineArgs:
             raise ValueError(f"attention_backend must be 'auto' or one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
         if self.moe_backend not in ("auto", *MOE_BACKENDS):
             raise ValueError(f"moe_backend must be 'auto' or one of {MOE_BACKENDS}, got {self.moe_backend!r}")
+        if self.load_format not in LOAD_FORMATS:
+            raise ValueError(f"load_format must be one of {LOAD_FORMATS}, got {self.load_format!r}")
+        self._check_cuda_graph_sizes()
         # Build the sub-configs now so their validation errors surface at construction.
         self.scheduler_config()
         self.cache_config()
+
+    def _check_cuda_graph_sizes(self) -> None:
+        sizes = self.cuda_graph_sizes
+        if sizes is None:
+            return
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__") or not list(sizes):
+            raise ValueError(f"cuda_graph_sizes must be a non-empty list of batch sizes, got {sizes!r}")
+        bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= self.max_num_seqs]
+        if bad:
+            raise ValueError(f"cuda_graph_sizes must be integers in [1, max_num_seqs={self.max_num_seqs}], got {bad}")
 
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(

@@ -17,6 +17,10 @@ parent side):
   `ArmFault(command_id, spec)` (spec: `OomFault`, `HangStepFault`, `SlowStepFault`, `NanWeightsFault`),
   `ClearFaults`, `ShowFaults`; core -> parent one `FaultReply` per command, sent as soon as the loop
   applies it (between steps; a `ClearFaults` also ends a hung step).
+- hot reload (`lab.engine.weight_reload`): parent -> core `ReloadWeights(command_id, source, seed, policy,
+  staging)`; core -> parent a `ReloadReply(command_id, record)` when it is refused, switched, or draining
+  (new requests on the new weights), and one more when a drain ends (`promoted`). `CoreReady` and every
+  `CoreStats` carry the live weights' version and generation.
 """
 from __future__ import annotations
 
@@ -105,6 +109,17 @@ class ShowFaults:
 FaultCommand = ArmFault | ClearFaults | ShowFaults
 
 
+@dataclass(frozen=True)
+class ReloadWeights:
+    """Load `source` (a checkpoint directory, or a preset with `seed`) beside the live weights and switch."""
+
+    command_id: int
+    source: str
+    seed: int | None = None
+    policy: str = "switch"  # switch | drain
+    staging: str = "auto"  # auto | device | host
+
+
 # ---- core -> parent ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CoreReady:
@@ -113,6 +128,7 @@ class CoreReady:
     num_gpu_blocks: int
     device: str
     vocab_size: int  # token ids the model has logits for: what prompts and stop_token_ids may name
+    weights_version: str = ""  # the live weights: a preset@seed or a checkpoint path
 
 
 @dataclass(frozen=True)
@@ -149,6 +165,9 @@ class CoreStats:
     num_requests_waiting: int
     kv_cache_usage_perc: float  # fraction of KV blocks in use, in [0, 1]
     degraded: str | None = None  # why the engine's output cannot be trusted (non-finite logits), else None
+    weights_version: str = ""
+    weights_generation: int = 0  # reloads done
+    reloading: bool = False  # a reload is loading its standby or draining
 
 
 IDLE_STATS = CoreStats(0, 0, 0.0)
@@ -171,3 +190,12 @@ class FaultReply:
     recent: list[dict]  # the latest faults that ended (a hang's actual duration, an oom's failed steps)
     error: str | None = None  # refused (e.g. an unknown weight name): nothing changed
     degraded: str | None = None  # as `CoreStats.degraded`, after the command: a clear's answer follows its repair
+
+
+@dataclass(frozen=True)
+class ReloadReply:
+    """A reload's record (`lab.engine.weight_reload`): outcome refused (with `error`), switched, draining or
+    promoted, the version, and its timings."""
+
+    command_id: int
+    record: dict

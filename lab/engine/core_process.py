@@ -24,6 +24,10 @@ started by `core_client.EngineCoreClient`; messages are the records of `core_mes
   non-finite logits or CUDA out of memory is the engine's fault, not the request's: its `RequestFailure` has
   `alone=False` (`RequestOutput.error_is_request_fault`).
   Each `StepBatch`'s stats say whether the engine is degraded (`launched_step.LogitsHealth`).
+- `ReloadWeights` starts a hot reload (`engine.reloader`, `lab.engine.weight_reload`): the standby loads in a
+  thread while this loop steps; the switch happens between steps (the engine's own `step()` polls it; an
+  idle loop polls it every `RELOAD_POLL_S`), and each outcome goes back as a `ReloadReply` with the command's
+  id; a reload refused at once (a bad source, no memory, one already running) is answered at once.
 - Exits on `Shutdown`, or when either pipe breaks (EOF: the parent died), with `os._exit` (status 0;
   1 if the loop itself raised): no interpreter teardown, which takes seconds on a GPU. Ignores SIGINT and
   SIGTERM: Ctrl-C or a process-group SIGTERM reaches the parent, which drains and then sends
@@ -41,7 +45,7 @@ from typing import TYPE_CHECKING
 
 from lab.engine.core_messages import (
     HEARTBEAT_S, AbortRequest, AddRequest, ArmFault, ClearFaults, CoreLoadFailed, CoreOutput, CoreReady, CoreStats,
-    FaultReply, RequestFailure, ShowFaults, Shutdown, StepBatch,
+    FaultReply, ReloadReply, ReloadWeights, RequestFailure, ShowFaults, Shutdown, StepBatch,
 )
 
 if TYPE_CHECKING:
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IDLE_POLL_S = HEARTBEAT_S / 2  # idle: longest wait on the command pipe before looking again
+RELOAD_POLL_S = 0.005  # idle while a reload loads: look at it this often, so the switch follows its load at once
 MAX_COMMAND_MESSAGES_PER_STEP = 64  # a flood of commands must not starve the requests already running
 
 
@@ -93,6 +98,7 @@ def _serve(commands: Connection, outputs: Connection, engine_args: EngineArgs) -
         num_gpu_blocks=engine.num_blocks,
         device=str(engine.device),
         vocab_size=int(engine.model_config.vocab_size),
+        weights_version=engine.weights_version,
     ))
     _CoreLoop(engine, commands, outputs, engine.runner.logits_health).run()
 
@@ -115,12 +121,16 @@ class _CoreLoop:
             new: list[CoreOutput] = []
             failures: list[RequestFailure] = []
             busy = self.engine.has_unfinished_requests()
-            applied = self._apply_pending(0.0 if busy else IDLE_POLL_S, new, failures)
+            reloading = self._reloading()
+            applied = self._apply_pending(0.0 if busy else RELOAD_POLL_S if reloading else IDLE_POLL_S, new, failures)
             if self.stopping:
                 return
             stepped = self.engine.has_unfinished_requests()
             if stepped:
                 self._step(new, failures)
+            elif reloading:
+                self.engine.reloader.poll()  # idle: nothing else would switch it in
+            applied = self._send_reload_replies() or applied
             if applied or stepped or time.monotonic() - last_sent >= HEARTBEAT_S:
                 self.outputs.send(StepBatch(new, failures, self._stats()))
                 last_sent = time.monotonic()
@@ -163,6 +173,8 @@ class _CoreLoop:
             self.stopping = True
         elif isinstance(command, (ArmFault, ClearFaults, ShowFaults)):
             self.outputs.send(self._fault_reply(command))
+        elif isinstance(command, ReloadWeights):
+            self._start_reload(command)
         else:
             logger.error("engine core: unknown command %r ignored", command)
 
@@ -193,7 +205,33 @@ class _CoreLoop:
 
     def _stats(self) -> CoreStats:
         sched = self.engine.scheduler
-        return CoreStats(sched.num_running, sched.num_waiting, float(self.engine.kv_cache_usage), self._degraded())
+        reloader = getattr(self.engine, "reloader", None)  # None: a test's fake engine
+        if reloader is None:
+            return CoreStats(sched.num_running, sched.num_waiting, float(self.engine.kv_cache_usage), self._degraded())
+        return CoreStats(sched.num_running, sched.num_waiting, float(self.engine.kv_cache_usage), self._degraded(),
+                         reloader.version.label, reloader.version.generation, reloader.busy)
+
+    # ---- hot reload ---------------------------------------------------------------------------------------
+    def _reloading(self) -> bool:
+        reloader = getattr(self.engine, "reloader", None)
+        return reloader is not None and reloader.busy
+
+    def _start_reload(self, command: ReloadWeights) -> None:
+        from lab.engine.weight_standby import ReloadError
+
+        try:
+            self.engine.reloader.start(command.source, seed=command.seed, policy=command.policy,
+                                       staging=command.staging, tag=command.command_id)
+        except ReloadError as exc:  # refused before anything started
+            self.outputs.send(ReloadReply(command.command_id, {"outcome": "refused", "error": str(exc),
+                                                               "source": command.source}))
+
+    def _send_reload_replies(self) -> bool:
+        reloader = getattr(self.engine, "reloader", None)
+        done = reloader.take_completed() if reloader is not None else []
+        for record in done:
+            self.outputs.send(ReloadReply(record.get("tag") or 0, record))
+        return bool(done)
 
     def _degraded(self) -> str | None:
         return None if self.health is None else self.health.degraded

@@ -118,8 +118,10 @@ class _StepGraphs:
 
 class DecodeGraphs(_StepGraphs):
     def __init__(self, model: torch.nn.Module, kv_caches: list[tuple[torch.Tensor, ...]], block_size: int,
-                 max_num_seqs: int, max_model_len: int, device: torch.device) -> None:
-        buckets = bucket_sizes(max_num_seqs)
+                 max_num_seqs: int, max_model_len: int, device: torch.device,
+                 sizes: list[int] | tuple[int, ...] | None = None) -> None:
+        # `sizes` (EngineArgs.cuda_graph_sizes): fewer buckets capture faster; batches above the largest run eager
+        buckets = sorted(set(sizes)) if sizes else bucket_sizes(max_num_seqs)
         super().__init__(model, kv_caches, block_size, buckets, buckets[-1], buckets[-1], max_model_len, device)
 
     def _meta(self, batch: int) -> AttentionMetadata:

@@ -12,7 +12,8 @@ raises ends alone (finish reason "abort", the error in `RequestOutput.error`), a
 this step's tokens as if nothing had happened. One poison request never fails its batch.
 Non-finite logits (`launched_step.NonFiniteLogitsError`, seen without a host sync) take the same road: each
 request they hit ends with an error naming them, never with garbage tokens.
-Fault injection (`lab.engine.faults`) acts through `fault_hook`, the first thing `step()` checks.
+Fault injection (`lab.engine.faults`) acts through `fault_hook`, the first thing `step()` checks; a hot
+reload (`update_weights`, `lab.engine.weight_reload`) acts right after it, between two steps.
 """
 from __future__ import annotations
 
@@ -41,8 +42,11 @@ from lab.engine.scheduler_output import SchedulerOutput
 from lab.engine.sampling_params import SamplingParams
 from lab.engine.scheduler import Scheduler
 from lab.engine.sequence import FinishReason, Sequence
+from lab.engine.startup import StartupPhases, device_sync
 from lab.engine.stop_checker import check_stop
 from lab.engine.tokenizer_loading import load_tokenizer
+from lab.engine.weight_reload import WeightReloader, source_label
+from lab.engine.weight_standby import ReloadError
 
 logger = logging.getLogger(__name__)
 # Failures of the engine itself, not of a request's input, even when a request fails alone: memory runs out
@@ -64,22 +68,31 @@ class LLMEngine:
         self.args = args
         self.device = args.resolve_device()
         self.dtype = args.resolve_dtype(self.device)
-        loaded = load_model(args.model, self.dtype, self.device, seed=args.seed, hf_overrides=args.hf_overrides or None)
+        # Seconds per phase of this constructor (`lab bench coldstart` reads them), synced on CUDA at each boundary.
+        self.startup_phases = phases = StartupPhases(device_sync(self.device))
+        with phases.phase("device_init"):
+            pass  # its sync creates the CUDA context, which would otherwise land in the first weight phase
+        loaded = load_model(args.model, self.dtype, self.device, seed=args.seed, hf_overrides=args.hf_overrides or None,
+                            load_format=args.load_format, phases=phases)
         self.model = loaded.module
         self.model_config = loaded.config
         self.checkpoint_dir = loaded.checkpoint_dir  # None for a preset (dummy weights)
         self.max_model_len = self._resolve_max_model_len(loaded.config.max_position_embeddings)
-        self.tokenizer = load_tokenizer(args.tokenizer, loaded.checkpoint_dir)
+        with phases.phase("tokenizer"):
+            self.tokenizer = load_tokenizer(args.tokenizer, loaded.checkpoint_dir)
         self.eos_token_id = self._resolve_eos()
         self.kv_cache_spec = self.model.kv_cache_spec(self.dtype)
-        self.num_blocks = self._size_kv_cache()
-        kv_caches = allocate_kv_cache(self.kv_cache_spec, self.num_blocks, args.block_size, self.device)
+        with phases.phase("kv_profile"):  # activation profiling (CUDA) and the block count
+            self.num_blocks = self._size_kv_cache()
+        with phases.phase("kv_allocation"):
+            kv_caches = allocate_kv_cache(self.kv_cache_spec, self.num_blocks, args.block_size, self.device)
         self.block_manager = BlockManager(self.num_blocks, args.block_size)
         self.scheduler = Scheduler(args.scheduler_config(), self.block_manager, max_model_len=self.max_model_len)
         self.attention_backend = args.resolve_attention_backend(self.device)
         set_moe_backend(self.model, args.resolve_moe_backend(self.device))
         set_fused_ops(self.model, args.use_fused_ops(self.device))
-        self.graphs, self.mixed_graphs = self._capture_graphs(kv_caches) if args.use_cuda_graphs(self.device) else (None, None)
+        with phases.phase("graph_capture"):  # ~0 when eager
+            self.graphs, self.mixed_graphs = self._capture_graphs(kv_caches) if args.use_cuda_graphs(self.device) else (None, None)
         self.runner = ModelRunner(
             self.model, kv_caches, args.block_size, self.device, self.eos_token_id, self.attention_backend, self.graphs,
             self.mixed_graphs,
@@ -89,6 +102,7 @@ class LLMEngine:
         self._one_token_texts: dict[bool, dict[int, str]] = {True: {}, False: {}}  # skip_special_tokens -> id -> text
         self._in_flight = None  # async scheduling: (SchedulerOutput, LaunchedStep) of the step on the GPU
         self.fault_hook = None  # lab.engine.faults: called first in step() while a fault is armed, else None
+        self.reloader = WeightReloader(self, source_label(str(args.model), args.seed))  # hot reload, one at a time
 
     # ---- admission -------------------------------------------------------------------------
     def add_request(
@@ -120,6 +134,7 @@ class LLMEngine:
             priority=priority,
             deadline=deadline,
         )
+        seq.weights_generation = self.reloader.admission_generation  # a drain admits on the new weights
         self.scheduler.add(seq)  # may refuse a prompt that can never fit the cache or budget
         detok = IncrementalDetokenizer(
             self.tokenizer, prompt_ids, skip_special_tokens=params.skip_special_tokens, stop=params.stop
@@ -154,6 +169,8 @@ class LLMEngine:
         final output's deltas then cover everything since the previous output it was given)."""
         if self.fault_hook is not None:  # an injected fault (lab serve --enable-fault-injection); else free
             self.fault_hook()
+        if self.reloader.busy:  # a hot reload acts between steps: here, before this one is scheduled
+            self.reloader.poll()
         if self.async_scheduling:
             return self._step_overlapped(final_only)
         output = self.scheduler.schedule()
@@ -220,6 +237,23 @@ class LLMEngine:
         """Requests the scheduler ended itself: past their deadline, or grown beyond the whole cache."""
         ended = output.expired + output.kv_exhausted
         return [self._finish_output(seq) for seq in ended if seq.request_id in self._requests]
+
+    # ---- hot reload ------------------------------------------------------------------------------
+    def update_weights(self, source: str, *, seed: int | None = None, policy: str = "switch",
+                       staging: str = "auto") -> dict:
+        """Load `source` (a checkpoint directory, or a preset with `seed`) beside the live weights, check and
+        probe it, then switch (`lab.engine.weight_reload`). Blocking; returns the reload's record (outcome
+        `switched`, or `draining`: the old requests finish on the old weights over the next steps). A source
+        that fails is refused with a `ReloadError` naming the problem; the live weights never change."""
+        self.reloader.start(source, seed=seed, policy=policy, staging=staging, background=False)
+        record = self.reloader.take_completed()[-1]  # this reload's; an earlier drain's `promoted` may precede it
+        if record["outcome"] == "refused":
+            raise ReloadError(record["error"])
+        return record
+
+    @property
+    def weights_version(self) -> str:
+        return self.reloader.version.label
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
@@ -335,7 +369,8 @@ class LLMEngine:
                 warnings.warn(f"CUDA graph capture for mixed steps failed, running them eager: "
                               f"{type(exc).__name__}: {exc}", stacklevel=2)
                 mixed, pool = None, None
-        decode = DecodeGraphs(self.model, kv_caches, args.block_size, args.max_num_seqs, self.max_model_len, self.device)
+        decode = DecodeGraphs(self.model, kv_caches, args.block_size, args.max_num_seqs, self.max_model_len, self.device,
+                              sizes=args.cuda_graph_sizes)
         try:
             decode.capture(pool)
         except Exception as exc:

@@ -92,3 +92,29 @@ class LaunchedStep:
 
     def logprobs_by_request(self) -> dict[str, TokenLogprob]:
         return {} if self.logprobs is None else self.logprobs.by_request(self.request_ids)  # waits for the step
+
+
+class MergedStep:
+    """The halves of one step launched on two weight versions (a hot reload's drain), read as one step:
+    `request_ids` and `token_tensor` concatenated in part order (what the next step chains from)."""
+
+    def __init__(self, parts: list[LaunchedStep]) -> None:
+        self.parts = parts
+        self.request_ids = [rid for part in parts for rid in part.request_ids]
+        tensors = [part.token_tensor for part in parts if part.token_tensor is not None]
+        self.token_tensor = torch.cat(tensors) if tensors else None
+
+    def tokens(self) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        bad: list[str] = []
+        for part in self.parts:  # every part is read, so each updates the health it shares
+            try:
+                merged.update(part.tokens())
+            except NonFiniteLogitsError as exc:
+                bad.extend(exc.request_ids)
+        if bad:
+            raise NonFiniteLogitsError(bad)
+        return merged
+
+    def logprobs_by_request(self) -> dict[str, TokenLogprob]:
+        return {rid: lp for part in self.parts for rid, lp in part.logprobs_by_request().items()}

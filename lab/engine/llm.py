@@ -64,6 +64,11 @@ class LLM:
         ids = self.engine.tokenizer.encode(prompt, add_special_tokens=False)
         return self.generate([ids], sampling_params, **kwargs)
 
+    def update_weights(self, source: str, *, seed: int | None = None, policy: str = "switch",
+                       staging: str = "auto") -> dict:
+        """Hot reload (`LLMEngine.update_weights`): the reload's record; `ReloadError` if refused."""
+        return self.engine.update_weights(source, seed=seed, policy=policy, staging=staging)
+
     def _run(self, request_ids: list[str], use_tqdm: bool) -> list[RequestOutput]:
         finished: dict[str, RequestOutput] = {}
         bar = None

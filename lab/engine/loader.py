@@ -1,6 +1,6 @@
 """Load a model: a preset with seeded dummy weights, or a local Hugging Face checkpoint directory.
 
-Contract: `load_model(model, dtype, device, seed, hf_overrides) -> LoadedModel`.
+Contract: `load_model(model, dtype, device, seed, hf_overrides, *, load_format, phases) -> LoadedModel`.
   - `model` is a preset name (`presets.PRESETS`) or a directory with config.json and either
     model.safetensors or a sharded model.safetensors.index.json; anything else is a ValueError
     naming the presets. Nothing is downloaded.
@@ -12,6 +12,18 @@ Contract: `load_model(model, dtype, device, seed, hf_overrides) -> LoadedModel`.
   - Checkpoints: tensors stream from safetensors into `load_weights`, which names missing,
     mis-shaped and unexpected tensors. Then `process_weights_after_loading()`; eval mode.
 `hf_overrides` patch the HF config dict before parsing (e.g. {"num_hidden_layers": 2}).
+`load_format` (`LOAD_FORMATS`) picks how a checkpoint's bytes reach the device; every one gives the
+same bits (presets ignore it):
+  - "auto": safetensors opens each shard on the device and reads and copies each tensor itself;
+  - "cpu": each tensor is read into host memory and `load_weights` copies it to the device (the plain
+    path a user writes: `load_file`, then `param.copy_`);
+  - "overlap": a reader thread reads raw bytes into pinned staging buffers while this thread copies
+    the previous chunks to the device on a side stream (`lab.engine.safetensors_stream`).
+`phases` (a `StartupPhases`) receives config, model_build, then weight_init (preset) or weight_read and
+weight_transfer (checkpoint: the time spent waiting for the next tensor, then the rest of the copy into
+the parameters; with "auto" the read includes safetensors' own host->device copy), and weight_postprocess.
+safetensors maps a file into memory, so where the OS still has to fetch bytes from disk (a CPU device,
+"auto" or "cpu"), that read lands in whichever phase first touches them: the transfer.
 """
 from __future__ import annotations
 
@@ -28,8 +40,11 @@ from torch import nn
 from lab.engine.model_config import ModelConfig
 from lab.engine.models import get_model_class
 from lab.engine.presets import PRESETS, get_preset
+from lab.engine.safetensors_stream import iter_overlapped
+from lab.engine.startup import StartupPhases
 
 DUMMY_STD = 0.02  # std of dummy matrices, as HF's initializer_range
+LOAD_FORMATS = ("auto", "cpu", "overlap")  # how checkpoint bytes reach the device (module docstring)
 
 
 @dataclass
@@ -46,27 +61,45 @@ def load_model(
     device: torch.device | str,
     seed: int = 0,
     hf_overrides: dict | None = None,
+    *,
+    load_format: str = "auto",
+    phases: StartupPhases | None = None,
 ) -> LoadedModel:
     device = torch.device(device)
+    _check_load_format(load_format)
+    phases = phases if phases is not None else StartupPhases()
     name = str(model)
     if name in PRESETS:
-        config = ModelConfig.from_hf_dict({**get_preset(name), **(hf_overrides or {})})
-        module = build_model(config, dtype, device)
-        init_dummy_weights(module, seed)
+        with phases.phase("config"):
+            config = ModelConfig.from_hf_dict({**get_preset(name), **(hf_overrides or {})})
+        with phases.phase("model_build"):
+            module = build_model(config, dtype, device)
+        with phases.phase("weight_init"):
+            init_dummy_weights(module, seed)
         checkpoint_dir, preset = None, name
     elif Path(name).is_dir():
         checkpoint_dir, preset = Path(name), None
-        config = ModelConfig.from_pretrained_dir(checkpoint_dir, hf_overrides)
-        module = build_model(config, dtype, device)
-        module.load_weights(iter_checkpoint(checkpoint_dir, device))
+        with phases.phase("config"):
+            config = ModelConfig.from_pretrained_dir(checkpoint_dir, hf_overrides)
+        with phases.phase("model_build"):
+            module = build_model(config, dtype, device)
+        with phases.phase("weight_transfer") as phase:  # what is left of loading once the reads are carved out
+            tensors = iter_checkpoint(checkpoint_dir, device, load_format=load_format)
+            module.load_weights(phase.carve("weight_read", tensors))
     else:
         raise ValueError(
             f"model {name!r} is neither a preset ({', '.join(PRESETS)}) nor an existing checkpoint "
             "directory: the path does not exist"
         )
     if hasattr(module, "process_weights_after_loading"):
-        module.process_weights_after_loading()
+        with phases.phase("weight_postprocess"):
+            module.process_weights_after_loading()
     return LoadedModel(module.eval(), config, checkpoint_dir, preset)
+
+
+def _check_load_format(load_format: str) -> None:
+    if load_format not in LOAD_FORMATS:
+        raise ValueError(f"load_format must be one of {LOAD_FORMATS}, got {load_format!r}")
 
 
 def build_model(config: ModelConfig, dtype: torch.dtype, device: torch.device) -> nn.Module:
@@ -89,14 +122,20 @@ def _param_seed(seed: int, name: str) -> int:
 @torch.no_grad()
 def init_dummy_weights(module: nn.Module, seed: int, std: float = DUMMY_STD) -> None:
     for name, param in module.named_parameters():
-        if param.ndim >= 2:
-            gen = torch.Generator(device=param.device)
-            gen.manual_seed(_param_seed(seed, name))
-            param.normal_(0.0, std, generator=gen)
-        elif name.endswith("bias"):  # linear biases and DeepSeek's e_score_correction_bias
-            param.zero_()
-        else:  # RMSNorm weights
-            param.fill_(1.0)
+        fill_dummy(name, param, seed, std)
+
+
+@torch.no_grad()
+def fill_dummy(name: str, param: torch.Tensor, seed: int, std: float = DUMMY_STD) -> None:
+    """Parameter `name`'s dummy value, drawn on `param`'s device from its own generator seeded by (seed, name)."""
+    if param.ndim >= 2:
+        gen = torch.Generator(device=param.device)
+        gen.manual_seed(_param_seed(seed, name))
+        param.normal_(0.0, std, generator=gen)
+    elif name.endswith("bias"):  # linear biases and DeepSeek's e_score_correction_bias
+        param.zero_()
+    else:  # RMSNorm weights
+        param.fill_(1.0)
 
 
 def checkpoint_files(checkpoint_dir: Path) -> list[Path]:
@@ -116,10 +155,17 @@ def checkpoint_files(checkpoint_dir: Path) -> list[Path]:
     raise ValueError(f"{checkpoint_dir} has neither model.safetensors nor model.safetensors.index.json")
 
 
-def iter_checkpoint(checkpoint_dir: Path, device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) for every tensor of every shard, read straight to `device`, one at a time."""
-    target = str(device) if device.type == "cuda" else "cpu"
-    for path in checkpoint_files(checkpoint_dir):
+def iter_checkpoint(checkpoint_dir: Path, device: torch.device, *,
+                    load_format: str = "auto") -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) for every tensor of every shard, one at a time: on `device` ("auto", "overlap"), or
+    in host memory for the consumer to copy ("cpu"; see the module docstring)."""
+    _check_load_format(load_format)
+    files = checkpoint_files(checkpoint_dir)
+    if load_format == "overlap":
+        yield from iter_overlapped(files, device)
+        return
+    target = str(device) if device.type == "cuda" and load_format == "auto" else "cpu"
+    for path in files:
         with safe_open(str(path), framework="pt", device=target) as f:
             for name in f.keys():
                 yield name, f.get_tensor(name)

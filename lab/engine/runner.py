@@ -17,6 +17,11 @@ on the device until `tokens()` is asked for them (`execute` = launch + tokens, t
 
 Non-finite logits are caught without a sync (`lab.engine.launched_step`); `logits_health` says whether
 the runner is degraded.
+
+A hot reload's drain (`lab.engine.weight_reload`): between `begin_drain(module, generation)` and
+`end_drain()`, chunks of requests admitted on `generation` run on that standby module (eager, its own
+weights, the same paged cache) and the others on the live model (graphs as usual); one step launches both
+halves and hands back one `MergedStep`.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import numpy as np
 import torch
 
 from lab.engine.attention.metadata import AttentionMetadata
-from lab.engine.launched_step import LaunchedStep, LogitsHealth
+from lab.engine.launched_step import LaunchedStep, LogitsHealth, MergedStep
 from lab.engine.sampler import Sampler
 from lab.engine.scheduler import ScheduledChunk, SchedulerOutput
 from lab.engine.sequence import Sequence
@@ -111,6 +116,14 @@ class ModelRunner:
         self.logits_health = LogitsHealth()
         self._generators: dict[str, torch.Generator] = {}
         self._block_rows = BlockTableRows()
+        self.standby: torch.nn.Module | None = None  # a drain's new weights, and the generation they serve
+        self.standby_generation: int | None = None
+
+    def begin_drain(self, module: torch.nn.Module, generation: int) -> None:
+        self.standby, self.standby_generation = module, generation
+
+    def end_drain(self) -> None:
+        self.standby, self.standby_generation = None, None
 
     def prepare_inputs(self, output: SchedulerOutput, previous: LaunchedStep | None = None) -> ModelInputs:
         """The step's flat inputs. A pending token (async scheduling) is read from `previous` on the device."""
@@ -228,8 +241,22 @@ class ModelRunner:
         """
         if not output.scheduled:
             return LaunchedStep([], None)
+        if self.standby is not None:
+            return self._launch_drain(output, previous)
+        return self._launch(output, previous, self.model)
+
+    def _launch_drain(self, output: SchedulerOutput, previous) -> LaunchedStep | MergedStep:
+        new = [c for c in output.scheduled if c.seq.weights_generation == self.standby_generation]
+        old = [c for c in output.scheduled if c.seq.weights_generation != self.standby_generation]
+        parts = [self._launch(SchedulerOutput(chunks, [], [], sum(c.num_new_tokens for c in chunks)), previous, model)
+                 for chunks, model in ((old, self.model), (new, self.standby)) if chunks]
+        return parts[0] if len(parts) == 1 else MergedStep(parts)
+
+    def _launch(self, output: SchedulerOutput, previous, model: torch.nn.Module) -> LaunchedStep:
         inputs = self.prepare_inputs(output, previous)
-        if self.graphs is not None and self.graphs.can_run(inputs.meta):
+        if model is not self.model:  # a drain's standby: the graphs hold the live weights' addresses
+            hidden = model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        elif self.graphs is not None and self.graphs.can_run(inputs.meta):
             hidden = self.graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
         elif self.mixed_graphs is not None and self.mixed_graphs.can_run(inputs.meta, inputs.input_ids.shape[0]):
             hidden = self.mixed_graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
@@ -240,7 +267,7 @@ class ModelRunner:
         if len(inputs.sample_rows) != hidden.shape[0]:  # else every row samples (a decode step): no gather
             rows = self._to_device([np.array(inputs.sample_rows, dtype=np.int64)], np.int64)[0]
             hidden = hidden.index_select(0, rows)
-        logits = self.model.compute_logits(hidden)  # (N, V)
+        logits = model.compute_logits(hidden)  # (N, V)
         # Before the sampler writes -inf bans into `logits`: a row summing to NaN or inf had a non-finite logit.
         finite = logits.sum(dim=-1).isfinite()  # (N,) bool, read back with the tokens
         seqs = [c.seq for c in inputs.sample_chunks]

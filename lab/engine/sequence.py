@@ -57,6 +57,7 @@ class Sequence:
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: FinishReason | None = None
     stop_reason: int | str | None = None  # the stop token id or stop string that matched
+    weights_generation: int = 0  # the weights it runs on (a hot reload's drain keeps two generations live)
 
     # Timeline, for RequestMetrics.
     first_scheduled_time: float | None = None

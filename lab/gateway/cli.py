@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import math
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +67,22 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     hasher.add_argument("--scheme", choices=["sha256", "pbkdf2"], default="sha256",
                         help="sha256 for random tokens (default), pbkdf2 (salted, slow) for keys people chose")
     hasher.set_defaults(handler=_hash_key)
+    rolling = actions.add_parser(
+        "rolling-reload", help="hot-reload every replica behind a gateway, one at a time, probed, rolled back on failure",
+        description="Reload each replica of the gateway in turn (POST /admin/reload on the replica), probe it and "
+                    "watch it through the gateway; the first failure reloads the replicas already done back to "
+                    "their previous version. Keys come from the environment: LAB_GATEWAY_ADMIN_KEY (the gateway's "
+                    "admin key) and LAB_REPLICA_ADMIN_KEY (the key whose hash the replicas got with --admin-key-hash).")
+    rolling.add_argument("--gateway", required=True, metavar="URL", help="the gateway, e.g. http://127.0.0.1:9000")
+    rolling.add_argument("--source", required=True, help="checkpoint directory (as the replicas see it) or preset")
+    rolling.add_argument("--seed", type=int, help="a preset's dummy-weight seed")
+    rolling.add_argument("--policy", choices=["drain", "switch"], default="drain",
+                         help="drain (default): requests in flight finish on the old weights; switch: at once")
+    rolling.add_argument("--staging", choices=["auto", "device", "host"], default="auto",
+                         help="where the new weights wait before the switch (default auto: the GPU if it fits)")
+    rolling.add_argument("--observe-s", type=float, default=10.0,
+                         help="how long each reloaded replica must stay in service before the next (default 10)")
+    rolling.set_defaults(handler=_rolling_reload)
     return actions  # `lab gateway bench-latency` (lab.studies.gateway_latency.cli) is added by lab/cli.py
 
 
@@ -78,6 +96,20 @@ def _hash_key(args: argparse.Namespace) -> int:
         raise LabError("an API key must not be empty")
     print(hash_key(key, args.scheme))
     return 0
+
+
+def _rolling_reload(args: argparse.Namespace) -> int:
+    from lab.gateway.rolling_reload import RollingReload, rolling_reload
+
+    keys = {name: os.environ.get(name, "") for name in ("LAB_GATEWAY_ADMIN_KEY", "LAB_REPLICA_ADMIN_KEY")}
+    missing = [name for name, key in keys.items() if not key]
+    if missing:
+        raise LabError(f"set {' and '.join(missing)} in the environment (keys stay out of the command line)")
+    result = rolling_reload(RollingReload(args.gateway.rstrip("/"), keys["LAB_GATEWAY_ADMIN_KEY"],
+                                          keys["LAB_REPLICA_ADMIN_KEY"], args.source, args.seed, args.policy,
+                                          args.staging, args.observe_s))
+    print(json.dumps(result, indent=1))
+    return 0 if result["completed"] else 1
 
 
 REPLICA_FIELDS = ("version", "name", "weight", "model")

@@ -13,7 +13,8 @@ Contract of `build_app(served_model_name, load_backend, on_load_failed)`:
   step sampled non-finite logits), so a gateway ejects it; new requests still reach the engine, which
   fails each one hit with an explicit error, and one finite step or a repair makes it healthy again.
 - `fault_injection` (`lab serve --enable-fault-injection`): mounts `/admin/faults` (`faults.py`);
-  without it those routes do not exist.
+  without it those routes do not exist. `admin_key` (`lab serve --admin-key-hash`; fault injection's key too)
+  mounts `/admin/reload` (`reload.py`: hot reload); `/v1/models` carries the live weights' `version`.
 - Request bodies over `max_request_bytes` are refused with 413 before they are read whole;
   large ones are parsed and tokenized off the event loop (`request_body.py`, `prompt_ids.py`).
 - Every error is OpenAI-shaped JSON (`errors.py`), unknown routes and unexpected exceptions
@@ -38,10 +39,11 @@ from starlette.requests import Request
 
 from lab.server.backend import ServingBackend
 from lab.server.errors import APIError, error_body
-from lab.server.faults import FaultInjection, fault_router
+from lab.server.faults import AdminKey, FaultInjection, fault_router
 from lab.server.lifecycle import Lifecycle
 from lab.server.metrics import CONTENT_TYPE, ServerMetrics
 from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES
+from lab.server.reload import ReloadMetrics, reload_router
 from lab.server.responses import CHAT, COMPLETION, ResponseBuilder, Shape
 from lab.server.sampling import chat_input, completion_input
 from lab.server.schemas import ChatCompletionRequest, CompletionRequest, parse_request
@@ -53,11 +55,12 @@ logger = logging.getLogger(__name__)
 def build_app(served_model_name: str, load_backend: Callable[[], ServingBackend],
               on_load_failed: Callable[[], None] | None = None, *,
               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-              fault_injection: FaultInjection | None = None) -> FastAPI:
+              fault_injection: FaultInjection | None = None, admin_key: AdminKey | None = None) -> FastAPI:
     if max_request_bytes < 1:
         raise ValueError(f"max_request_bytes must be >= 1, got {max_request_bytes}")
     lifecycle = Lifecycle()
     metrics = ServerMetrics(served_model_name, lambda: lifecycle.backend.stats() if lifecycle.backend else None)
+    metrics.registry.register(ReloadMetrics(served_model_name, lambda: getattr(lifecycle.backend, "weights", None)))
     ctx = ServingContext(lifecycle, metrics)
     started = int(time.time())
 
@@ -120,6 +123,9 @@ def build_app(served_model_name: str, load_backend: Callable[[], ServingBackend]
                 "root": served_model_name, "parent": None}
         if lifecycle.backend is not None:
             card["max_model_len"] = lifecycle.backend.max_model_len
+            weights = getattr(lifecycle.backend, "weights", None)  # the engine core's: hot reload changes it
+            if weights is not None and weights.version:
+                card["version"], card["generation"] = weights.version, weights.generation
         return {"object": "list", "data": [card]}
 
     @app.get("/health")
@@ -146,6 +152,9 @@ def build_app(served_model_name: str, load_backend: Callable[[], ServingBackend]
 
     if fault_injection is not None:
         app.include_router(fault_router(lifecycle, fault_injection))
+    admin_key = admin_key or fault_injection
+    if admin_key is not None:
+        app.include_router(reload_router(lifecycle, admin_key))
     return app
 
 

@@ -12,7 +12,8 @@ is bound (exit 2, naming the flag's problem).
 process, so the HTTP/SSE work of many streams does not hold the GIL the steps need; `thread` runs
 it on a thread of the server process (the plain path and the reference).
 
-`--enable-fault-injection --admin-key-hash sha256:<hex>` adds `/admin/faults` (`faults.py`: CUDA OOM, a
+`--admin-key-hash sha256:<hex>` adds `/admin/reload` (`reload.py`: hot reload of the weights while serving);
+`--enable-fault-injection` with it adds `/admin/faults` (`faults.py`: CUDA OOM, a
 hung step, a slow step, NaN weights, armed in the engine core) for chaos drills; off by default, and
 without it the routes do not exist. The hash is what `lab gateway hash-key` prints for the admin key.
 
@@ -31,10 +32,11 @@ from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES, ENGINE_ITERATION_TIMEOU
 # flag dest -> EngineArgs field (the same name: vLLM's), passed only when given
 ENGINE_FLAGS = ("model", "tokenizer", "dtype", "device", "seed", "max_model_len", "block_size",
                 "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens",
-                "enable_chunked_prefill", "scheduling_policy", "hf_overrides")
-# EngineArgs fields that only our engine has (paged KV cache, continuous batching, scheduler)
+                "enable_chunked_prefill", "scheduling_policy", "hf_overrides", "load_format", "cuda_graph_sizes")
+# EngineArgs fields that only our engine has (paged KV cache, continuous batching, scheduler, its loader, graphs)
 LAB_ONLY_FLAGS = ("block_size", "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs",
-                  "max_num_batched_tokens", "enable_chunked_prefill", "scheduling_policy")
+                  "max_num_batched_tokens", "enable_chunked_prefill", "scheduling_policy", "load_format",
+                  "cuda_graph_sizes")
 ENGINE_CORES = ("process", "thread")  # --engine-core choices; the first is the default (runner.ENGINE_CORES)
 
 
@@ -88,12 +90,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fcfs (the plain path) or priority (the request's `priority` field)")
     engine.add_argument("--hf-overrides", type=_json_object,
                         help='JSON config overrides, e.g. {"num_hidden_layers": 2}')
+    engine.add_argument("--load-format", choices=("auto", "cpu", "overlap"),
+                        help="how checkpoint bytes reach the device: auto (safetensors opened on it), cpu (read to "
+                        "host, then copy), overlap (a reader thread and pinned buffers beside side-stream copies)")
+    engine.add_argument("--cuda-graph-sizes", type=int, nargs="+", metavar="N",
+                        help="decode batch sizes to capture as CUDA graphs (default: 1 2 4 8, then every 16)")
     faults = parser.add_argument_group("fault injection (chaos drills; off by default)")
     faults.add_argument("--enable-fault-injection", action="store_true",
                         help="add POST/GET/DELETE /admin/faults: CUDA out-of-memory, a hung step, a slow step, NaN "
                         "weights, armed in the engine core (needs --admin-key-hash and the engine core process)")
     faults.add_argument("--admin-key-hash",
-                        help="sha256:<hex> of the key that opens /admin/faults (`lab gateway hash-key` prints it)")
+                        help="sha256:<hex> of the key that opens the admin routes: POST/GET /admin/reload (hot reload "
+                        "of the weights) and, with --enable-fault-injection, /admin/faults (`lab gateway hash-key` "
+                        "prints it)")
     logs = parser.add_argument_group("logging")
     logs.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     logs.add_argument("--access-log", action="store_true", help="log one line per HTTP request")
@@ -116,7 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name) is not None}
     _check_engine_flags(args.engine, given, args.hf_batch_size, args.engine_core,  # before torch loads: fail fast
                         args.engine_iteration_timeout_s)
-    fault_injection = _fault_injection(args)
+    admin_key, fault_injection = _admin(args)
 
     from lab.engine.args import EngineArgs  # torch: only when a replica really starts
     from lab.server.runner import ServerConfig, serve
@@ -132,6 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
             engine_iteration_timeout_s=(ENGINE_ITERATION_TIMEOUT_S if args.engine_iteration_timeout_s is None
                                         else args.engine_iteration_timeout_s),
             **({} if fault_injection is None else {"fault_injection": fault_injection}),  # default: none
+            **({} if admin_key is None else {"admin_key": admin_key}),
         )
     except ValueError as exc:
         raise LabError(str(exc)) from None
@@ -139,24 +149,24 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(config)
 
 
-def _fault_injection(args: argparse.Namespace):
-    """The `FaultInjection` of --enable-fault-injection, or None; LabError for flags that cannot work."""
-    if not args.enable_fault_injection:
-        if args.admin_key_hash is not None:
-            raise LabError("--admin-key-hash protects /admin/faults, which only --enable-fault-injection adds")
-        return None
-    if args.engine != "lab" or args.engine_core == "thread":
-        raise LabError("--enable-fault-injection needs --engine lab with its engine core process (the default): "
-                       "faults are armed where the steps run")
+def _admin(args: argparse.Namespace):
+    """(`AdminKey` of --admin-key-hash or None, the same key again if --enable-fault-injection else None);
+    LabError for flags that cannot work."""
     if args.admin_key_hash is None:
-        raise LabError("--enable-fault-injection needs --admin-key-hash sha256:<hex> (`lab gateway hash-key` "
-                       "prints it): the fault routes can stop or corrupt the replica")
-    from lab.server.faults import FaultInjection
+        if args.enable_fault_injection:
+            raise LabError("--enable-fault-injection needs --admin-key-hash sha256:<hex> (`lab gateway hash-key` "
+                           "prints it): the fault routes can stop or corrupt the replica")
+        return None, None
+    if args.engine != "lab" or args.engine_core == "thread":
+        raise LabError("--admin-key-hash (hot reload, and --enable-fault-injection) needs --engine lab with its engine "
+                       "core process (the default): weights are swapped and faults armed where the steps run")
+    from lab.server.faults import AdminKey
 
     try:
-        return FaultInjection(args.admin_key_hash)
+        key = AdminKey(args.admin_key_hash)
     except ValueError as exc:
         raise LabError(f"--admin-key-hash: {exc}") from None
+    return key, key if args.enable_fault_injection else None
 
 
 def _check_engine_flags(engine: str, given: dict, hf_batch_size: int | None, engine_core: str | None = None,

@@ -20,6 +20,8 @@ Contract (beyond `backend.py`'s):
 - `degraded_reason`: the latest batch's word on the engine's output (non-finite logits), else None.
 - `fault_control` (`lab.server.fault_control`) carries fault commands to the core and their replies back
   (the reader thread hands a `FaultReply` to it); the routes exist only with `--enable-fault-injection`.
+- `reload_control` carries hot reloads (`ReloadWeights`) and their first `ReloadReply`; `weights`
+  (`lab.server.reload.WeightsStatus`) is the live version, from every batch's stats, and the reloads' records.
 """
 from __future__ import annotations
 
@@ -30,12 +32,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.engine.core_client import EngineCoreClient
-from lab.engine.core_messages import AbortRequest, AddRequest, CoreOutput, FaultReply, RequestFailure, StepBatch
+from lab.engine.core_messages import (
+    AbortRequest, AddRequest, CoreOutput, FaultReply, ReloadReply, RequestFailure, StepBatch,
+)
 from lab.engine.presets import PRESETS
 from lab.engine.sampling_params import SamplingParams
 from lab.engine.tokenizer_loading import load_tokenizer
 from lab.server.backend import BackendError, BackendStats, Delta, RequestFailed, RequestRefused, TokenizerLike
 from lab.server.fault_control import FaultControl
+from lab.server.reload import RELOAD_REPLY_TIMEOUT_S, WeightsStatus
 from lab.server.limits import ENGINE_ITERATION_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -65,7 +70,7 @@ class _Stream:
 class EngineCoreBackend:
     def __init__(self, client: EngineCoreClient, max_model_len: int, tokenizer: TokenizerLike,
                  model_name: str, *, vocab_size: int,
-                 iteration_timeout_s: float = ENGINE_ITERATION_TIMEOUT_S) -> None:
+                 iteration_timeout_s: float = ENGINE_ITERATION_TIMEOUT_S, weights_version: str = "") -> None:
         if iteration_timeout_s <= 0:
             raise ValueError(f"iteration_timeout_s must be > 0, got {iteration_timeout_s}")
         self._client = client
@@ -81,6 +86,9 @@ class EngineCoreBackend:
         self._dead: str | None = None  # why the core is gone; set once, from the reader thread
         self._degraded: str | None = None  # the latest batch's stats.degraded
         self.fault_control = FaultControl(client.send)
+        self.reload_control = FaultControl(client.send, RELOAD_REPLY_TIMEOUT_S, "a reload reads and checks a "
+                                           "whole checkpoint before it answers; GET /admin/reload shows its progress")
+        self.weights = WeightsStatus(weights_version)
         client.listen(self._on_batch, self._on_exit)
 
     @classmethod
@@ -100,7 +108,7 @@ class EngineCoreBackend:
             client.shutdown()
             raise
         return cls(client, ready.max_model_len, tokenizer, served_model_name, vocab_size=ready.vocab_size,
-                   iteration_timeout_s=iteration_timeout_s)
+                   iteration_timeout_s=iteration_timeout_s, weights_version=ready.weights_version)
 
     @property
     def core_pid(self) -> int | None:
@@ -169,14 +177,19 @@ class EngineCoreBackend:
         self._client.shutdown()
 
     # ---- reader thread -> event loop --------------------------------------------------------------
-    def _on_batch(self, batch: StepBatch | FaultReply) -> None:
+    def _on_batch(self, batch: StepBatch | FaultReply | ReloadReply) -> None:
         self._last_heard = time.monotonic()
         if isinstance(batch, FaultReply):  # sent by the loop between steps: it turns
             self._degraded = batch.degraded  # before the caller hears the answer: /health agrees with it
             self.fault_control.resolve(batch)
             return
+        if isinstance(batch, ReloadReply):
+            self.weights.saw(batch.record)  # before the caller hears it: /v1/models and /metrics agree
+            self.reload_control.resolve(batch)  # a drain's later `promoted` finds nobody waiting: fine
+            return
         stats = batch.stats
         self._degraded = stats.degraded
+        self.weights.update(stats.weights_version, stats.weights_generation, stats.reloading)
         self._stats = BackendStats(stats.num_requests_running, stats.num_requests_waiting, stats.kv_cache_usage_perc)
         if (batch.outputs or batch.failures) and self._loop is not None:
             self._call_in_loop(self._dispatch, batch)
@@ -185,6 +198,7 @@ class EngineCoreBackend:
         self._dead = "the engine core is shut down" if expected else reason
         self._stats = BackendStats(0, 0, 0.0)
         self.fault_control.close(self._dead)
+        self.reload_control.close(self._dead)
         if self._loop is not None:
             self._call_in_loop(self._fail_all)
 

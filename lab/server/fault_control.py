@@ -1,8 +1,10 @@
 """`FaultControl`: the server's side of the fault commands it sends its engine core: a request, then a reply.
 
-Contract (`core_backend.EngineCoreBackend.fault_control`; used by `faults.py`'s routes):
+Contract (`core_backend.EngineCoreBackend.fault_control`, used by `faults.py`'s routes, and its
+`reload_control`, used by `reload.py`'s: the same request-reply over the core's pipe):
 - `await control.call(make)` sends `make(command_id)` (an `ArmFault`, `ClearFaults` or `ShowFaults` of
-  `lab.engine.core_messages`) through `send` and returns the core's `FaultReply` for that id.
+  `lab.engine.core_messages`, or a `ReloadWeights`) through `send` and returns the core's reply for that id
+  (a `FaultReply`, a `ReloadReply`).
 - The core answers between steps, so a core whose step hangs answers nothing until the hang ends; a reply
   that does not come within `timeout_s` raises `FaultTimeout` (a `ClearFaults` ends an injected hang, so
   its reply comes at once). The command itself stays sent: a late reply is dropped.
@@ -31,11 +33,13 @@ class FaultChannelClosed(RuntimeError):
 
 
 class FaultControl:
-    def __init__(self, send: Callable[[FaultCommand], None], timeout_s: float = FAULT_REPLY_TIMEOUT_S) -> None:
+    def __init__(self, send: Callable[[FaultCommand], None], timeout_s: float = FAULT_REPLY_TIMEOUT_S,
+                 busy_hint: str = "an injected hang_step holds it until its duration ends or a clear") -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self._send = send
         self._timeout_s = timeout_s
+        self._busy_hint = busy_hint
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # resolve() runs on the reader thread, call() on the event loop
         self._waiting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future]] = {}
@@ -54,7 +58,7 @@ class FaultControl:
             reply = await asyncio.wait_for(future, self._timeout_s)
         except asyncio.TimeoutError:
             raise FaultTimeout(f"the engine core did not answer within {self._timeout_s:g} s: its step loop is busy "
-                               "or hung (an injected hang_step holds it until its duration ends or a clear)") from None
+                               f"or hung ({self._busy_hint})") from None
         finally:
             with self._lock:
                 self._waiting.pop(command_id, None)

@@ -49,8 +49,9 @@ FIELDS = {"oom": ("mode", "steps", "duration_s"), "hang_step": ("duration_s",), 
 
 
 @dataclass(frozen=True)
-class FaultInjection:
-    """`--enable-fault-injection --admin-key-hash sha256:<hex>`: the admin routes and their key."""
+class AdminKey:
+    """`--admin-key-hash sha256:<hex>`: the key that opens a replica's admin routes (/admin/reload, and
+    /admin/faults with --enable-fault-injection)."""
 
     admin_key_hash: str
 
@@ -62,19 +63,23 @@ class FaultInjection:
         digest = "sha256:" + hashlib.sha256(key.encode()).hexdigest()  # cheap: safe on the event loop
         return hmac.compare_digest(digest, self.admin_key_hash)
 
-
-def fault_router(lifecycle: Lifecycle, config: FaultInjection) -> APIRouter:
-    def require_admin(request: Request) -> None:
+    def require(self, request: Request) -> None:
+        """A route dependency: 401 `invalid_admin_key` unless the request carries this key."""
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key or not config.accepts(key.strip()):
+        if scheme.lower() != "bearer" or not key or not self.accepts(key.strip()):
             raise APIError(401, "missing or invalid admin key (Authorization: Bearer <admin key>)",
                            code="invalid_admin_key")
 
-    router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+
+FaultInjection = AdminKey  # --enable-fault-injection: the fault routes, behind the same key
+
+
+def fault_router(lifecycle: Lifecycle, config: AdminKey) -> APIRouter:
+    router = APIRouter(prefix="/admin", dependencies=[Depends(config.require)])
 
     @router.post("/faults")
     async def arm(request: Request) -> dict:
-        spec = parse_fault(await _json_body(request))
+        spec = parse_fault(await read_json_body(request))
         if spec is None:
             return await _call(lifecycle, ClearFaults)
         return await _call(lifecycle, lambda command_id: ArmFault(command_id, spec))
@@ -110,18 +115,18 @@ async def _call(lifecycle: Lifecycle, make) -> dict:
     return {"record": reply.record, "armed": reply.armed, "recent": reply.recent}
 
 
-async def _json_body(request: Request) -> dict:
+async def read_json_body(request: Request) -> dict:
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            raise APIError(413, f"a fault body is at most {MAX_BODY_BYTES} bytes", code="body_too_large")
+            raise APIError(413, f"an admin body is at most {MAX_BODY_BYTES} bytes", code="body_too_large")
     try:
         value = json.loads(body or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise APIError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(value, dict):
-        raise APIError(400, "the body must be a JSON object with a `kind`", code="invalid_type")
+        raise APIError(400, "the body must be a JSON object", code="invalid_type")
     return value
 
 

@@ -35,7 +35,7 @@ from lab.server.app import build_app
 from lab.server.backend import ServingBackend
 from lab.server.core_backend import EngineCoreBackend
 from lab.server.engine_backend import AsyncLLMBackend
-from lab.server.faults import FaultInjection
+from lab.server.faults import AdminKey, FaultInjection
 from lab.server.lifecycle import Lifecycle, State
 from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES, ENGINE_ITERATION_TIMEOUT_S
 
@@ -64,6 +64,7 @@ class ServerConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # larger bodies get a 413
     engine_iteration_timeout_s: float = ENGINE_ITERATION_TIMEOUT_S  # a silent step loop this long: 503
     fault_injection: FaultInjection | None = None  # --enable-fault-injection: /admin/faults (lab.server.faults)
+    admin_key: AdminKey | None = None  # --admin-key-hash: /admin/reload (lab.server.reload); faults' key too
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -84,6 +85,9 @@ class ServerConfig:
             raise ValueError(f"engine_iteration_timeout_s must be > 0, got {self.engine_iteration_timeout_s}")
         if self.fault_injection is not None and (self.engine, self.engine_core) != ("lab", "process"):
             raise ValueError("fault injection needs engine 'lab' with engine_core 'process': faults act where steps run")
+        if self.admin_key is not None and (self.engine, self.engine_core) != ("lab", "process"):
+            raise ValueError("hot reload (--admin-key-hash) needs engine 'lab' with engine_core 'process': the "
+                             "weights are swapped where the steps run")
 
 
 class DrainingServer(uvicorn.Server):
@@ -143,7 +147,7 @@ def serve(config: ServerConfig) -> int:
             server.stop()
 
     app = build_app(config.served_model_name, load, on_load_failed, max_request_bytes=config.max_request_bytes,
-                    fault_injection=config.fault_injection)
+                    fault_injection=config.fault_injection, admin_key=config.admin_key)
     lifecycle: Lifecycle = app.state.lifecycle
     uv_config = uvicorn.Config(
         app, host=config.host, port=config.port, log_level=config.log_level, access_log=config.access_log,

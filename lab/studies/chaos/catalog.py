@@ -4,11 +4,12 @@ Contract: `load_drill(name)` reads `chaos/<name>.yaml` and returns a `Drill`: th
 chaostoolkit loads it) and what the study needs to read its journal, from the file's extension
     extensions: [{name: lab-drill, target: replica | gateway | load, fault_start: <activity name>,
                   fault_end: <activity name> | null, expect_ejection: bool, expect_restart: bool,
-                  expect_alert: <alert name> | null, hostile: bool}]
+                  expect_alert: <alert name> | null, hostile: bool, bad_reload: bool}]
 `fault_start` / `fault_end` name the method's activities whose records mark the fault (null end: an
 instantaneous fault, recovery counts from its start; the same name twice: a load activity whose own
 start and stop are the window). `hostile: true` marks a flood the service must shrug off: VIP keeps its
-queue budget and no replica is ejected (`lab.studies.chaos.targets`). A new drill (a GPU fault, a bad reload) is one new file with this block;
+queue budget and no replica is ejected (`lab.studies.chaos.targets`); `bad_reload: true` a refused hot
+reload: the old version serves on and no request fails. A new drill (a GPU fault, a bad reload) is one new file with this block;
 nothing here changes. A file without the block, or naming an activity its method lacks, is a `LabError`.
 """
 
@@ -38,6 +39,7 @@ class Drill:
     expect_restart: bool
     expect_alert: str | None
     hostile: bool = False  # a flood: VIP keeps its budget, nothing is ejected
+    bad_reload: bool = False  # a corrupt reload: refused, the old version serves on, nothing fails
 
     @property
     def title(self) -> str:
@@ -67,4 +69,4 @@ def load_drill(name: str, directory: Path | None = None) -> Drill:
         raise LabError(f"{path}: {EXTENSION} needs target (one of {TARGETS}) and fault_start")
     return Drill(name, path, experiment, block["target"], block["fault_start"], block.get("fault_end"),
                  bool(block.get("expect_ejection")), bool(block.get("expect_restart")), block.get("expect_alert"),
-                 bool(block.get("hostile")))
+                 bool(block.get("hostile")), bool(block.get("bad_reload")))

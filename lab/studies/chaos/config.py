@@ -16,6 +16,7 @@ the chaostoolkit configuration the drill's experiment file gets (targets and key
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,9 @@ class DrillStudyConfig:
                 "fault_duration_s": self.fault_duration_s, "burst_start_s": self.fault_after_s,
                 "burst_end_s": self.fault_after_s + self.fault_duration_s, "eject_timeout_s": self.eject_timeout_s,
                 "recover_timeout_s": self.recover_timeout_s, "min_success_rate": self.min_success_rate,
-                "max_vip_ttft_p99_ms": self.max_vip_ttft_p99_ms}
+                "max_vip_ttft_p99_ms": self.max_vip_ttft_p99_ms,
+                # reload-corrupt writes a checkpoint that fits the replicas: their preset and overrides
+                "model": self.model, "hf_overrides": json.dumps(dict(self.hf_overrides))}
 
     def describe(self) -> dict[str, object]:
         return {"drills": list(self.drills), "model": self.model, "device": self.device,

@@ -88,6 +88,8 @@ class DrillReport:
     vip_ttft_p99_before_ms: float | None = None  # the drill load's VIP requests sent before the fault
     vip_ttft_p99_during_ms: float | None = None  # ... and sent while it held
     ejections: int = 0  # the gateway's `ejected` events, any replica, from the fault's start on
+    bad_reload: bool = False  # the drill's file says: a corrupt hot reload, to be refused
+    fault_output: dict = field(default_factory=dict)  # what the fault action returned (a reload's versions)
 
     @property
     def lost(self) -> int:
@@ -211,4 +213,5 @@ def drill_report(inputs: DrillInputs) -> DrillReport:
         recover, view.time_to_recover_s if view is not None else None, inputs.probe_interval_s,
         _alerts(inputs, start, eject) if start is not None else (), drill.expect_alert, drill.expect_ejection,
         ledger.error_types() if ledger is not None else {}, ledger.rows if ledger is not None else (),
-        drill.hostile, before, during, ejections)
+        drill.hostile, before, during, ejections, drill.bad_reload,
+        outputs[0] if outputs and isinstance(outputs[0], dict) else {})

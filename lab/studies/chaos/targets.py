@@ -10,6 +10,8 @@ each drill that ran:
 - a drill that expects an alert: it fired within its `for:` window (plus the scrape and evaluation slack);
 - a hostile drill (a flood): VIP's TTFT P99 while it held within VIP's queue budget (500 ms) plus the
   unloaded P99 (the drill load's VIP requests before the flood), and no replica ejected;
+- a bad reload (a corrupt checkpoint offered to a replica): the old version still serves after it, and no
+  request of the drill load failed (every one a success);
 - every drill: a recovery time was measured.
 `target_metrics(rows)` gives `<drill>_target_<name>_met` (1.0 / 0.0) and `targets_met_pct` for a record.
 """
@@ -70,6 +72,15 @@ def target_rows(study) -> list[TargetRow]:
                 before is not None and during is not None and during <= budget_ms + before))
             rows.append(TargetRow(r.drill, "nothing_ejected", "no replica ejected", f"{r.ejections} ejections",
                                   r.ejections == 0))
+        if r.bad_reload:
+            served = r.fault_output.get("old_version_serving")
+            rows.append(TargetRow(r.drill, "old_version_serving", "the old version serves on",
+                                  "not measured" if served is None else
+                                  f"{r.fault_output.get('version_after')} (before: {r.fault_output.get('version_before')})",
+                                  served is True))
+            failed = r.counts.get("sent", 0) - r.counts.get("success", 0)
+            rows.append(TargetRow(r.drill, "no_failed_requests", "0 failed requests", f"{failed} failed",
+                                  failed == 0 and r.counts.get("sent", 0) > 0))
         rows.append(TargetRow(r.drill, "recovery_measured", "a recovery time", _fmt(r.time_to_recover_s),
                               r.time_to_recover_s is not None))
     return rows

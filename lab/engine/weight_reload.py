@@ -1,0 +1,239 @@
+"""Hot reload with double buffering: `LLMEngine.update_weights` and what the engine core drives.
+
+Contract: `WeightReloader(engine)` owns the engine's weight version (`version`: a label such as
+"r1-distill-qwen-1.5b@seed0" or a checkpoint path, and a `generation` counting reloads) and at most one
+reload at a time.
+- `start(source, seed=None, policy="switch", staging="auto", tag=None, background=True)` checks its
+  arguments and the memory at once (a `ReloadError` says why and nothing starts), then builds the standby
+  weights (`lab.engine.weight_standby`: read, validated, probed) in a background thread (on CUDA, on a
+  side stream) while the step loop keeps serving. `background=False` does all of it in the caller.
+- `poll()` is called between steps (first thing in `LLMEngine.step`, and by an idle engine core). When the
+  standby is ready it acts, by policy:
+  switch: copies the standby into the live tensors in place (the CUDA graphs keep their addresses) and
+    frees it; every running request continues on the new weights from the next step, its KV kept.
+  drain: new requests are admitted on the new generation and run on the standby module (eager) while
+    requests admitted before finish on the live weights (graphs); when none is left, or after
+    `drain_timeout_s` (the rest then continue on the new weights), the standby is copied in and freed.
+  A standby that failed to build, validate or probe is dropped: the live weights never changed.
+- Staging: `device` builds the standby on the live device (needs room for a second copy: checked before
+  starting against the free memory); `host` builds it in pinned host memory, checks and probes it on the
+  CPU, and the switch is a host-to-device copy (a longer pause, in the record); `auto` takes the device when
+  it fits. `drain` needs both versions on the device.
+- Records (JSON-able dicts, also kept in `history`) come out of `take_completed()`: outcome `switched`,
+  `draining` (new requests now on the new weights), `promoted` (a drain ended), or `refused` with `error`;
+  with the version, timings (`read_s`, `validate_s`, `probe_s`, `switch_host_ms`, `switch_copy_ms`,
+  `pause_ms`: the step loop's stall, `weight_standby.copy_into_live`), the probe's token, staging, and `tag`.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from lab.engine.presets import PRESETS
+from lab.engine.weight_standby import (
+    ReloadError, build_standby, check_standby, copy_into_live, probe_standby, source_config, tensor_state,
+)
+
+if TYPE_CHECKING:
+    from lab.engine.engine import LLMEngine
+
+logger = logging.getLogger(__name__)
+POLICIES = ("switch", "drain")
+STAGINGS = ("auto", "device", "host")
+HEADROOM_BYTES = 512 << 20  # left free beside a device standby: the steps' activations still need room
+DRAIN_TIMEOUT_S = 120.0
+HISTORY = 32
+
+
+@dataclass(frozen=True)
+class WeightsVersion:
+    label: str
+    generation: int
+
+
+def source_label(source: str, seed: int) -> str:
+    return f"{source}@seed{seed}" if source in PRESETS else str(Path(source).resolve())
+
+
+class _Job:
+    """One reload's background half: build, check and probe the standby; never touches live tensors."""
+
+    def __init__(self, engine: LLMEngine, source: str, seed: int, policy: str, staging: str, tag) -> None:
+        self.engine, self.source, self.seed, self.policy, self.staging, self.tag = engine, source, seed, policy, staging, tag
+        self.record: dict = {"source": source, "seed": seed if source in PRESETS else None, "policy": policy,
+                             "staging": staging, "tag": tag, "started_at": time.time()}
+        self.module = None
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.error: str | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        engine = self.engine
+        live_device = engine.device
+        staging_device = torch.device("cpu") if self.staging == "host" else live_device
+        try:
+            stream = torch.cuda.Stream(live_device) if live_device.type == "cuda" else None
+            with torch.cuda.stream(stream) if stream is not None else _nothing():
+                t0 = time.perf_counter()
+                module = build_standby(self.source, self.seed, engine.model_config, engine.dtype, live_device,
+                                       staging_device, engine.args.hf_overrides or None)
+                t1 = time.perf_counter()
+                live, new = tensor_state(engine.model), tensor_state(module)
+                check_standby(live, new)
+                t2 = time.perf_counter()
+                on_host = staging_device.type != live_device.type
+                _set_backends(module, engine, staging_device if on_host else live_device)
+                token = probe_standby(module, engine.dtype, staging_device, engine.args.block_size,
+                                      "reference" if on_host else engine.attention_backend, engine.eos_token_id)
+                if stream is not None:
+                    stream.synchronize()
+                t3 = time.perf_counter()
+            self.module, self.pairs = module, [(live[name], new[name]) for name in sorted(live)]
+            self.record.update(read_s=t1 - t0, validate_s=t2 - t1, probe_s=t3 - t2, probe_token=token,
+                               bytes=sum(t.numel() * t.element_size() for _, t in self.pairs))
+        except ReloadError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # a reload must never take the serving replica down with it
+            logger.exception("weight reload from %s failed", self.source)
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.done.set()
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _set_backends(module, engine: LLMEngine, device: torch.device) -> None:
+    from lab.engine.models.layers import set_fused_ops
+    from lab.engine.models.moe import set_moe_backend
+
+    set_moe_backend(module, engine.args.resolve_moe_backend(device))
+    set_fused_ops(module, engine.args.use_fused_ops(device))
+
+
+class WeightReloader:
+    def __init__(self, engine: LLMEngine, label: str, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        self.engine = engine
+        self.version = WeightsVersion(label, 0)
+        self.admission_generation = 0  # what a request admitted now runs on
+        self.drain_timeout_s = drain_timeout_s
+        self.history: deque[dict] = deque(maxlen=HISTORY)
+        self._job: _Job | None = None
+        self._drain: tuple[_Job, float] | None = None  # the job whose standby serves new requests, since when
+        self._completed: list[dict] = []
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None or self._drain is not None
+
+    def start(self, source: str, seed: int | None = None, policy: str = "switch", staging: str = "auto",
+              tag=None, background: bool = True) -> None:
+        source = str(source)
+        if policy not in POLICIES:
+            raise ReloadError(f"policy must be one of {POLICIES}, got {policy!r}")
+        if staging not in STAGINGS:
+            raise ReloadError(f"staging must be one of {STAGINGS}, got {staging!r}")
+        if self.busy:
+            raise ReloadError(f"a reload is already in progress (to generation {self.version.generation + 1}); "
+                              "wait for it to finish")
+        source_config(source, self.engine.args.hf_overrides or None)  # a bad source is refused here, at once
+        staging = self._resolve_staging(staging, policy)
+        seed = self.engine.args.seed if seed is None else int(seed)
+        self._job = _Job(self.engine, source, seed, policy, staging, tag)
+        if background:
+            threading.Thread(target=self._job.run, name="weight-reload", daemon=True).start()
+        else:
+            self._job.run()
+            self.poll()
+
+    def _resolve_staging(self, staging: str, policy: str) -> str:
+        device = self.engine.device
+        if device.type != "cuda":
+            return "device"  # the host is the device: nothing to stage through
+        need = sum(t.numel() * t.element_size() for t in tensor_state(self.engine.model).values()) + HEADROOM_BYTES
+        free, _ = torch.cuda.mem_get_info(device)
+        fits = free >= need
+        if policy == "drain" and not fits:
+            raise ReloadError(f"drain keeps both versions on the device: it needs {need / 2**30:.2f} GiB free, "
+                              f"{free / 2**30:.2f} GiB are (use policy 'switch' with staging 'host', or a lower "
+                              "--gpu-memory-utilization)")
+        if staging == "device" and not fits:
+            raise ReloadError(f"staging 'device' needs {need / 2**30:.2f} GiB free on {device} for the standby "
+                              f"weights, {free / 2**30:.2f} GiB are; staging 'host' copies through pinned host "
+                              "memory instead (a longer pause)")
+        if staging == "auto":
+            return "device" if fits else "host"
+        if policy == "drain" and staging == "host":
+            raise ReloadError("drain runs new requests on the standby weights: they must be on the device "
+                              "(staging 'device' or 'auto')")
+        return staging
+
+    def poll(self) -> None:
+        """Between steps: act on a standby that became ready, or end a drain that is over."""
+        job = self._job
+        if job is not None and job.done.is_set():
+            self._job = None
+            if job.error is not None:
+                self._finish(job, "refused", error=job.error)
+            elif job.policy == "switch":
+                self._copy_in(job, "switched")
+            else:
+                self.admission_generation = self.version.generation + 1
+                self.engine.runner.begin_drain(job.module, self.admission_generation)
+                self._drain = (job, time.monotonic())
+                self._finish(job, "draining")
+        if self._drain is not None:
+            job, since = self._drain
+            old = [s for s in self.engine.scheduler.running + self.engine.scheduler.waiting
+                   if s.weights_generation != self.admission_generation]
+            timed_out = time.monotonic() - since >= self.drain_timeout_s
+            if not old or timed_out:
+                self._drain = None
+                job.record["drained_s"] = time.monotonic() - since
+                job.record["switched_midway"] = len(old)  # still unfinished at the timeout: continue on the new
+                self.engine.runner.end_drain()
+                self._copy_in(job, "promoted")
+
+    def _copy_in(self, job: _Job, outcome: str) -> None:
+        host_ms, copy_ms, pause_ms = copy_into_live(job.pairs, self.engine.device)
+        self.engine.runner.logits_health.reset()  # a NaN the old weights showed says nothing of these
+        job.module, job.pairs = None, []
+        if self.engine.device.type == "cuda":
+            torch.cuda.empty_cache()  # the standby's memory back to the KV cache's neighbours
+        generation = self.version.generation + 1
+        self.version = WeightsVersion(source_label(job.source, job.seed), generation)
+        self.admission_generation = generation
+        for seq in self.engine.scheduler.running + self.engine.scheduler.waiting:
+            seq.weights_generation = generation  # all on the live weights, which are now these
+        self._finish(job, outcome, switch_host_ms=host_ms, switch_copy_ms=copy_ms, pause_ms=pause_ms)
+
+    def _finish(self, job: _Job, outcome: str, **fields) -> None:
+        record = {**job.record, **fields, "outcome": outcome, "at": time.time(),
+                  "version": self.version.label, "generation": self.version.generation}
+        if outcome == "draining":
+            record["generation"] = self.admission_generation
+            record["version"] = source_label(job.source, job.seed)
+        self.history.append(record)
+        self._completed.append(record)
+        logger.info("weight reload %s: %s", outcome, {k: v for k, v in record.items() if k != "tag"})
+
+    def take_completed(self) -> list[dict]:
+        done, self._completed = self._completed, []
+        return done
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until the background half is done (the offline API's `update_weights`); True if it is."""
+        job = self._job
+        return True if job is None else job.done.wait(timeout_s)
