@@ -258,7 +258,8 @@ def check_counts(repeats: int, warmups: int) -> None:
 
 
 def run_coldstart(scenarios: Sequence[Scenario], repeats: int, *, warmups: int = 1, timeout_s: float = 600.0,
-                  drop_cache: bool = False, progress: Callable[[str], None] | None = None) -> list[ScenarioResult]:
+                  drop_cache: bool = False, progress: Callable[[str], None] | None = None,
+                  on_run: Callable[[Scenario, int, ColdStart], None] | None = None) -> list[ScenarioResult]:
     check_counts(repeats, warmups)
     if not scenarios:
         raise LabError("no scenario to run")
@@ -273,4 +274,6 @@ def run_coldstart(scenarios: Sequence[Scenario], repeats: int, *, warmups: int =
             say(f"repeat {repeat + 1}/{repeats} {scenario.label}: ready {run.ready_s:.2f} s, "
                 f"first token {run.total_s:.2f} s")
             runs[i].append(run)
+            if on_run is not None:  # e.g. append it to a file now: a run cut short keeps what it measured
+                on_run(scenario, repeat, run)
     return [ScenarioResult(scenario, tuple(runs[i])) for i, scenario in enumerate(scenarios)]

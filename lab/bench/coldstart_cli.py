@@ -107,14 +107,17 @@ def _coldstart(args: argparse.Namespace) -> int:
     resolved = {m: cs.prepare_model(m, checkpoint_root, seed=args.seed, hf_overrides=hf_overrides or None)
                 for m in models}
     scenarios = cs.build_scenarios(models, variants, common, resolved.__getitem__)
-    results = cs.run_coldstart(scenarios, args.repeats, warmups=args.warmups, timeout_s=args.timeout_s,
-                               drop_cache=args.drop_page_cache, progress=lambda text: print(text, flush=True))
     out = args.out or runs_dir / f"coldstart-{timestamp_slug()}"
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "runs.jsonl").open("w", encoding="utf-8") as handle:
-        for result in results:
-            for i, run in enumerate(result.runs):
-                handle.write(json.dumps({"scenario": result.scenario.label, "repeat": i, **dataclasses.asdict(run)}) + "\n")
+    (out / "runs.jsonl").write_text("", encoding="utf-8")
+
+    def keep(scenario, repeat: int, run) -> None:  # each start as it ends: a run cut short keeps what it measured
+        with (out / "runs.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"scenario": scenario.label, "repeat": repeat, **dataclasses.asdict(run)}) + "\n")
+
+    results = cs.run_coldstart(scenarios, args.repeats, warmups=args.warmups, timeout_s=args.timeout_s,
+                               drop_cache=args.drop_page_cache, progress=lambda text: print(text, flush=True),
+                               on_run=keep)
     params = {"models": models, "variants": {v.name: {**v.engine_args, "fresh_kernel_cache": v.fresh_kernel_cache}
                                              for v in variants},
               "repeats": args.repeats, "warmups": args.warmups, "device": args.device, "hf_overrides": hf_overrides,

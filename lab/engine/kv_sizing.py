@@ -2,7 +2,8 @@
 
 On CUDA the engine measures rather than guesses: after the weights are loaded it runs one
 forward pass of the largest step the scheduler may issue, notes the activation peak, and gives
-the KV cache what is left of `gpu_memory_utilization` of the card.
+the KV cache what is left of `gpu_memory_utilization` of the card once this engine's own memory is counted
+(`kv_budget_bytes`: other processes on the card do not shrink its share, only what is free caps it).
 """
 from __future__ import annotations
 
@@ -51,7 +52,21 @@ def profile_peak_activation_bytes(
     return peak
 
 
+NON_TORCH_BYTES = 512 << 20  # this process's CUDA context and library workspaces, outside PyTorch's allocator
+FREE_MARGIN_BYTES = 256 << 20  # never take the card's last free bytes: the driver and kernels need some
+
+
 def cuda_kv_budget_bytes(device: torch.device, gpu_memory_utilization: float, peak_activation_bytes: int) -> float:
     free, total = torch.cuda.mem_get_info(device)
-    used = total - free  # weights, CUDA context and anything else on the card
-    return total * gpu_memory_utilization - used - peak_activation_bytes
+    return kv_budget_bytes(total, free, torch.cuda.memory_reserved(device), gpu_memory_utilization,
+                           peak_activation_bytes)
+
+
+def kv_budget_bytes(total: int, free: int, reserved: int, gpu_memory_utilization: float, peak: int) -> float:
+    """KV bytes for this engine: its share of the card (`gpu_memory_utilization` of `total`, vLLM's meaning)
+    less what it holds itself (`reserved` by PyTorch: weights, caches; plus `NON_TORCH_BYTES`) and its activation
+    peak, and never more than is free now. Only this process's own memory counts against its share, so two
+    engines of 0.4 each can start side by side on one card: counting the whole card's use (as this did
+    before) left the second one nothing while the first held its 0.4."""
+    share = total * gpu_memory_utilization - reserved - NON_TORCH_BYTES - peak
+    return min(share, free - peak - FREE_MARGIN_BYTES)

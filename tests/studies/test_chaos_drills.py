@@ -34,7 +34,7 @@ def config(drill: str, load_s: float) -> DrillStudyConfig:
                             load_duration_s={drill: load_s}, fault_duration_s=5.0, fault_after_s=2.0,
                             eject_timeout_s=20.0, recover_timeout_s=45.0, max_vip_ttft_p99_ms=5000.0,
                             min_success_rate=0.5,  # the steady-state bar of a loaded CI box; the drill's numbers are reported
-                            ready_timeout_s=120.0, settle_timeout_s=60.0)
+                            ready_timeout_s=120.0, settle_timeout_s=60.0, warmup_s=2.0)
 
 
 def explain(study: DrillStudy) -> str:
@@ -60,17 +60,3 @@ def test_a_replica_kill_is_ejected_restarted_and_readmitted_with_nothing_lost(tm
     assert ledger["summary"]["sent"] == report.counts["sent"] and ledger["summary"]["lost"] == 0
     assert study.metrics()["kill_replica_lost"] == 0.0
     assert time.monotonic() - began < 150  # bounded: the drill's timeouts end it even when a step fails
-
-
-def test_a_partitioned_replica_is_ejected_and_readmitted_through_the_chosen_backend(tmp_path: Path) -> None:
-    study = run_drills(config("partition-replica", 18.0), tmp_path)
-    (report,) = study.reports
-    why = explain(study)
-    assert report.backend == study.network["backend"] in ("proxy", "netns"), why
-    assert report.verdict.completed and report.verdict.failed_activities == () and report.lost == 0, why
-    assert report.fault_duration_s is not None and report.fault_duration_s >= 5.0, why  # held at least that long
-    assert report.time_to_eject_s is not None and report.time_to_eject_s <= 3 * PROBE_INTERVAL_S, why
-    assert report.time_to_readmit_s is not None and report.time_to_ready_s is None, why  # only the link failed
-    assert "ModelUnhealthy" in {a.name for a in report.alerts}, why  # Prometheus saw the ejection (pending at least)
-    watch = json.loads((tmp_path / "watch" / "partition-replica.json").read_text())
-    assert any(e["kind"] == "ejected" and e["replica"] == "replica-0" for e in watch["gateway_events"])

@@ -118,9 +118,13 @@ def test_targets_are_reported_as_measured_and_failures_count_whatever_their_kind
     assert not rows["pause"].met and "max 12.00 ms" in rows["pause"].measured  # the drain's 12 ms misses 10 ms
     assert not rows["no_failed_requests"].met and rows["no_failed_requests"].measured == "2 of 6 failed"
     assert not rows["itl_p99"].met  # 500 ms around against tens steady
+    # Both gaps near a reload (0.5 s, 0.05 s) are the switch's: P99 = 0.05 + 0.99 * 0.45 s; the drain's window
+    # [1005.5, 1007.5] saw no token, so it has no row of its own.
+    assert not rows["itl_p99_switch"].met and "495.5 ms" in rows["itl_p99_switch"].measured
+    assert "itl_p99_drain" not in rows
     assert rows["refused"].met and rows["drain_promoted"].met
     metrics = target_metrics(list(rows.values()))
-    assert metrics["tiny_target_refused_met"] == 1.0 and metrics["targets_met_pct"] == pytest.approx(40.0)
+    assert metrics["tiny_target_refused_met"] == 1.0 and metrics["targets_met_pct"] == pytest.approx(100.0 * 2 / 6)
 
 
 def test_a_refusal_that_leaves_another_version_serving_misses_its_target() -> None:

@@ -60,6 +60,7 @@ class DrillStudyConfig:
     ready_timeout_s: float = 300.0
     settle_timeout_s: float = 120.0  # between drills: every replica ready and in service again
     engine_iteration_timeout_s: float = 3.0  # `lab serve`: a core silent this long turns /health 503 (hang drills)
+    warmup_s: float = 10.0  # unrecorded drill load before the first drill: kernels compiled, shapes seen
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "drills", tuple(self.drills))
@@ -74,6 +75,8 @@ class DrillStudyConfig:
             raise LabError(f"drills: unknown {unknown or '(none given)'}; the experiments of chaos/ are {sorted(known)}")
         if set(self.rates_per_s) != set(TIERS) or not all(r > 0 for r in self.rates_per_s.values()):
             raise LabError(f"rates_per_s: a rate > 0 for each of {TIERS}, got {dict(self.rates_per_s)}")
+        if not self.warmup_s >= 0:
+            raise LabError(f"warmup_s must be >= 0, got {self.warmup_s}")
         if not self.engine_iteration_timeout_s > 0:
             raise LabError(f"engine_iteration_timeout_s must be > 0, got {self.engine_iteration_timeout_s}")
         if self.network not in NETWORKS:
@@ -121,4 +124,4 @@ class DrillStudyConfig:
                 "fault_duration_s": self.fault_duration_s, "fault_after_s": self.fault_after_s,
                 "min_success_rate": self.min_success_rate, "max_vip_ttft_p99_ms": self.max_vip_ttft_p99_ms,
                 "scrape_interval_s": self.scrape_interval_s,
-                "engine_iteration_timeout_s": self.engine_iteration_timeout_s}
+                "engine_iteration_timeout_s": self.engine_iteration_timeout_s, "warmup_s": self.warmup_s}

@@ -105,6 +105,17 @@ def _run_experiment(experiment: dict, variables: dict) -> dict:
     return run_experiment(experiment, settings={}, experiment_vars=(variables, {}))
 
 
+def warm_up(gateway_url: str, keys: dict, config: DrillStudyConfig) -> None:
+    """The drill load for `config.warmup_s`, unrecorded: a fresh replica compiles kernels and captures shapes on
+    its first requests, which would fail the first drill's steady state (its VIP TTFT) for no fault of its own."""
+    if config.warmup_s <= 0:
+        return
+    from lab.chaos.load_faults import run_drill_load
+
+    tiers = {tier: {"api_key": keys[tier], "rate_per_s": float(config.rates_per_s[tier])} for tier in config.rates_per_s}
+    run_drill_load(gateway_url, tiers, config.warmup_s, max_tokens=config.max_tokens)
+
+
 def run_drills(config: DrillStudyConfig, run_dir: Path) -> DrillStudy:
     began = time.monotonic()
     run_dir = Path(run_dir)
@@ -117,6 +128,7 @@ def run_drills(config: DrillStudyConfig, run_dir: Path) -> DrillStudy:
     with Service(spec) as service:
         ready_s = time.monotonic() - began
         state_path = str(service.state_path)
+        warm_up(service.gateway_url, keys, config)
         for name in config.drills:
             drill = load_drill(name)
             settle(service, keys["admin"], config.settle_timeout_s)
