@@ -13,7 +13,7 @@ import torch
 
 from lab.engine.attention.metadata import ATTENTION_BACKENDS
 from lab.engine.config import CacheConfig, SchedulerConfig
-from lab.engine.loader import LOAD_FORMATS
+from lab.engine.loader import LOAD_FORMATS, check_quantization
 from lab.engine.models.moe import MOE_BACKENDS
 
 _DTYPES = {
@@ -42,6 +42,7 @@ class EngineArgs:
     enable_chunked_prefill: bool = True
     scheduling_policy: str = "fcfs"  # "fcfs" or "priority"
     hf_overrides: dict = field(default_factory=dict)  # config.json fields to override (e.g. num_hidden_layers)
+    quantization: str | None = None  # "fp8": round weights through DeepSeek's 128x128 block fp8 on load (plain path: dequantized, no FP8 GEMM; lab.engine.fp8); fp8 checkpoints load without it
     load_format: str = "auto"  # how checkpoint bytes reach the device: "auto" (safetensors opened on it), "cpu" (read to host, then copy: the plain path), "overlap" (reader thread + pinned buffers + side-stream copies)
     # Hot-path optimizations, each with its plain path beside it (the correctness reference):
     enforce_eager: bool = False  # True: no CUDA graphs at all (CPU is always eager)
@@ -67,6 +68,7 @@ class EngineArgs:
             raise ValueError(f"moe_backend must be 'auto' or one of {MOE_BACKENDS}, got {self.moe_backend!r}")
         if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format must be one of {LOAD_FORMATS}, got {self.load_format!r}")
+        check_quantization(self.quantization)
         self._check_cuda_graph_sizes()
         # Build the sub-configs now so their validation errors surface at construction.
         self.scheduler_config()

@@ -73,7 +73,7 @@ class LLMEngine:
         with phases.phase("device_init"):
             pass  # its sync creates the CUDA context, which would otherwise land in the first weight phase
         loaded = load_model(args.model, self.dtype, self.device, seed=args.seed, hf_overrides=args.hf_overrides or None,
-                            load_format=args.load_format, phases=phases)
+                            load_format=args.load_format, phases=phases, quantization=args.quantization)
         self.model = loaded.module
         self.model_config = loaded.config
         self.checkpoint_dir = loaded.checkpoint_dir  # None for a preset (dummy weights)

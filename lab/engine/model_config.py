@@ -2,7 +2,9 @@
 
 Contract: `ModelConfig.from_hf_dict(d)` accepts what transformers writes (v5 `rope_parameters`)
 and what older checkpoints carry (`rope_scaling` + `rope_theta`), fills the defaults transformers
-would fill for the model type, and raises ValueError naming the offending field. Supported model
+would fill for the model type, and raises ValueError naming the offending field. A `quantization_config`
+is validated (only DeepSeek's block fp8 loads) but not stored: it says how weights are stored, not the
+model's shape (`lab.engine.quant_config`; the loader reports it in `LoadedModel.quantization`). Supported model
 types: qwen2 and llama (family "llama": dense GQA), deepseek_v2 and deepseek_v3 (family
 "deepseek": MLA + MoE). The config is frozen; nothing derived at run time is written back.
 """
@@ -12,6 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lab.engine.quant_config import parse_quantization_config
 
 
 # HF `architectures` names and `model_type` names we serve, and the family of layers each uses.
@@ -145,9 +149,9 @@ class ModelConfig:
         act = d.get("hidden_act", "silu")
         if act != "silu":
             raise ValueError(f"hidden_act={act!r} is not supported; only 'silu' (SwiGLU) is")
-        if d.get("quantization_config"):
-            method = d["quantization_config"].get("quant_method", "?")
-            raise ValueError(f"quantization_config ({method}) is not supported: load a bf16/fp16/fp32 checkpoint")
+        # Block fp8 (DeepSeek-V3/R1) is a storage format the loader dequantizes: checked here, kept out of
+        # the shape, so a bf16 and an fp8 checkpoint of one model have equal configs (hot reload compares them).
+        parse_quantization_config(d)
         if d.get("use_sliding_window"):
             raise ValueError("use_sliding_window=True is not supported (sliding-window attention)")
         heads = _req(d, "num_attention_heads")

@@ -83,7 +83,8 @@ class _Job:
             with torch.cuda.stream(stream) if stream is not None else _nothing():
                 t0 = time.perf_counter()
                 module = build_standby(self.source, self.seed, engine.model_config, engine.dtype, live_device,
-                                       staging_device, engine.args.hf_overrides or None)
+                                       staging_device, engine.args.hf_overrides or None, engine.args.quantization,
+                                       engine.args.load_format)
                 t1 = time.perf_counter()
                 live, new = tensor_state(engine.model), tensor_state(module)
                 check_standby(live, new)

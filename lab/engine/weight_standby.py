@@ -7,7 +7,9 @@ Contract:
   copy in is a plain DMA). Its config must equal the live model's field for field (a reload swaps weights,
   not architectures); a mismatch, a missing, extra or mis-shaped checkpoint tensor is a `ReloadError` that
   names it. Presets draw their dummy weights on the live device, tensor by tensor, so a preset reloaded
-  through the host equals the same preset loaded fresh on that device.
+  through the host equals the same preset loaded fresh on that device. A block-FP8 checkpoint is dequantized as
+  it streams in (`lab.engine.loader.iter_checkpoint`), and an engine started with `quantization="fp8"` gets its
+  new weights rounded the same way (`fake_quantize_block_fp8_`), as a fresh engine on that source would.
 - `tensor_state(module)`: every tensor a forward reads by name: parameters, buffers, and tensors that
   `process_weights_after_loading` derives and keeps as plain attributes (MLA's absorbed `w_uk`, `w_uv_t`).
   CUDA graphs captured on the live model hold these tensors' addresses, which is why a switch copies into
@@ -32,7 +34,8 @@ from torch import nn
 
 from lab.engine.kv_cache import allocate_kv_cache
 from lab.engine.launched_step import NonFiniteLogitsError
-from lab.engine.loader import build_model, fill_dummy, iter_checkpoint
+from lab.engine.fp8 import BlockFP8Config, fake_quantize_block_fp8_
+from lab.engine.loader import build_model, checkpoint_quantization, fill_dummy, iter_checkpoint
 from lab.engine.model_config import ModelConfig
 from lab.engine.presets import PRESETS, get_preset
 from lab.engine.sampling_params import SamplingParams
@@ -65,7 +68,8 @@ def check_same_architecture(live: ModelConfig, new: ModelConfig) -> None:
 
 
 def build_standby(source: str, seed: int, live_config: ModelConfig, dtype: torch.dtype, live_device: torch.device,
-                  staging_device: torch.device, hf_overrides: dict | None) -> nn.Module:
+                  staging_device: torch.device, hf_overrides: dict | None, quantization: str | None = None,
+                  load_format: str = "auto") -> nn.Module:
     config = source_config(source, hf_overrides)
     check_same_architecture(live_config, config)
     module = build_model(config, dtype, staging_device)
@@ -78,8 +82,13 @@ def build_standby(source: str, seed: int, live_config: ModelConfig, dtype: torch
             _dummy_weights(module, seed, live_device)
         else:
             flags: list[tuple[str, torch.Tensor]] = []
-            module.load_weights(_finite_flags(iter_checkpoint(Path(source), staging_device), flags))
+            tensors = iter_checkpoint(Path(source), staging_device, dtype=dtype,
+                                      load_format=load_format if staging_device == live_device else "auto")
+            module.load_weights(_finite_flags(tensors, flags))
             _refuse_nonfinite(source, flags)
+        stored = None if source in PRESETS else checkpoint_quantization(Path(source))
+        if quantization == "fp8" and stored is None:  # the numbers a fresh engine with --quantization fp8 computes with
+            fake_quantize_block_fp8_(module, BlockFP8Config().weight_block_size)
     except ValueError as exc:  # the loader names missing, mis-shaped and unexpected tensors
         raise ReloadError(exc if isinstance(exc, ReloadError) else f"checkpoint {source}: {exc}") from None
     if hasattr(module, "process_weights_after_loading"):

@@ -32,11 +32,12 @@ from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES, ENGINE_ITERATION_TIMEOU
 # flag dest -> EngineArgs field (the same name: vLLM's), passed only when given
 ENGINE_FLAGS = ("model", "tokenizer", "dtype", "device", "seed", "max_model_len", "block_size",
                 "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens",
-                "enable_chunked_prefill", "scheduling_policy", "hf_overrides", "load_format", "cuda_graph_sizes")
+                "enable_chunked_prefill", "scheduling_policy", "hf_overrides", "load_format", "cuda_graph_sizes",
+                "quantization")
 # EngineArgs fields that only our engine has (paged KV cache, continuous batching, scheduler, its loader, graphs)
 LAB_ONLY_FLAGS = ("block_size", "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs",
                   "max_num_batched_tokens", "enable_chunked_prefill", "scheduling_policy", "load_format",
-                  "cuda_graph_sizes")
+                  "cuda_graph_sizes", "quantization")
 ENGINE_CORES = ("process", "thread")  # --engine-core choices; the first is the default (runner.ENGINE_CORES)
 
 
@@ -93,6 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     engine.add_argument("--load-format", choices=("auto", "cpu", "overlap"),
                         help="how checkpoint bytes reach the device: auto (safetensors opened on it), cpu (read to "
                         "host, then copy), overlap (a reader thread and pinned buffers beside side-stream copies)")
+    engine.add_argument("--quantization", choices=("fp8",),
+                        help="fp8: round weights through DeepSeek's 128x128 block fp8 on load (dequantized plain "
+                        "path, no FP8 GEMM); fp8 checkpoints load without it")
     engine.add_argument("--cuda-graph-sizes", type=int, nargs="+", metavar="N",
                         help="decode batch sizes to capture as CUDA graphs (default: 1 2 4 8, then every 16)")
     faults = parser.add_argument_group("fault injection (chaos drills; off by default)")

@@ -138,3 +138,14 @@ def test_a_preset_reload_equals_a_fresh_engine_with_that_seed():
     with pytest.raises(ReloadError, match="another architecture"):  # refused from its config alone: nothing built
         llm.update_weights("r1-distill-qwen-1.5b")
     assert torch.is_grad_enabled()  # the probe's inference mode did not leak into the caller
+
+
+def test_an_fp8_engine_reloads_into_the_same_fp8_rounding_a_fresh_one_applies():
+    args = dict(hf_overrides={"num_hidden_layers": 2}, num_gpu_blocks=64, block_size=16, quantization="fp8")
+    prompts = [[5, 6, 7, 8, 9], [100, 200, 300]]
+    llm = LLM("tiny", seed=0, **args)
+    llm.update_weights("tiny", seed=3)
+    fresh = LLM("tiny", seed=3, **args)
+    assert all(torch.equal(a, b) for a, b in zip(llm.engine.model.state_dict().values(),
+                                                  fresh.engine.model.state_dict().values()))
+    assert tokens(llm.generate(prompts, GREEDY)) == tokens(fresh.generate(prompts, GREEDY))

@@ -181,7 +181,9 @@ def test_config_errors_name_the_field() -> None:
         ModelConfig.from_hf_dict({**base, "num_experts_per_tok": 5})  # only 4 experts reachable in 1 of 2 groups
     with pytest.raises(ValueError, match="rope type 'dynamic'"):
         ModelConfig.from_hf_dict({**base, "rope_parameters": {"rope_type": "dynamic", "factor": 2.0}})
-    with pytest.raises(ValueError, match=r"quantization_config \(fp8\)"):
+    with pytest.raises(ValueError, match="quant_method='awq'"):
+        ModelConfig.from_hf_dict({**base, "quantization_config": {"quant_method": "awq"}})
+    with pytest.raises(ValueError, match="no weight_block_size"):  # per-tensor fp8: only block fp8 loads
         ModelConfig.from_hf_dict({**base, "quantization_config": {"quant_method": "fp8"}})
     with pytest.raises(ValueError, match="'hidden_size'"):
         ModelConfig.from_hf_dict({k: v for k, v in base.items() if k != "hidden_size"})
