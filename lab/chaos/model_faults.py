@@ -85,7 +85,7 @@ def clear_model_faults(replica_url: str, admin_key: str) -> dict:
         return _record("clear_model_faults", replica_url, cleared=False,
                        reason=f"unreachable: {type(error).__name__}: {error}")
     if answer.status_code == 503:  # no engine (loading, or its core died): nothing armed to undo
-        return _record("clear_model_faults", replica_url, cleared=False, reason=_message(answer))
+        return _record("clear_model_faults", replica_url, cleared=False, reason=answer_message(answer))
     reply = _check(answer, "DELETE", url)
     cleared = [ended["kind"] for ended in reply["record"]["cleared"]]
     return _record("clear_model_faults", replica_url, cleared=True, kinds=cleared, armed=reply["armed"])
@@ -154,7 +154,7 @@ def _check(answer: httpx.Response, method: str, url: str) -> dict:
         raise LabError(f"{method} {url}: 404: the replica has no fault routes; start it with "
                        "`lab serve --enable-fault-injection --admin-key-hash <hash of the admin key>`")
     if answer.status_code != 200:
-        raise LabError(f"{method} {url} answered {answer.status_code}: {_message(answer)}")
+        raise LabError(f"{method} {url} answered {answer.status_code}: {answer_message(answer)}")
     return answer.json()
 
 
@@ -166,5 +166,6 @@ def _error(answer: httpx.Response) -> dict:
     return body.get("error") or {} if isinstance(body, dict) else {}
 
 
-def _message(answer: httpx.Response) -> str:
+def answer_message(answer: httpx.Response) -> str:
+    """An error answer's OpenAI `message`, else the start of its body."""
     return _error(answer).get("message") or answer.text[:300]

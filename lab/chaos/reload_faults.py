@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from lab.chaos.model_faults import answer_message
 from lab.chaos.records import FaultRecord, Instant
 from lab.errors import LabError
 
@@ -80,7 +81,7 @@ def reload_weights(replica_url: str, admin_key: str, source: str, seed: int | No
     refused = answer.status_code == 400
     detail = {"status": answer.status_code, "source": source, "version_before": before, "version_after": after,
               "old_version_serving": after == before,
-              "answer": answer.json() if answer.status_code == 200 else _message(answer),
+              "answer": answer.json() if answer.status_code == 200 else answer_message(answer),
               "duration_s": Instant.now().monotonic_s - started.monotonic_s}
     record = FaultRecord("reload_weights", replica_url, "replica", detail, at=started).as_dict()
     outcome = "refused" if refused else "reloaded" if answer.status_code == 200 else f"HTTP {answer.status_code}"
@@ -111,12 +112,5 @@ def remove_checkpoint(directory: str) -> dict:
 def _version(url: str, auth: dict) -> str:
     answer = httpx.get(url, headers=auth, timeout=30.0)
     if answer.status_code != 200:
-        raise LabError(f"GET {url}: HTTP {answer.status_code}: {_message(answer)}")
+        raise LabError(f"GET {url}: HTTP {answer.status_code}: {answer_message(answer)}")
     return str(answer.json()["version"])
-
-
-def _message(answer: httpx.Response) -> str:
-    try:
-        return str(answer.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return answer.text[:300]
