@@ -13,6 +13,7 @@ import torch
 
 from lab.engine.attention.metadata import ATTENTION_BACKENDS
 from lab.engine.config import CacheConfig, SchedulerConfig
+from lab.engine.kv_quant import kv_storage_dtype
 from lab.engine.loader import LOAD_FORMATS, check_quantization
 from lab.engine.models.moe import MOE_BACKENDS
 
@@ -42,7 +43,8 @@ class EngineArgs:
     enable_chunked_prefill: bool = True
     scheduling_policy: str = "fcfs"  # "fcfs" or "priority"
     hf_overrides: dict = field(default_factory=dict)  # config.json fields to override (e.g. num_hidden_layers)
-    quantization: str | None = None  # "fp8": round weights through DeepSeek's 128x128 block fp8 on load (plain path: dequantized, no FP8 GEMM; lab.engine.fp8); fp8 checkpoints load without it
+    quantization: str | None = None  # "fp8": Linear weights stored in DeepSeek's 128x128 block fp8 (FP8 GEMMs on Ada/Hopper, dequantized elsewhere; lab.engine.weight_quant); "int8": weight-only W8A16; fp8 checkpoints load in fp8 without it
+    kv_cache_dtype: str = "auto"  # "auto" (the model dtype), "fp8" / "fp8_e4m3" (e4m3 codes) or "int8", with per-(token, KV head) scales (lab.engine.kv_quant): about twice the KV blocks
     load_format: str = "auto"  # how checkpoint bytes reach the device: "auto" (safetensors opened on it), "cpu" (read to host, then copy: the plain path), "overlap" (reader thread + pinned buffers + side-stream copies)
     # Hot-path optimizations, each with its plain path beside it (the correctness reference):
     enforce_eager: bool = False  # True: no CUDA graphs at all (CPU is always eager)
@@ -69,6 +71,7 @@ class EngineArgs:
         if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format must be one of {LOAD_FORMATS}, got {self.load_format!r}")
         check_quantization(self.quantization)
+        kv_storage_dtype(self.kv_cache_dtype)  # ValueError naming the allowed values
         self._check_cuda_graph_sizes()
         # Build the sub-configs now so their validation errors surface at construction.
         self.scheduler_config()

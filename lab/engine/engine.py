@@ -64,12 +64,14 @@ class _Request:
 
 
 class LLMEngine:
-    def __init__(self, args: EngineArgs) -> None:
+    def __init__(self, args: EngineArgs, memory_timeline=None) -> None:
         self.args = args
         self.device = args.resolve_device()
         self.dtype = args.resolve_dtype(self.device)
         # Seconds per phase of this constructor (`lab bench coldstart` reads them), synced on CUDA at each boundary.
-        self.startup_phases = phases = StartupPhases(device_sync(self.device))
+        # `memory_timeline` (a lab.gpu.memory_timeline.MemoryTimeline, optional) books the allocator's bytes to the same phases.
+        self.startup_phases = phases = StartupPhases(device_sync(self.device),
+                                                     memory_timeline.phase if memory_timeline is not None else None)
         with phases.phase("device_init"):
             pass  # its sync creates the CUDA context, which would otherwise land in the first weight phase
         loaded = load_model(args.model, self.dtype, self.device, seed=args.seed, hf_overrides=args.hf_overrides or None,
@@ -81,7 +83,7 @@ class LLMEngine:
         with phases.phase("tokenizer"):
             self.tokenizer = load_tokenizer(args.tokenizer, loaded.checkpoint_dir)
         self.eos_token_id = self._resolve_eos()
-        self.kv_cache_spec = self.model.kv_cache_spec(self.dtype)
+        self.kv_cache_spec = self.model.kv_cache_spec(self.dtype).with_cache_dtype(args.kv_cache_dtype)
         with phases.phase("kv_profile"):  # activation profiling (CUDA) and the block count
             self.num_blocks = self._size_kv_cache()
         with phases.phase("kv_allocation"):

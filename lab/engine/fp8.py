@@ -16,13 +16,19 @@ Contract:
   weight without a scale or a scale without its weight is a ValueError naming it.
 - `is_block_fp8_weight(hf_name, ndim)`: which tensors DeepSeek-V3 stores in fp8: 2-D `.weight`s of decoder
   layers except the MoE router (`mlp.gate.weight`); embeddings, norms, lm_head stay bf16.
-- `fake_quantize_block_fp8_(module, block)`: `quantization="fp8"` on the plain path: every such weight,
-  cut along the checkpoint's own tensors (fused and stacked parameters are split back by `collect_targets`),
-  is quantized and dequantized in place, so the numbers equal what FP8 storage gives.
+- `fake_quantize_block_fp8_(module, block)`: every such weight still held in the engine dtype (MoE experts and
+  MLA's kv_b_proj, which `lab.engine.weight_quant` keeps dense), cut along the checkpoint's own tensors (fused
+  and stacked parameters are split back by `collect_targets`), is quantized and dequantized in place, so its
+  numbers equal what FP8 storage gives; parameters already stored in 8 bits are skipped.
 
-Not built here: the FP8 GEMM fast path (Hopper's block-scaled `torch._scaled_mm` or a Triton w8a8 kernel
-with per-token activation quantization). Every path here dequantizes to the engine dtype, so FP8 saves
-neither weight memory nor bandwidth yet; it reproduces FP8 checkpoints' numbers.
+- `pair_fp8_stream(tensors)`: the same pairing, yielding `(name, tensor, scale_inv | None)`: an fp8 weight
+  with its scale, anything else with None (`dequantize_stream` is this plus the dequantization; the FP8
+  storage path, `lab.engine.weight_quant`, keeps the pair as it is).
+- `quantize_act_fp8(x, group) -> (x_fp8, scale)`: activations per token per `group` columns (e4m3, float32
+  scales (M, ceil(K/group)), amax floored at `MIN_ACT_AMAX`), the torch twin of the Triton kernel in
+  `kernels/fp8_gemm.py`; `w8a8_block_matmul_reference(...)` is the float32 oracle of the FP8 GEMM: per K
+  block, (x_fp8 @ w_fp8^T) * scale_x[:, kb] * scale_w[n // rows, kb], summed over K blocks.
+Storage and the GEMMs that read it: `lab.engine.models.quant_linear` (Fp8Linear), `lab.engine.fp8_gemm`.
 """
 from __future__ import annotations
 
@@ -34,11 +40,13 @@ from torch import nn
 from lab.engine.quant_config import DEFAULT_BLOCK, BlockFP8Config, check_block, parse_quantization_config
 
 __all__ = ["BlockFP8Config", "parse_quantization_config", "quantize_block_fp8", "dequantize_block_fp8",
-           "dequantize_stream", "fake_quantize_block_fp8_", "is_block_fp8_weight"]
+           "dequantize_stream", "pair_fp8_stream", "fake_quantize_block_fp8_", "is_block_fp8_weight",
+           "quantize_act_fp8", "w8a8_block_matmul_reference"]
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_E4M3_MAX = 448.0  # torch.finfo(float8_e4m3fn).max: 1.75 * 2**8
 MIN_AMAX = 1e-4  # a tile's amax floor (vLLM's clamp): an all-zero tile gets a finite scale
+MIN_ACT_AMAX = 1e-10  # an activation group's floor: a zero row (CUDA-graph padding) quantizes to zeros, not NaN
 SCALE_SUFFIX = "_scale_inv"  # DeepSeek's name: dequantized = fp8 * scale_inv
 
 
@@ -92,8 +100,8 @@ def is_block_fp8_weight(hf_name: str, ndim: int) -> bool:
             and not hf_name.endswith("mlp.gate.weight"))
 
 
-def dequantize_stream(tensors: Iterable[tuple[str, torch.Tensor]], block: tuple[int, int],
-                      dtype: torch.dtype = torch.float32) -> Iterator[tuple[str, torch.Tensor]]:
+def pair_fp8_stream(tensors: Iterable[tuple[str, torch.Tensor]]
+                    ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor | None]]:
     """See the module docstring. Only a weight or scale whose partner has not arrived yet is held."""
     waiting_weights: dict[str, torch.Tensor] = {}
     waiting_scales: dict[str, torch.Tensor] = {}
@@ -101,22 +109,58 @@ def dequantize_stream(tensors: Iterable[tuple[str, torch.Tensor]], block: tuple[
         if name.endswith(SCALE_SUFFIX):
             weight_name = name[: -len(SCALE_SUFFIX)]
             if weight_name in waiting_weights:
-                yield weight_name, dequantize_block_fp8(waiting_weights.pop(weight_name), tensor, block, dtype,
-                                                        weight_name)
+                yield weight_name, waiting_weights.pop(weight_name), tensor
             else:
                 waiting_scales[weight_name] = tensor
         elif tensor.dtype == FP8_DTYPE:
             if name in waiting_scales:
-                yield name, dequantize_block_fp8(tensor, waiting_scales.pop(name), block, dtype, name)
+                yield name, tensor, waiting_scales.pop(name)
             else:
                 waiting_weights[name] = tensor
         else:
-            yield name, tensor
+            yield name, tensor, None
     if waiting_weights:
         raise ValueError(f"fp8 tensors without a {SCALE_SUFFIX} tensor: {sorted(waiting_weights)[:5]}")
     if waiting_scales:
         raise ValueError(f"{SCALE_SUFFIX} tensors without their fp8 weight: "
                          f"{sorted(n + SCALE_SUFFIX for n in waiting_scales)[:5]}")
+
+
+def dequantize_stream(tensors: Iterable[tuple[str, torch.Tensor]], block: tuple[int, int],
+                      dtype: torch.dtype = torch.float32) -> Iterator[tuple[str, torch.Tensor]]:
+    """See the module docstring."""
+    for name, tensor, scale_inv in pair_fp8_stream(tensors):
+        yield name, tensor if scale_inv is None else dequantize_block_fp8(tensor, scale_inv, block, dtype, name)
+
+
+@torch.no_grad()
+def quantize_act_fp8(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (M, K) -> (x_fp8 (M, K), scale (M, ceil(K/group)) float32): one scale per token per `group` columns."""
+    m, k = x.shape
+    groups = -(-k // group)
+    padded = x.new_zeros(m, groups * group, dtype=torch.float32)
+    padded[:, :k] = x.float()
+    tiles = padded.view(m, groups, group)
+    scale = tiles.abs().amax(dim=-1).clamp(min=MIN_ACT_AMAX) / FP8_E4M3_MAX  # (M, G)
+    q = (tiles / scale[..., None]).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(FP8_DTYPE)
+    return q.view(m, groups * group)[:, :k].contiguous(), scale
+
+
+@torch.no_grad()
+def w8a8_block_matmul_reference(x_fp8: torch.Tensor, x_scale: torch.Tensor, w_fp8: torch.Tensor,
+                                w_scale_inv: torch.Tensor, block: tuple[int, int],
+                                bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The FP8 GEMM's arithmetic in float32 (the oracle of `kernels/fp8_gemm.py`): x (M, K) with scales per
+    (token, `block[1]` columns), W (N, K) with one scale per `block` tile -> (M, N) float32."""
+    rows, group = block
+    k = x_fp8.shape[1]
+    out = torch.zeros(x_fp8.shape[0], w_fp8.shape[0], dtype=torch.float32, device=x_fp8.device)
+    w_rows_scale = w_scale_inv.float().repeat_interleave(rows, dim=0)[: w_fp8.shape[0]]  # (N, KB)
+    for kb, start in enumerate(range(0, k, group)):
+        cols = slice(start, min(start + group, k))
+        partial = x_fp8[:, cols].float() @ w_fp8[:, cols].float().t()  # exact in float32 at these sizes
+        out += partial * x_scale[:, kb, None].float() * w_rows_scale[None, :, kb]
+    return out if bias is None else out + bias.float()
 
 
 @torch.no_grad()
@@ -129,8 +173,8 @@ def fake_quantize_block_fp8_(module: nn.Module, block: tuple[int, int] = DEFAULT
     count = 0
     for hf_name, (param_name, index) in collect_targets(module).items():
         view = params[param_name][index] if index else params[param_name]
-        if not is_block_fp8_weight(hf_name, view.ndim):
-            continue
+        if not is_block_fp8_weight(hf_name, view.ndim) or view.dtype in (FP8_DTYPE, torch.int8):
+            continue  # 8-bit storage (Fp8Linear / Int8Linear) holds its quantized numbers already
         w_fp8, scale_inv = quantize_block_fp8(view, block)
         view.copy_(dequantize_block_fp8(w_fp8, scale_inv, block, view.dtype, hf_name))
         count += 1

@@ -11,19 +11,23 @@ Contract: `load_model(model, dtype, device, seed, hf_overrides, *, load_format, 
     on `device`: same seed and device type -> same weights (CPU and CUDA streams differ).
   - Checkpoints: tensors stream from safetensors into `load_weights`, which names missing,
     mis-shaped and unexpected tensors. Then `process_weights_after_loading()`; eval mode.
-  - Block-FP8 checkpoints (DeepSeek-V3/R1: config.json `quantization_config` with quant_method "fp8"):
-    `iter_checkpoint` dequantizes each fp8 `X.weight` with its `X.weight_scale_inv` as it streams in
-    (`lab.engine.fp8.dequantize_stream`), so `load_weights` never sees fp8 bytes or scales and the
-    parameters hold the engine dtype; bf16 tensors (embeddings, norms, lm_head, router) pass through.
-    This is the plain path, correct on every device; no FP8 GEMM is built (`lab.engine.fp8`). Since the
-    stream is what hot reload reads too, and `quantization_config` is kept out of `ModelConfig`, a reload
-    may swap a bf16 checkpoint for an fp8 one of the same model and back: it changes stored bits, not shapes.
-  - `quantization="fp8"` (`QUANTIZATIONS`; vLLM's `--quantization fp8`): after loading bf16/f32 weights
-    (preset or checkpoint), every weight an FP8 checkpoint stores as fp8 is rounded through block fp8
-    (`fake_quantize_block_fp8_`, 128x128 tiles), so the engine computes with the numbers FP8 storage gives.
-    An fp8 checkpoint is left as loaded (already fp8 numbers). A hot reload (`update_weights`) does not
-    re-apply it: bf16 weights reloaded into such an engine stay unrounded.
-  `LoadedModel.quantization` says which block-FP8 config the weights went through, None for none.
+  - 8-bit weights (`quant_config.weight_format_for(quantization, stored)`): "fp8" (vLLM's `--quantization
+    fp8`; DeepSeek's 128x128 block-scaled e4m3) or "int8" (weight-only, per output channel). The model's
+    Linear layers are swapped for 8-bit ones on the meta device (`weight_quant.quantize_linears_`), so their
+    weights are materialized in 8 bits: weight memory and bytes read per step really drop. A block-FP8
+    checkpoint (DeepSeek-V3/R1: config.json `quantization_config`, quant_method "fp8") loads into FP8 storage
+    with or without `quantization="fp8"`: its fp8 bytes and `weight_scale_inv` are copied as they are; bf16
+    weights (checkpoint or preset dummy weights, drawn in `dtype` tensor by tensor) are quantized as they load,
+    each checkpoint tensor on its own tile grid. What stays in `dtype` under fp8 (MoE routed experts, MLA's
+    kv_b_proj) is rounded through block fp8 in place (`fake_quantize_block_fp8_`) when the source was not fp8
+    already, so every weight an FP8 checkpoint would store as fp8 has FP8's numbers. Under "int8" those stay
+    unrounded; an fp8 checkpoint is dequantized and re-quantized to int8.
+    Without a quantization and with a bf16 checkpoint nothing changes. `iter_checkpoint` still gives an fp8
+    checkpoint's tensors dequantized (`lab.engine.fp8.dequantize_stream`): the stream a bf16 engine reads, so a
+    hot reload may swap a bf16 checkpoint for an fp8 one of the same model and back (`quantization_config` is
+    kept out of `ModelConfig`). A hot reload keeps the live engine's weight format (`weight_standby`).
+  `LoadedModel.quantization` says which block-FP8 config the weights went through (None for none or int8);
+  `LoadedModel.weight_format` how the Linear weights are stored (None: in `dtype`).
 `hf_overrides` patch the HF config dict before parsing (e.g. {"num_hidden_layers": 2}).
 `load_format` (`LOAD_FORMATS`) picks how a checkpoint's bytes reach the device; every one gives the
 same bits (presets ignore it):
@@ -35,8 +39,8 @@ same bits (presets ignore it):
 `phases` (a `StartupPhases`) receives config, model_build, then weight_init (preset) or weight_read and
 weight_transfer (checkpoint: the time spent waiting for the next tensor, then the rest of the copy into
 the parameters; with "auto" the read includes safetensors' own host->device copy; an fp8 checkpoint's
-dequantization happens inside the stream, so it counts as read), and weight_postprocess (which includes
-`quantization="fp8"`'s rounding).
+dequantization happens inside the stream, so it counts as read; quantizing on load counts as transfer), and
+weight_postprocess (which includes the rounding of what fp8 keeps in `dtype`).
 safetensors maps a file into memory, so where the OS still has to fetch bytes from disk (a CPU device,
 "auto" or "cpu"), that read lands in whichever phase first touches them: the transfer.
 """
@@ -52,16 +56,20 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from lab.engine.fp8 import BlockFP8Config, dequantize_stream, fake_quantize_block_fp8_, parse_quantization_config
+from lab.engine.fp8 import (
+    BlockFP8Config, dequantize_stream, fake_quantize_block_fp8_, pair_fp8_stream, parse_quantization_config,
+)
 from lab.engine.model_config import ModelConfig
 from lab.engine.models import get_model_class
 from lab.engine.presets import PRESETS, get_preset
+from lab.engine.quant_config import WeightFormat, weight_format_for
 from lab.engine.safetensors_stream import iter_overlapped
 from lab.engine.startup import StartupPhases
+from lab.engine.weight_quant import quantize_linears_, quantized_dummy_, stored_stream, weight_format_of
 
 DUMMY_STD = 0.02  # std of dummy matrices, as HF's initializer_range
 LOAD_FORMATS = ("auto", "cpu", "overlap")  # how checkpoint bytes reach the device (module docstring)
-QUANTIZATIONS = ("fp8",)  # weight quantizations applied on load (module docstring)
+QUANTIZATIONS = ("fp8", "int8")  # weight quantizations applied on load (module docstring)
 
 
 @dataclass
@@ -71,6 +79,7 @@ class LoadedModel:
     checkpoint_dir: Path | None
     preset: str | None
     quantization: BlockFP8Config | None = None  # the block fp8 the weights went through (checkpoint or on load)
+    weight_format: WeightFormat | None = None  # how the Linear weights are stored (None: the engine dtype)
 
 
 def load_model(
@@ -92,33 +101,54 @@ def load_model(
     if name in PRESETS:
         with phases.phase("config"):
             config = ModelConfig.from_hf_dict({**get_preset(name), **(hf_overrides or {})})
+            stored, fmt = None, weight_format_for(quantization, None)
         with phases.phase("model_build"):
-            module = build_model(config, dtype, device)
+            module = build_model(config, dtype, device, fmt)
         with phases.phase("weight_init"):
             init_dummy_weights(module, seed)
-        checkpoint_dir, preset, stored = None, name, None
+        checkpoint_dir, preset = None, name
     elif Path(name).is_dir():
         checkpoint_dir, preset = Path(name), None
         with phases.phase("config"):
             config = ModelConfig.from_pretrained_dir(checkpoint_dir, hf_overrides)
             stored = checkpoint_quantization(checkpoint_dir)
+            fmt = weight_format_for(quantization, stored)
         with phases.phase("model_build"):
-            module = build_model(config, dtype, device)
+            module = build_model(config, dtype, device, fmt)
         with phases.phase("weight_transfer") as phase:  # what is left of loading once the reads are carved out
-            tensors = iter_checkpoint(checkpoint_dir, device, load_format=load_format, dtype=dtype)
-            module.load_weights(phase.carve("weight_read", tensors))
+            module.load_weights(checkpoint_weights(checkpoint_dir, module, device, load_format, dtype,
+                                                   carve=lambda t: phase.carve("weight_read", t)))
     else:
         raise ValueError(
             f"model {name!r} is neither a preset ({', '.join(PRESETS)}) nor an existing checkpoint "
             "directory: the path does not exist"
         )
     with phases.phase("weight_postprocess"):
-        if quantization == "fp8" and stored is None:
-            stored = BlockFP8Config()
-            fake_quantize_block_fp8_(module, stored.weight_block_size)
+        round_dense_fp8_(module, fmt, stored)
         if hasattr(module, "process_weights_after_loading"):
             module.process_weights_after_loading()
-    return LoadedModel(module.eval(), config, checkpoint_dir, preset, stored)
+    went_through = BlockFP8Config(fmt.block) if fmt is not None and fmt.method == "fp8" else None
+    return LoadedModel(module.eval(), config, checkpoint_dir, preset, went_through, fmt)
+
+
+def round_dense_fp8_(module: nn.Module, fmt: WeightFormat | None, stored: BlockFP8Config | None) -> None:
+    """FP8 storage from a source that was not fp8: what stays in the engine dtype gets FP8's numbers too."""
+    if fmt is not None and fmt.method == "fp8" and stored is None:
+        fake_quantize_block_fp8_(module, fmt.block)
+
+
+def checkpoint_weights(checkpoint_dir: Path, module: nn.Module, device: torch.device, load_format: str,
+                       dtype: torch.dtype, carve=lambda tensors: tensors) -> Iterator[tuple[str, torch.Tensor]]:
+    """The checkpoint's (name, tensor) stream as `module` stores it: dequantized for a model in `dtype`
+    (`iter_checkpoint`), 8-bit codes and scales for one with 8-bit Linears (`weight_quant.stored_stream`).
+    `carve` wraps what counts as reading (the loader's weight_read phase): the dequantized stream, or the raw
+    file reads before quantization."""
+    if weight_format_of(module) is None:
+        return carve(iter_checkpoint(checkpoint_dir, device, load_format=load_format, dtype=dtype))
+    _check_load_format(load_format)
+    stored = checkpoint_quantization(checkpoint_dir)
+    pairs = pair_fp8_stream(carve(_iter_files(checkpoint_files(checkpoint_dir), device, load_format)))
+    return stored_stream(pairs, module, None if stored is None else stored.weight_block_size, dtype, device)
 
 
 def _check_load_format(load_format: str) -> None:
@@ -139,14 +169,19 @@ def checkpoint_quantization(checkpoint_dir: Path) -> BlockFP8Config | None:
     return parse_quantization_config(json.loads(file.read_text()))
 
 
-def build_model(config: ModelConfig, dtype: torch.dtype, device: torch.device) -> nn.Module:
-    """The model with uninitialized parameters on `device`: constructed on meta, then materialized."""
+def build_model(config: ModelConfig, dtype: torch.dtype, device: torch.device,
+                weight_format: WeightFormat | None = None) -> nn.Module:
+    """The model with uninitialized parameters on `device`: constructed on meta, its Linear layers swapped for
+    8-bit ones when `weight_format` says so (`weight_quant`), then materialized."""
     with torch.device("meta"):
         module = get_model_class(config)(config)
+        if weight_format is not None:
+            quantize_linears_(module, weight_format, dtype)
     for mod in module.modules():
         keep_fp32 = getattr(mod, "fp32_params", ())
+        own = getattr(mod, "param_dtypes", {})  # 8-bit codes keep their dtype
         for pname, param in list(mod.named_parameters(recurse=False)):
-            dt = torch.float32 if pname in keep_fp32 else dtype
+            dt = own.get(pname, torch.float32 if pname in keep_fp32 else dtype)
             setattr(mod, pname, nn.Parameter(torch.empty(param.shape, dtype=dt, device=device), requires_grad=False))
     # buffers (rotary inverse frequencies) were built on CPU in float32; move them without casting
     return module.to(device)
@@ -157,9 +192,27 @@ def _param_seed(seed: int, name: str) -> int:
 
 
 @torch.no_grad()
-def init_dummy_weights(module: nn.Module, seed: int, std: float = DUMMY_STD) -> None:
+def init_dummy_weights(module: nn.Module, seed: int, std: float = DUMMY_STD,
+                       draw_on: torch.device | None = None) -> None:
+    """Every parameter's dummy value, drawn on `draw_on` (default: where it lives) and copied in. An 8-bit
+    Linear's weight is drawn in its engine dtype, as the unquantized model's, then quantized (`quantized_dummy_`);
+    its scales are written with it."""
+    quantized = {f"{p}.weight": m for p, m in module.named_modules() if hasattr(m, "scale_name")}
+    scales = {f"{p}.{m.scale_name}" for p, m in module.named_modules() if hasattr(m, "scale_name")}
     for name, param in module.named_parameters():
-        fill_dummy(name, param, seed, std)
+        if name in scales:
+            continue
+        device = draw_on or param.device
+        if name in quantized:
+            drawn = torch.empty(param.shape, dtype=quantized[name].compute_dtype, device=device)
+            fill_dummy(name, drawn, seed, std)
+            quantized_dummy_(module, name, drawn)  # quantized where drawn; the codes are copied in
+        elif device == param.device:
+            fill_dummy(name, param, seed, std)
+        else:
+            drawn = torch.empty(param.shape, dtype=param.dtype, device=device)
+            fill_dummy(name, drawn, seed, std)
+            param.copy_(drawn)
 
 
 @torch.no_grad()

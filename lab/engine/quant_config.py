@@ -5,6 +5,10 @@ Contract: `parse_quantization_config(hf_dict)` reads `quantization_config` as De
 and returns a `BlockFP8Config`, or None when the dict has none. Any other method, format, or fp8 without
 `weight_block_size` (per-tensor fp8) is a ValueError naming the field. The tensors' layout and the
 arithmetic live in `lab.engine.fp8`.
+`WeightFormat` says how an engine stores its Linear weights: "fp8" (block-scaled e4m3) or "int8" (per-channel
+W8A16); `weight_format_for(quantization, stored)` picks it from the user's `quantization` and the checkpoint's
+own declaration: an FP8 checkpoint stays FP8 (its block) unless int8 is asked for; nothing asked and nothing
+stored is None (the engine dtype).
 """
 from __future__ import annotations
 
@@ -24,6 +28,33 @@ class BlockFP8Config:
     def to_hf_dict(self) -> dict:
         return {"quant_method": "fp8", "fmt": self.fmt, "activation_scheme": self.activation_scheme,
                 "weight_block_size": list(self.weight_block_size)}
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """How the quantized Linear layers hold their weights (`lab.engine.weight_quant`)."""
+
+    method: str  # "fp8" | "int8"
+    block: tuple[int, int] = DEFAULT_BLOCK  # fp8: (rows, columns) per scale; int8 ignores it (one scale per row)
+
+    def __post_init__(self) -> None:
+        if self.method not in WEIGHT_METHODS:
+            raise ValueError(f"weight format must be one of {WEIGHT_METHODS}, got {self.method!r}")
+        check_block(self.block, "weight format block")
+
+
+WEIGHT_METHODS = ("fp8", "int8")
+
+
+def weight_format_for(quantization: str | None, stored: BlockFP8Config | None) -> WeightFormat | None:
+    """The storage an engine uses for `quantization` (None, "fp8", "int8") on a checkpoint declaring `stored`."""
+    if quantization == "int8":
+        return WeightFormat("int8")
+    if quantization not in (None, "fp8"):
+        raise ValueError(f"quantization must be None or one of {WEIGHT_METHODS}, got {quantization!r}")
+    if stored is not None:
+        return WeightFormat("fp8", stored.weight_block_size)
+    return WeightFormat("fp8") if quantization == "fp8" else None
 
 
 def parse_quantization_config(d: dict) -> BlockFP8Config | None:

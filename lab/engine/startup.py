@@ -13,12 +13,15 @@ phase owns the GPU work it queued (every phase ends synced: none of its predeces
 sync of a process, which creates the CUDA context, is booked to the phase that makes it. A carved
 iterator is timed on the host only (no sync per item: that would change what it measures). The recorder
 costs two clock reads and two syncs per phase; it is always on. Torch-free: the engine hands it the sync.
+`also(name)`, when given, is a context manager entered around each phase (inside its syncs), so another
+recorder sees the same boundaries: `lab.gpu.memory_timeline.MemoryTimeline.phase` books the allocator's
+bytes to the engine's own phase names.
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 
 def device_sync(device) -> Callable[[], None] | None:
@@ -52,8 +55,10 @@ class _Phase:
 
 
 class StartupPhases:
-    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+    def __init__(self, sync: Callable[[], None] | None = None,
+                 also: Callable[[str], AbstractContextManager] | None = None) -> None:
         self._sync = sync
+        self._also = also
         self._seconds: dict[str, float] = {}
 
     def sync(self) -> None:
@@ -66,9 +71,12 @@ class StartupPhases:
         start = time.perf_counter()
         self.sync()  # inside the phase: the first one creates the CUDA context (device_init)
         try:
-            yield handle
+            with self._also(name) if self._also is not None else nullcontext():
+                try:
+                    yield handle
+                finally:
+                    self.sync()  # the GPU work queued in the phase ends before the other recorder reads
         finally:
-            self.sync()
             elapsed = time.perf_counter() - start
             carved = sum(handle.carved.values())
             for part, seconds in handle.carved.items():  # the carved parts first: they happen inside

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from lab.engine.presets import PRESETS
+from lab.engine.weight_quant import weight_format_of
 from lab.engine.weight_standby import (
     ReloadError, build_standby, check_standby, copy_into_live, probe_standby, source_config, tensor_state,
 )
@@ -83,8 +84,8 @@ class _Job:
             with torch.cuda.stream(stream) if stream is not None else _nothing():
                 t0 = time.perf_counter()
                 module = build_standby(self.source, self.seed, engine.model_config, engine.dtype, live_device,
-                                       staging_device, engine.args.hf_overrides or None, engine.args.quantization,
-                                       engine.args.load_format)
+                                       staging_device, engine.args.hf_overrides or None,
+                                       weight_format_of(engine.model), engine.args.load_format)
                 t1 = time.perf_counter()
                 live, new = tensor_state(engine.model), tensor_state(module)
                 check_standby(live, new)

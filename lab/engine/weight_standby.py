@@ -7,9 +7,12 @@ Contract:
   copy in is a plain DMA). Its config must equal the live model's field for field (a reload swaps weights,
   not architectures); a mismatch, a missing, extra or mis-shaped checkpoint tensor is a `ReloadError` that
   names it. Presets draw their dummy weights on the live device, tensor by tensor, so a preset reloaded
-  through the host equals the same preset loaded fresh on that device. A block-FP8 checkpoint is dequantized as
-  it streams in (`lab.engine.loader.iter_checkpoint`), and an engine started with `quantization="fp8"` gets its
-  new weights rounded the same way (`fake_quantize_block_fp8_`), as a fresh engine on that source would.
+  through the host equals the same preset loaded fresh on that device. The standby keeps the live engine's
+  weight format (`weight_format`: `weight_quant.weight_format_of(live model)`): an engine in the engine dtype
+  reads a block-FP8 checkpoint dequantized (`lab.engine.loader.iter_checkpoint`); an engine with 8-bit Linears
+  (FP8 or int8, from `quantization` or from an FP8 checkpoint) gets any source quantized the same way
+  (`loader.checkpoint_weights`, `loader.init_dummy_weights`, `loader.round_dense_fp8_`), as a fresh engine with
+  that format on that source would; the codes and scales are then copied into the live ones like any tensor.
 - `tensor_state(module)`: every tensor a forward reads by name: parameters, buffers, and tensors that
   `process_weights_after_loading` derives and keeps as plain attributes (MLA's absorbed `w_uk`, `w_uv_t`).
   CUDA graphs captured on the live model hold these tensors' addresses, which is why a switch copies into
@@ -34,10 +37,10 @@ from torch import nn
 
 from lab.engine.kv_cache import allocate_kv_cache
 from lab.engine.launched_step import NonFiniteLogitsError
-from lab.engine.fp8 import BlockFP8Config, fake_quantize_block_fp8_
-from lab.engine.loader import build_model, checkpoint_quantization, fill_dummy, iter_checkpoint
+from lab.engine.loader import build_model, checkpoint_quantization, checkpoint_weights, init_dummy_weights, round_dense_fp8_
 from lab.engine.model_config import ModelConfig
 from lab.engine.presets import PRESETS, get_preset
+from lab.engine.quant_config import WeightFormat
 from lab.engine.sampling_params import SamplingParams
 from lab.engine.scheduler_output import ScheduledChunk, SchedulerOutput
 from lab.engine.sequence import Sequence
@@ -68,27 +71,26 @@ def check_same_architecture(live: ModelConfig, new: ModelConfig) -> None:
 
 
 def build_standby(source: str, seed: int, live_config: ModelConfig, dtype: torch.dtype, live_device: torch.device,
-                  staging_device: torch.device, hf_overrides: dict | None, quantization: str | None = None,
+                  staging_device: torch.device, hf_overrides: dict | None, weight_format: WeightFormat | None = None,
                   load_format: str = "auto") -> nn.Module:
     config = source_config(source, hf_overrides)
     check_same_architecture(live_config, config)
-    module = build_model(config, dtype, staging_device)
+    module = build_model(config, dtype, staging_device, weight_format)
     if staging_device.type == "cpu" and live_device.type == "cuda":
         for mod in module.modules():  # pinned: the copy into the live tensors is then one DMA each
             for name, param in list(mod.named_parameters(recurse=False)):
                 setattr(mod, name, nn.Parameter(param.data.pin_memory(), requires_grad=False))
     try:
         if source in PRESETS:
-            _dummy_weights(module, seed, live_device)
+            init_dummy_weights(module, seed, draw_on=live_device)
         else:
             flags: list[tuple[str, torch.Tensor]] = []
-            tensors = iter_checkpoint(Path(source), staging_device, dtype=dtype,
-                                      load_format=load_format if staging_device == live_device else "auto")
+            tensors = checkpoint_weights(Path(source), module, staging_device,
+                                         load_format if staging_device == live_device else "auto", dtype)
             module.load_weights(_finite_flags(tensors, flags))
             _refuse_nonfinite(source, flags)
         stored = None if source in PRESETS else checkpoint_quantization(Path(source))
-        if quantization == "fp8" and stored is None:  # the numbers a fresh engine with --quantization fp8 computes with
-            fake_quantize_block_fp8_(module, BlockFP8Config().weight_block_size)
+        round_dense_fp8_(module, weight_format, stored)  # the numbers a fresh engine in this format computes with
     except ValueError as exc:  # the loader names missing, mis-shaped and unexpected tensors
         raise ReloadError(exc if isinstance(exc, ReloadError) else f"checkpoint {source}: {exc}") from None
     if hasattr(module, "process_weights_after_loading"):
@@ -117,18 +119,6 @@ def _refuse_nonfinite(source: str, flags: list[tuple[str, torch.Tensor]]) -> Non
                           f"{bad[:MAX_NAMED]}")
 
 
-@torch.no_grad()
-def _dummy_weights(module: nn.Module, seed: int, draw_on: torch.device) -> None:
-    """The preset's dummy weights as a fresh engine on `draw_on` draws them (each tensor's own generator)."""
-    for name, param in module.named_parameters():
-        if param.device == draw_on:
-            fill_dummy(name, param, seed)
-        else:
-            drawn = torch.empty(param.shape, dtype=param.dtype, device=draw_on)
-            fill_dummy(name, drawn, seed)
-            param.copy_(drawn)
-
-
 def tensor_state(module: nn.Module) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for prefix, mod in module.named_modules():
@@ -150,7 +140,7 @@ def check_standby(live: dict[str, torch.Tensor], standby: dict[str, torch.Tensor
              for n, t in standby.items() if t.shape != live[n].shape or t.dtype != live[n].dtype]
     if wrong:
         raise ReloadError("tensors of another shape or dtype: " + "; ".join(wrong[:MAX_NAMED]))
-    floating = [(n, t) for n, t in standby.items() if t.is_floating_point() and t.numel()]
+    floating = [(n, t) for n, t in standby.items() if t.dtype in FINITE_CHECKED and t.numel()]  # not fp8 codes
     if floating:
         finite = torch.stack([torch.isfinite(t).all() for _, t in floating]).tolist()  # one sync for all
         bad = [n for (n, _), ok in zip(floating, finite) if not ok]

@@ -1,6 +1,6 @@
 """The child process of `lab.gpu.memory_compare`: one run under the `PYTORCH_CUDA_ALLOC_CONF` it was started with.
 
-    python -m lab.gpu.memory_child <module:qualname> <device>
+    python -m lab.gpu.memory_child <module:qualname> <device> [<kwargs as a JSON object>]
 
 Contract: imports the target callable, calls it with a `MemoryTimeline` on `device` (the target marks its phases),
 then prints, as its last stdout line, one JSON object: the allocator configuration it saw, whether the allocator
@@ -47,11 +47,16 @@ def main(argv: list[str]) -> int:
     from lab.gpu.memory import CudaMemoryProbe, snapshot
     from lab.gpu.memory_timeline import MemoryTimeline
 
-    target, device = argv
+    if len(argv) not in (2, 3):
+        raise LabError("usage: python -m lab.gpu.memory_child <module:qualname> <device> [<kwargs JSON>]")
+    target, device = argv[:2]
+    kwargs = json.loads(argv[2]) if len(argv) == 3 else {}
+    if not isinstance(kwargs, dict):
+        raise LabError(f"the target's kwargs must be a JSON object, got {argv[2]!r}")
     run_fn = resolve_target(target)
     probe = CudaMemoryProbe(device)
     timeline = MemoryTimeline(probe)
-    run_fn(timeline)
+    run_fn(timeline, **kwargs)
     result = {
         "config": os.environ.get(ALLOC_CONF),
         "expandable_segments": expandable_segments_reported(),

@@ -7,8 +7,8 @@
 
 Contract: `PYTORCH_CUDA_ALLOC_CONF` is read once, when CUDA initialises, so each configuration runs in a fresh
 Python process (`lab.gpu.memory_child`) with the variable set ("default": the variable removed). `run_fn` is
-called there with a `MemoryTimeline` on `device` and must be importable by name (a module-level function, not a
-lambda, a closure or a notebook's `__main__`). Each `AllocatorRun` holds the final snapshot and the phase table
+called there with a `MemoryTimeline` on `device` and `kwargs` (JSON-able) as keyword arguments, and must be
+importable by name (a module-level function, not a lambda, a closure or a notebook's `__main__`). Each `AllocatorRun` holds the final snapshot and the phase table
 of its child. When the child's allocator reports its expandable-segments state and it disagrees with the
 configuration asked for, the comparison raises `LabError` rather than return numbers for the wrong allocator.
 On a machine without CUDA it raises `LabError` before starting anything.
@@ -115,7 +115,8 @@ def parse_child_output(config: str, stdout: str) -> AllocatorRun:
 
 
 def compare_allocators(run_fn: Callable | str, configs: Sequence[str] = (DEFAULT, "expandable_segments:True"),
-                       device: str = "cuda:0", timeout_s: float = 600.0) -> AllocatorComparison:
+                       device: str = "cuda:0", timeout_s: float = 600.0,
+                       kwargs: Mapping[str, Any] | None = None) -> AllocatorComparison:
     from lab.gpu.memory import cuda_device
 
     if not configs:
@@ -130,7 +131,7 @@ def compare_allocators(run_fn: Callable | str, configs: Sequence[str] = (DEFAULT
     runs = []
     for config in configs:
         try:
-            done = subprocess.run([sys.executable, "-m", "lab.gpu.memory_child", target, device],
+            done = subprocess.run([sys.executable, "-m", "lab.gpu.memory_child", target, device, json.dumps(kwargs or {})],
                                   env=child_env(config), capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise LabError(f"the {config!r} run of {target} took longer than {timeout_s} s") from None

@@ -33,11 +33,11 @@ from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES, ENGINE_ITERATION_TIMEOU
 ENGINE_FLAGS = ("model", "tokenizer", "dtype", "device", "seed", "max_model_len", "block_size",
                 "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens",
                 "enable_chunked_prefill", "scheduling_policy", "hf_overrides", "load_format", "cuda_graph_sizes",
-                "quantization")
+                "quantization", "kv_cache_dtype")
 # EngineArgs fields that only our engine has (paged KV cache, continuous batching, scheduler, its loader, graphs)
 LAB_ONLY_FLAGS = ("block_size", "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs",
                   "max_num_batched_tokens", "enable_chunked_prefill", "scheduling_policy", "load_format",
-                  "cuda_graph_sizes", "quantization")
+                  "cuda_graph_sizes", "quantization", "kv_cache_dtype")
 ENGINE_CORES = ("process", "thread")  # --engine-core choices; the first is the default (runner.ENGINE_CORES)
 
 
@@ -94,9 +94,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     engine.add_argument("--load-format", choices=("auto", "cpu", "overlap"),
                         help="how checkpoint bytes reach the device: auto (safetensors opened on it), cpu (read to "
                         "host, then copy), overlap (a reader thread and pinned buffers beside side-stream copies)")
-    engine.add_argument("--quantization", choices=("fp8",),
-                        help="fp8: round weights through DeepSeek's 128x128 block fp8 on load (dequantized plain "
-                        "path, no FP8 GEMM); fp8 checkpoints load without it")
+    engine.add_argument("--quantization", choices=("fp8", "int8"),
+                        help="fp8: Linear weights stored in DeepSeek's 128x128 block fp8 (FP8 GEMMs on Ada/Hopper, "
+                        "dequantized plain path elsewhere); int8: weight-only per-channel int8 (W8A16 decode GEMV); "
+                        "fp8 checkpoints load in fp8 without it")
+    engine.add_argument("--kv-cache-dtype", choices=("auto", "fp8", "fp8_e4m3", "int8"),  # lab.engine.kv_quant.KV_CACHE_DTYPES
+                        help="auto (the model dtype), fp8 / fp8_e4m3 (e4m3 codes) or int8: an 8-bit KV cache with "
+                        "per-token scales, about twice the KV blocks for the same memory")
     engine.add_argument("--cuda-graph-sizes", type=int, nargs="+", metavar="N",
                         help="decode batch sizes to capture as CUDA graphs (default: 1 2 4 8, then every 16)")
     faults = parser.add_argument_group("fault injection (chaos drills; off by default)")

@@ -27,6 +27,7 @@ from lab.engine.fp8 import (FP8_E4M3_MAX, SCALE_SUFFIX, dequantize_block_fp8, de
                             fake_quantize_block_fp8_, is_block_fp8_weight, quantize_block_fp8)
 from lab.engine.loader import load_model
 from lab.engine.quant_config import BlockFP8Config
+from lab.engine.weight_quant import dense_weights
 from tests.engine.hf_fixtures import make_tiny_checkpoint
 from tests.engine.test_generate import _hf_greedy, _prompts, _vocab
 
@@ -192,15 +193,20 @@ def test_the_fp8_checkpoint_holds_what_deepseek_ships(fp8_checkpoint) -> None:
 
 @pytest.mark.parametrize("load_format", ["auto", "cpu", "overlap"])
 def test_an_fp8_checkpoint_loads_equal_to_its_dequantized_twin(fp8_checkpoint, load_format) -> None:
+    """Stored in fp8 (the file's bytes, kept), computing with exactly the twin's numbers once dequantized."""
     _, fp8_dir, twin_dir = fp8_checkpoint
     fp8 = load_model(fp8_dir, torch.float32, CPU, load_format=load_format)
     twin = load_model(twin_dir, torch.float32, CPU)
     assert fp8.quantization == BlockFP8Config((16, 16)) and twin.quantization is None
     assert fp8.config == twin.config  # the storage format is not the architecture (hot reload compares these)
-    ours, ref = _params(fp8.module), _params(twin.module)
+    ours, ref = dense_weights(fp8.module), dense_weights(twin.module)
     assert ours.keys() == ref.keys()
     for name in ref:
         assert torch.equal(ours[name], ref[name]), name
+    stored = _params(fp8.module)["model.layers.2.self_attn.o_proj.weight"]
+    with safe_open(str(fp8_dir / "model-00002-of-00002.safetensors"), "pt") as f:
+        on_disk = f.get_tensor("model.layers.2.self_attn.o_proj.weight")
+    assert stored.dtype == torch.float8_e4m3fn and torch.equal(stored.view(torch.uint8), on_disk.view(torch.uint8))
 
 
 def test_an_fp8_checkpoint_generates_the_twins_tokens_and_transformers_agrees(fp8_checkpoint) -> None:
@@ -254,9 +260,14 @@ def test_the_fp8_writer_equals_quantizing_the_preset_on_load(tmp_path) -> None:
     on_load = load_model("tiny", torch.float32, CPU, hf_overrides=SMALL, quantization="fp8")
     plain = load_model("tiny", torch.float32, CPU, hf_overrides=SMALL)
     assert loaded.quantization == on_load.quantization == BlockFP8Config() and plain.quantization is None
-    ours, ref, unrounded = _params(loaded.module), _params(on_load.module), _params(plain.module)
+    ours, ref, unrounded = dense_weights(loaded.module), dense_weights(on_load.module), dense_weights(plain.module)
     for name in ref:
         assert torch.equal(ours[name], ref[name]), name
+    params, on_load_params = _params(loaded.module), _params(on_load.module)
+    codes = "model.layers.0.mlp.gate_up_proj.weight"  # the same codes and scales, not only the same numbers
+    assert torch.equal(params[codes].view(torch.uint8), on_load_params[codes].view(torch.uint8))
+    scales = "model.layers.1.self_attn.q_b_proj.weight_scale_inv"
+    assert torch.equal(params[scales], on_load_params[scales])
     assert not torch.equal(ours["model.layers.0.mlp.gate_up_proj.weight"],
                            unrounded["model.layers.0.mlp.gate_up_proj.weight"])
     assert torch.equal(ours["lm_head.weight"], unrounded["lm_head.weight"])  # kept as is
@@ -301,7 +312,7 @@ def test_quantization_fp8_on_a_preset_stays_close_to_the_unquantized_engine() ->
 def test_quantization_is_validated_by_name() -> None:
     from lab.engine.args import EngineArgs
 
-    with pytest.raises(ValueError, match=r"quantization must be None or one of \('fp8',\), got 'int4'"):
+    with pytest.raises(ValueError, match=r"quantization must be None or one of \('fp8', 'int8'\), got 'int4'"):
         EngineArgs(quantization="int4")
     with pytest.raises(ValueError, match="quantization must be"):
         load_model("tiny", torch.float32, CPU, quantization="awq")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -67,3 +68,24 @@ def test_decode_graph_buckets_follow_cuda_graph_sizes() -> None:
 
     assert buckets(None) == bucket_sizes(64)  # today's buckets unless asked
     assert buckets([8, 1, 8, 32]) == [1, 8, 32]  # batches of 33..64 run eager
+
+
+def test_another_recorder_sees_the_same_phase_boundaries() -> None:
+    seen: list[tuple[str, str]] = []
+
+    @contextmanager
+    def also(name: str):
+        seen.append(("enter", name))
+        try:
+            yield
+        finally:
+            seen.append(("exit", name))
+
+    phases = StartupPhases(also=also)
+    with phases.phase("load"):
+        pass
+    with pytest.raises(RuntimeError):
+        with phases.phase("kv_allocation"):
+            raise RuntimeError("oom")
+    assert seen == [("enter", "load"), ("exit", "load"), ("enter", "kv_allocation"), ("exit", "kv_allocation")]
+    assert set(phases.as_dict()) == {"load", "kv_allocation"}

@@ -107,3 +107,12 @@ def test_an_unknown_config_has_no_run() -> None:
 def test_on_cpu_the_comparison_says_why_it_cannot_run() -> None:
     with pytest.raises(LabError, match="only exists on a CUDA device"):
         compare_allocators(workload)
+
+
+def test_the_child_takes_keyword_arguments_as_one_json_object() -> None:
+    from lab.gpu.memory_child import main
+
+    with pytest.raises(LabError, match="must be a JSON object"):
+        main(["tests.gpu.test_memory_compare:workload", "cuda:0", "[1, 2]"])
+    with pytest.raises(LabError, match="usage"):
+        main(["tests.gpu.test_memory_compare:workload"])

@@ -11,12 +11,15 @@ masks positions >= seq len before a float32 softmax: the same math as the per-se
 (`reference.paged_attention`, `reference.latent_attention`), which tests compare it with. It reads
 W * block_size rows per sequence, so it suits eager steps; CUDA graphs use the Triton kernels,
 whose cost follows each sequence's own length.
+An 8-bit cache (`kv_quant.QuantizedCache`) is read dequantized (torch) or dequantized in registers
+(Triton); `cache_write` quantizes as it writes (`kv_quant.write_rows` / the Triton writer).
 """
 from __future__ import annotations
 
 import torch
 
 from lab.engine.attention.metadata import AttentionMetadata
+from lab.engine.kv_quant import read_blocks
 
 
 def _valid_positions(meta: AttentionMetadata, num_positions: int, device: torch.device) -> torch.Tensor:
@@ -38,8 +41,8 @@ def gqa_decode_attention_torch(
     num_kv_heads = k_cache.shape[2]
     group = num_heads // num_kv_heads
     table = meta.block_tables_tensor.long()  # (B, W)
-    k = k_cache[table].flatten(1, 2).float()  # (B, L = W * block_size, Hkv, D)
-    v = v_cache[table].flatten(1, 2).float()  # (B, L, Hkv, Dv)
+    k = read_blocks(k_cache, table).flatten(1, 2).float()  # (B, L = W * block_size, Hkv, D)
+    v = read_blocks(v_cache, table).flatten(1, 2).float()  # (B, L, Hkv, Dv)
     qg = q.float().view(batch, num_kv_heads, group, head_dim)  # head h = kv_head * group + g, as repeat_interleave
     scores = torch.einsum("bkgd,blkd->bkgl", qg, k) * scale  # (B, Hkv, G, L)
     valid = _valid_positions(meta, k.shape[1], q.device)[:, None, None, :]
@@ -51,7 +54,7 @@ def gqa_decode_attention_torch(
 def mla_decode_attention_torch(
     q: torch.Tensor, cache: torch.Tensor, meta: AttentionMetadata, rank: int, scale: float
 ) -> torch.Tensor:
-    ctx = cache[meta.block_tables_tensor.long()].flatten(1, 2).float()  # (B, L, R + rope)
+    ctx = read_blocks(cache, meta.block_tables_tensor.long()).flatten(1, 2).float()  # (B, L, R + rope)
     scores = torch.einsum("bhd,bld->bhl", q.float(), ctx) * scale  # (B, H, L)
     valid = _valid_positions(meta, ctx.shape[1], q.device)[:, None, :]
     probs = _masked_softmax(scores, valid)

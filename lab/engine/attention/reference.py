@@ -6,7 +6,9 @@ step's T new tokens are flattened across sequences; sequence i owns rows
 `query_start_loc[i]:query_start_loc[i+1]`; its keys live in the paged cache, token at position p in
 block `block_tables[i][p // block_size]`, row `p % block_size`. A layer first writes its new rows at
 `slot_mapping`, then attends over the whole context, so prefill, chunked prefill and decode take the
-same path. Cache tensors have shape (num_blocks, block_size, *per_token_shape).
+same path. Cache tensors have shape (num_blocks, block_size, *per_token_shape). An 8-bit cache
+(`kv_quant.QuantizedCache`) is written through `kv_quant.write_rows` (codes + per-token scales) and read back
+dequantized to the model dtype (`kv_quant.read_blocks`), so every path here runs on it unchanged.
   paged_attention(q (T, H, D), k_cache, v_cache, meta, scale) -> (T, H, Dv)      GQA
   latent_attention(q (T, H, R + rope), cache, meta, rank, scale) -> (T, H, R)     MLA, absorbed
   latent_decode_attention(q (B, H, R + rope), cache, meta, rank, scale) -> (B, H, R)
@@ -16,10 +18,14 @@ from __future__ import annotations
 import torch
 
 from lab.engine.attention.metadata import AttentionMetadata
+from lab.engine.kv_quant import QuantizedCache, read_blocks, write_rows
 
 
 def write_to_cache(cache: torch.Tensor, slot_mapping: torch.Tensor, values: torch.Tensor) -> None:
     """Store `values` (T, *per_token_shape) at the flat rows `slot_mapping` of `cache`."""
+    if isinstance(cache, QuantizedCache):
+        write_rows(cache, slot_mapping, values)
+        return
     flat = cache.view(-1, *cache.shape[2:])  # (num_blocks * block_size, *per_token_shape)
     flat.index_copy_(0, slot_mapping, values.to(cache.dtype))
 
@@ -28,8 +34,8 @@ def gather_from_cache(cache: torch.Tensor, block_table: list[int], seq_len: int)
     """The first `seq_len` cached rows of one sequence, in position order: (seq_len, *shape)."""
     block_size = cache.shape[1]
     num_blocks = (seq_len + block_size - 1) // block_size
-    ids = torch.tensor(block_table[:num_blocks], dtype=torch.long, device=cache.device)
-    return cache.index_select(0, ids).flatten(0, 1)[:seq_len]
+    ids = torch.tensor(block_table[:num_blocks], dtype=torch.long, device=_device(cache))
+    return read_blocks(cache, ids).flatten(0, 1)[:seq_len]
 
 
 def gather_sequence(cache: torch.Tensor, meta: AttentionMetadata, seq: int) -> torch.Tensor:
@@ -39,7 +45,11 @@ def gather_sequence(cache: torch.Tensor, meta: AttentionMetadata, seq: int) -> t
     seq_len = meta.seq_lens[seq]
     num_blocks = (seq_len + cache.shape[1] - 1) // cache.shape[1]
     ids = meta.block_tables_tensor[seq, :num_blocks]  # a view: no host-to-device copy
-    return cache.index_select(0, ids).flatten(0, 1)[:seq_len]
+    return read_blocks(cache, ids).flatten(0, 1)[:seq_len]
+
+
+def _device(cache: torch.Tensor | QuantizedCache) -> torch.device:
+    return cache.data.device if isinstance(cache, QuantizedCache) else cache.device
 
 
 def causal_mask(q_len: int, seq_len: int, device: torch.device) -> torch.Tensor:
@@ -99,7 +109,7 @@ def latent_decode_attention(q: torch.Tensor, cache: torch.Tensor, meta: Attentio
     tables = [t[: (n + block_size - 1) // block_size] for t, n in zip(meta.block_tables, meta.seq_lens)]
     width = max(len(t) for t in tables)
     padded = torch.tensor([t + [t[0]] * (width - len(t)) for t in tables], dtype=torch.long, device=q.device)
-    ctx = cache[padded].flatten(1, 2).float()  # (B, width * block_size, R + rope)
+    ctx = read_blocks(cache, padded).flatten(1, 2).float()  # (B, width * block_size, R + rope)
     scores = torch.einsum("bhd,bld->bhl", q.float(), ctx) * scale
     seq_lens = torch.tensor(meta.seq_lens, device=q.device)
     valid = torch.arange(ctx.shape[1], device=q.device)[None, :] < seq_lens[:, None]  # (B, L)

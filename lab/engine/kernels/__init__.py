@@ -11,6 +11,10 @@ backend, which the engine only does on CUDA (`kernels_available()` says whether 
   gate_up_silu.gate_up_silu        the SwiGLU gate_up GEMV with SiLU-and-multiply in its epilogue
   rope_kv_write.rope_kv_write_triton      GQA decode: RoPE on q and k + the K/V cache write
   mla_latent_write.mla_rope_latent_write_triton  MLA decode: RoPE(q_pe) + [norm(c_kv) | RoPE(k_pe)] cache row
+  fp8_gemm.*                       W8A8 block-scaled FP8 GEMM for decode rows (`lab.engine.fp8_gemm` picks it)
+  int8_gemv.*                      W8A16 GEMV over int8 weights with per-row scales (`lab.engine.int8`)
+  kv_quant.*                       8-bit KV cache rows (`lab.engine.kv_quant`): coded as the writers above store
+                                   them; the attention kernels read the codes and fold the scales in (KV_8BIT)
 The pure-torch paths in `lab.engine.attention.decode` and `lab.engine.attention` are the oracles.
 """
 from __future__ import annotations

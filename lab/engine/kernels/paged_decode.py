@@ -10,6 +10,9 @@ two products run on tensor cores (`tl.dot` needs 16 x 16 tiles).
 Why tiles of several pages: at small batch the kernel is latency-bound, so each iteration gathers
 `pages_per_tile` pages (their block ids in one vector load, the next tile's ids fetched while this
 tile computes) and pays one memory round trip for all of them (see split_k's docstring).
+8-bit caches (`kv_quant.QuantizedCache`, KV_8BIT): K and V codes are loaded as such (half the bytes),
+converted to q's dtype (exact for e4m3 and int8) and each key's scale is folded into its score column and
+its softmax weight, so the products stay tensor-core dots and no dequantized tile is materialized.
 """
 from __future__ import annotations
 
@@ -18,9 +21,10 @@ import triton
 import triton.language as tl
 
 from lab.engine.kernels.split_k import (
-    DecodeConfig, combine_splits, dot_precision, grid_splits, online_softmax_update, partial_buffers,
-    split_page_range, store_partial, tile_block_ids,
+    DecodeConfig, combine_splits, dot_precision, grid_splits, online_softmax_update, online_softmax_update_scaled,
+    partial_buffers, split_page_range, store_partial, tile_block_ids,
 )
+from lab.engine.kv_quant import QuantizedCache
 
 # scratch/bench_decode_attention.py on an NVIDIA H200 (Qwen 12/2 heads x 128, block 16, us per call
 # vs HEAD's kernels): the best geometric mean over batch 1/8/32 x context 512/2048, 1.26x:
@@ -35,9 +39,10 @@ def _gqa_partial_kernel(
     q_ptr, k_ptr, v_ptr, table_ptr, seq_lens_ptr, m_ptr, l_ptr, acc_ptr, scale,
     stride_qb, stride_qh, stride_kn, stride_kt, stride_kh, stride_vn, stride_vt, stride_vh, stride_tb,
     num_heads, num_splits, min_pages,
+    ks_ptr, vs_ptr, stride_ksn, stride_kst, stride_vsn, stride_vst,  # (N, bs, Hkv, 1) scales when KV_8BIT
     GROUP: tl.constexpr, BLOCK_G: tl.constexpr, D: tl.constexpr, BLOCK_D: tl.constexpr,
     DV: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_SIZE: tl.constexpr, PAGES_PER_TILE: tl.constexpr,
-    PRECISION: tl.constexpr,
+    PRECISION: tl.constexpr, KV_8BIT: tl.constexpr,
 ):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -68,17 +73,29 @@ def _gqa_partial_kernel(
                     mask=t_mask[:, None] & dv_mask[None, :], other=0.0)  # (BLOCK_T, BLOCK_DV): in flight with K
         # the next tile's block ids (all masked past the split) while this tile's K/V arrive
         next_ids, next_mask = tile_block_ids(table_row, p0 + PAGES_PER_TILE, end, offs_t, BLOCK_SIZE)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # (BLOCK_G, BLOCK_T) float32
-        m_i, l_i, acc = online_softmax_update(s, t_mask, m_i, l_i, acc, v, PRECISION)
+        if KV_8BIT:
+            k_scale = tl.load(ks_ptr + ids * stride_ksn + offs_in * stride_kst + kvh, mask=t_mask, other=0.0)
+            v_scale = tl.load(vs_ptr + ids * stride_vsn + offs_in * stride_vst + kvh, mask=t_mask, other=0.0)
+            s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=PRECISION) * (k_scale[None, :] * scale)
+            m_i, l_i, acc = online_softmax_update_scaled(s, t_mask, m_i, l_i, acc, v.to(q.dtype), v_scale, PRECISION)
+        else:
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale  # (BLOCK_G, BLOCK_T) float32
+            m_i, l_i, acc = online_softmax_update(s, t_mask, m_i, l_i, acc, v, PRECISION)
         ids, t_mask = next_ids, next_mask
     part = (b * num_heads + heads) * num_splits + split  # (BLOCK_G,) rows of the (B, H, S) partials
     store_partial(m_ptr, l_ptr, acc_ptr, part, g_mask, offs_dv, dv_mask, m_i, l_i, acc, first < last, DV)
 
 
 def gqa_decode_triton(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-    seq_lens: torch.Tensor, scale: float, config: DecodeConfig = GQA_DECODE,
+    q: torch.Tensor, k_cache: torch.Tensor | QuantizedCache, v_cache: torch.Tensor | QuantizedCache,
+    block_tables: torch.Tensor, seq_lens: torch.Tensor, scale: float, config: DecodeConfig = GQA_DECODE,
 ) -> torch.Tensor:
+    quantized = isinstance(k_cache, QuantizedCache)
+    if quantized:  # codes as the cache; scales (N, bs, Hkv, 1), the kv head's stride 1
+        ks, vs = k_cache.scale, v_cache.scale
+        k_cache, v_cache = k_cache.data, v_cache.data
+    else:  # never read: any pointer, no strides
+        ks, vs = k_cache, v_cache
     batch, num_heads, head_dim = q.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
     dv = v_cache.shape[-1]
@@ -92,9 +109,10 @@ def gqa_decode_triton(
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_tables.stride(0),
         num_heads, num_splits, config.min_pages_per_split,
+        ks, vs, *((ks.stride(0), ks.stride(1), vs.stride(0), vs.stride(1)) if quantized else (0, 0, 0, 0)),
         GROUP=group, BLOCK_G=max(16, triton.next_power_of_2(group)), D=head_dim,
         BLOCK_D=triton.next_power_of_2(head_dim), DV=dv, BLOCK_DV=triton.next_power_of_2(dv),
         BLOCK_SIZE=block_size, PAGES_PER_TILE=config.tile_pages(block_size),
-        PRECISION=dot_precision(q.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
+        PRECISION=dot_precision(q.dtype), KV_8BIT=quantized, num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return combine_splits(m, l, acc, out, config.combine_block_dv)

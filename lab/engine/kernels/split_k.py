@@ -130,6 +130,20 @@ def online_softmax_update(s, t_mask, m_i, l_i, acc, v, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def online_softmax_update_scaled(s, t_mask, m_i, l_i, acc, v, v_scale, PRECISION: tl.constexpr):
+    """`online_softmax_update` for 8-bit values: v (BLOCK_T, DV) holds codes (already in the query's dtype),
+    v_scale (BLOCK_T,) each key's scale. The scale is folded into the softmax weights before the product,
+    sum_t p_t (v_t s_t) = sum_t (p_t s_t) v_t: one multiply per key, not per value element."""
+    s = tl.where(t_mask[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp(m_i - m_new)
+    p = tl.exp(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot((p * v_scale[None, :]).to(v.dtype), v, input_precision=PRECISION)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def store_partial(m_ptr, l_ptr, acc_ptr, part, row_mask, offs_dv, dv_mask, m_i, l_i, acc, has_keys, DV: tl.constexpr):
     """Write one split's (m, l, acc) rows; acc only when the split saw keys (the combine skips the rest)."""
     tl.store(m_ptr + part, m_i, mask=row_mask)

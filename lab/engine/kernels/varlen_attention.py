@@ -22,6 +22,9 @@ Design (vLLM's "unified attention" / context_attention_fwd pattern):
   online softmax in float32 (exp2, the scale folded with log2 e).
 Decode rows take a whole tile for one query (BLOCK_M rows, GROUP of them useful); that wastes
 tensor-core work, not memory traffic, which is what a decode row costs.
+8-bit caches (`kv_quant.QuantizedCache`, KV_8BIT): K/V codes are loaded as such, converted to q's dtype
+(exact), and each key's K scale multiplies its score column, its V scale its softmax weight, as in the
+split-K decode kernels.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import triton
 import triton.language as tl
 
 from lab.engine.kernels.split_k import dot_precision
+from lab.engine.kv_quant import QuantizedCache
 
 LOG2_E = 1.4426950408889634
 MAX_BLOCK_M = 64  # rows per program for prefill tiles: 64 x 128 float32 accumulator fits 4 warps' registers
@@ -56,9 +60,10 @@ def _varlen_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, table_ptr, seq_lens_ptr, qsl_ptr, scale_log2,
     stride_qt, stride_qh, stride_ot, stride_oh,
     stride_kn, stride_kt, stride_kh, stride_vn, stride_vt, stride_vh, stride_tb, num_seqs,
+    ks_ptr, vs_ptr, stride_ksn, stride_kst, stride_vsn, stride_vst,  # (N, bs, Hkv, 1) scales when KV_8BIT
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
     D: tl.constexpr, BLOCK_D: tl.constexpr, DV: tl.constexpr, BLOCK_DV: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, PRECISION: tl.constexpr, KV_8BIT: tl.constexpr,
 ):
     tile = tl.num_programs(0) - 1 - tl.program_id(0)  # last tiles first: a chunk's last tiles see the most keys
     kvh = tl.program_id(1)
@@ -96,7 +101,11 @@ def _varlen_kernel(
         k_off = block_id * stride_kn + in_block * stride_kt + kvh * stride_kh
         k = tl.load(k_ptr + k_off[None, :] + offs_d[:, None],
                     mask=n_mask[None, :] & d_mask[:, None], other=0.0)  # (BLOCK_D, BLOCK_N)
-        s = tl.dot(q, k, input_precision=PRECISION) * scale_log2  # (BLOCK_M, BLOCK_N), log2 units
+        if KV_8BIT:  # codes in q's dtype (exact); the key's scale multiplies its score column
+            k_scale = tl.load(ks_ptr + block_id * stride_ksn + in_block * stride_kst + kvh, mask=n_mask, other=0.0)
+            s = tl.dot(q, k.to(q.dtype), input_precision=PRECISION) * (k_scale[None, :] * scale_log2)
+        else:
+            s = tl.dot(q, k, input_precision=PRECISION) * scale_log2  # (BLOCK_M, BLOCK_N), log2 units
         # every row sees key 0 in the first tile, so m_i is finite from then on: no NaN from -inf - -inf
         s = tl.where((pos[None, :] <= q_pos[:, None]) & n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -106,7 +115,12 @@ def _varlen_kernel(
         v_off = block_id * stride_vn + in_block * stride_vt + kvh * stride_vh
         v = tl.load(v_ptr + v_off[:, None] + offs_dv[None, :],
                     mask=n_mask[:, None] & dv_mask[None, :], other=0.0)  # (BLOCK_N, BLOCK_DV)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        if KV_8BIT:  # the value's scale multiplies its softmax weight
+            v_scale = tl.load(vs_ptr + block_id * stride_vsn + in_block * stride_vst + kvh, mask=n_mask, other=0.0)
+            acc = acc * alpha[:, None] + tl.dot((p * v_scale[None, :]).to(q.dtype), v.to(q.dtype),
+                                                input_precision=PRECISION)
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
         m_i = m_new
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]  # a row with no keys (seq len 0 padding) gives zeros
     tl.store(out_ptr + rows[:, None] * stride_ot + heads[:, None] * stride_oh + offs_dv[None, :],
@@ -120,9 +134,15 @@ def choose_block_m(group: int, max_query_len: int) -> int:
 
 
 def gqa_varlen_triton(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-    seq_lens: torch.Tensor, query_start_loc: torch.Tensor, scale: float, max_query_len: int,
+    q: torch.Tensor, k_cache: torch.Tensor | QuantizedCache, v_cache: torch.Tensor | QuantizedCache,
+    block_tables: torch.Tensor, seq_lens: torch.Tensor, query_start_loc: torch.Tensor, scale: float, max_query_len: int,
 ) -> torch.Tensor:
+    quantized = isinstance(k_cache, QuantizedCache)
+    if quantized:  # codes as the cache; scales (N, bs, Hkv, 1), the kv head's stride 1
+        ks, vs = k_cache.scale, v_cache.scale
+        k_cache, v_cache = k_cache.data, v_cache.data
+    else:  # never read: any pointer, no strides
+        ks, vs = k_cache, v_cache
     num_tokens, num_heads, head_dim = q.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
     dv = v_cache.shape[-1]
@@ -144,8 +164,9 @@ def gqa_varlen_triton(
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_tables.stride(0), num_seqs,
+        ks, vs, *((ks.stride(0), ks.stride(1), vs.stride(0), vs.stride(1)) if quantized else (0, 0, 0, 0)),
         GROUP=group, BLOCK_M=block_m, BLOCK_Q=block_q, BLOCK_N=block_n,
         D=head_dim, BLOCK_D=block_d, DV=dv, BLOCK_DV=max(16, triton.next_power_of_2(dv)),
-        BLOCK_SIZE=block_size, PRECISION=dot_precision(q.dtype), num_warps=4,
+        BLOCK_SIZE=block_size, PRECISION=dot_precision(q.dtype), KV_8BIT=quantized, num_warps=4,
     )
     return out

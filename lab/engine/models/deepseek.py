@@ -42,7 +42,9 @@ class DeepseekForCausalLM(CausalLM):
     @classmethod
     def kv_cache_spec_from_config(cls, config: ModelConfig, dtype: torch.dtype) -> KVCacheSpec:
         latent = (config.kv_lora_rank + config.qk_rope_head_dim,)
-        return KVCacheSpec(num_layers=config.num_hidden_layers, per_token_shapes=(latent,), dtype=dtype)
+        groups = ((config.kv_lora_rank, config.qk_rope_head_dim),)  # an 8-bit cache scales c_kv and k_pe apart
+        return KVCacheSpec(num_layers=config.num_hidden_layers, per_token_shapes=(latent,), dtype=dtype,
+                           scale_groups=groups)
 
     def is_ignorable_weight(self, name: str) -> bool:
         match = _LAYER_INDEX.match(name)

@@ -6,7 +6,9 @@ or `...experts.7.up_proj.weight -> (...experts.w13, (7, slice(I, 2I)))`. `load_i
 (name, tensor) pairs, copies each into its slot (casting to the parameter's dtype) and, after the
 last one, raises ValueError listing every missing tensor, every shape mismatch (both shapes) and
 every unexpected tensor that `ignorable` does not excuse. `collect_targets` builds the map from
-modules that declare `weight_targets(prefix)`; all other parameters keep their HF names.
+modules that declare `weight_targets(prefix)`; all other parameters keep their HF names. A Linear stored
+in 8 bits (`models/quant_linear.py`: it has `scale_name`) gets one more target per weight target: the
+checkpoint name of the scale (`X.weight_scale_inv`) -> (its scale parameter, `scale_index(index)`).
 """
 from __future__ import annotations
 
@@ -72,4 +74,19 @@ def collect_targets(model: nn.Module) -> Targets:
     for name, _ in model.named_parameters():
         if name not in covered:
             targets[name] = (name, ())
-    return targets
+    return _with_scale_targets(model, targets)
+
+
+def _with_scale_targets(model: nn.Module, targets: Targets) -> Targets:
+    """Each 8-bit weight's scale follows its weight, part by part (fused parameters included)."""
+    quantized = {f"{prefix}.weight": (f"{prefix}.{mod.scale_name}", mod)
+                 for prefix, mod in model.named_modules() if hasattr(mod, "scale_name")}
+    if not quantized:
+        return targets
+    scales = {scale for scale, _ in quantized.values()}
+    out = {hf: t for hf, t in targets.items() if t[0] not in scales}  # scales never load under their own name
+    for hf, (param, index) in targets.items():
+        if param in quantized:
+            scale, mod = quantized[param]
+            out[hf + mod.scale_suffix] = (scale, mod.scale_index(index))
+    return out
