@@ -13,7 +13,7 @@ Targets are pids, ports and URLs passed in (`lab up`'s state file lists them). M
 - `load_faults`: a tier overloaded 5x, a flash-sale burst, and the drill load itself, for a duration.
 - `hostile_load`: floods to shrug off: wrong keys, poison requests from one key, 1,000 idle/slowloris sockets.
 - `loadgen` (`DrillLoad`: background load, own thread and loop), `drill_client` (one request and how it
-  ended: success, error, timeout, connection_error or lost), `drill_report` (`DrillResult`: success rate
+  ended: success, error, timeout, connection_error, cut or lost), `drill_report` (`DrillResult`: success rate
   per tier, VIP TTFT P99, time to detect and recover from the client's view).
 - `probes`: the gateway's /metrics and /admin/replicas (healthy or ejected, success rate, TTFT P99).
 - `steady_state`: the hypothesis (success rate >= X, VIP TTFT P99 <= Y, nothing lost) and its tolerance.

@@ -11,9 +11,13 @@ choice (a non-streamed reply: its whole body), `ended_at_s` when the exchange en
   an SSE error event ("sse:<code or type>"), or a JSON body with `error`;
 - `timeout`: the client's own deadline (`timeout_s`, whole exchange) or one of httpx's timeouts;
 - `connection_error`: the transport failed before any response (refused, reset, closed early);
-- `lost`: a 200 that ended with neither an answer nor an error: a stream cut or closed before its end
-  marker, or one that ended without any choice. A lost request fails the drill: the service owed the
-  client an explicit error.
+- `cut`: a 200 whose stream the transport broke before its end marker (reset, or closed inside a chunk): the
+  client knows the answer failed, but no process of the service said why. While the gateway lives it owes an
+  SSE error instead, so a drill whose fault spares the gateway fails on a cut; when the fault kills the gateway
+  itself, the streams it carried can only be cut, and the drill counts them;
+- `lost`: a 200 that ended with neither an answer nor an error: a stream closed cleanly before its end
+  marker, or one that ended without any choice: a client could take it for a whole answer. A lost request
+  fails every drill.
 `error_type` also names the exception for timeouts, connection errors and lost streams.
 Why not `lab.bench.client.send_completion`: a benchmark counts a stream cut after some tokens as a
 success and records times relative to its run; a drill must tell a cut stream apart and line times up
@@ -29,7 +33,7 @@ from dataclasses import asdict, dataclass
 
 import httpx
 
-OUTCOMES = ("success", "error", "timeout", "connection_error", "lost")
+OUTCOMES = ("success", "error", "timeout", "connection_error", "cut", "lost")
 DETAIL_CHARS = 300
 ERROR_BODY_BYTES = 64 * 1024
 
@@ -151,4 +155,4 @@ async def send_drill_request(http: httpx.AsyncClient, url: str, body: dict, *, t
             return row("connection_error", type(error).__name__, str(error))
         if progress.choices and progress.finished:
             return row("success")
-        return row("lost", type(error).__name__, str(error))
+        return row("cut", type(error).__name__, str(error))

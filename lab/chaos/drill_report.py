@@ -1,8 +1,9 @@
 """What a drill's load saw: counts by outcome, success rate per tier, TTFT P99, and the fault's cost.
 
 Contract: `DrillResult(rows, started, stopped, skipped, params, tiers)` holds every `DrillRequest` of a
-`DrillLoad`. `lost` counts requests with neither an answer nor an explicit error; `passed` is
-`lost == 0` (a lost request fails the drill, whatever else held). `success_rate(tier)` is successes over
+`DrillLoad`. `lost` counts requests with neither an answer nor an explicit error, `cut` the 200 streams the
+transport broke; `passed` is the ledger alone: `lost == 0 and cut == 0` (a drill whose fault kills the
+gateway forgives the cuts: `lab.studies.chaos.metrics`). `success_rate(tier)` is successes over
 requests sent (NaN when none was sent); `ttft_p99_s(tier)` uses the successful requests only
 (`lab.bench.metrics.LatencyStats`: numpy's linear interpolation). `client_view(fault_start_s,
 fault_end_s)` answers, from the client's side and on the `time.monotonic()` clock of the fault records:
@@ -65,8 +66,12 @@ class DrillResult:
         return self.counts()["lost"]
 
     @property
+    def cut(self) -> int:
+        return self.counts()["cut"]
+
+    @property
     def passed(self) -> bool:
-        return self.lost == 0
+        return self.lost == 0 and self.cut == 0
 
     def success_rate(self, tier: str | None = None) -> float:
         rows = self.of(tier)

@@ -32,7 +32,7 @@ def send(url: str, timeout_s: float = 2.0) -> DrillRequest:
     ("ok-json", "success", None),
     ("http-503", "error", "http_503:no_replica"),
     ("sse-error", "error", "sse:upstream_broke"),
-    ("cut", "lost", "RemoteProtocolError"),
+    ("cut", "cut", "RemoteProtocolError"),  # the transport broke a 200 stream: explicit to the client, not silent
     ("early-eof", "lost", "stream_ended_early"),
     ("empty", "lost", "empty_stream"),
     ("close", "connection_error", "RemoteProtocolError"),

@@ -71,7 +71,7 @@ def test_a_replica_kill_lines_up_client_gateway_supervisor_and_alerts() -> None:
     kill = journal(("kill the replica", {"at_monotonic_s": 100.0, "backend": "signal"}, "succeeded"))
     report = drill_report(inputs(KILL, kill))
     assert (report.fault_start_s, report.fault_duration_s, report.backend) == (100.0, None, "signal")
-    assert report.counts == {"sent": 8, "success": 5, "error": 2, "timeout": 0, "connection_error": 0, "lost": 1}
+    assert report.counts == {"sent": 8, "success": 5, "error": 2, "timeout": 0, "connection_error": 0, "cut": 0, "lost": 1}
     assert report.success_pct == pytest.approx(62.5) and report.tier_success_pct == {"vip": 75.0, "batch": 50.0}
     # VIP successes' TTFTs 0.2, 0.3, 0.1 s: P99 = 0.2 + 0.98 * (0.3 - 0.2) by linear interpolation
     assert report.vip_ttft_p99_ms == pytest.approx(298.0)
@@ -108,6 +108,16 @@ def test_a_partition_recovers_from_its_heal_and_a_failed_activity_fails_the_dril
     assert report.passed is False
 
 
+def test_a_partial_fault_that_lets_probes_through_recovers_under_the_fault() -> None:
+    reset = Drill("network-reset", Path("r.yaml"), {}, "replica", "reset", "heal", False, False, None)
+    # resets from 100.0 to 125.0: the gateway ejected at 100.7 and re-admitted at 118.5, before the heal
+    partial = journal(("reset", {"at_monotonic_s": 100.0, "backend": "proxy"}, "succeeded"),
+                      ("heal", {"at_monotonic_s": 125.0, "backend": "proxy"}, "succeeded"))
+    report = drill_report(inputs(reset, partial, ledger=None))
+    assert report.time_to_readmit_s == pytest.approx(-6.5)  # 118.5 - 125.0: re-admitted while resets still came
+    assert report.time_to_recover_s == 0.0  # it had recovered when the fault ended, not "-6.5 s"
+
+
 def test_a_load_fault_is_its_own_window_and_a_flash_sale_its_burst() -> None:
     load = Drill("flash-sale", Path("f.yaml"), {}, "load", "flash sale", "flash sale", False, False, None)
     burst = {"started_monotonic_s": 50.0, "stopped_monotonic_s": 80.0, "burst_start_s": 8.0, "burst_end_s": 18.0}
@@ -129,3 +139,15 @@ def test_the_ledger_file_round_trips_and_the_drill_rules_windows_are_read(tmp_pa
     assert ledger_from_file(tmp_path / "absent.json") is None
     windows = rule_windows_s()
     assert windows["ModelUnhealthy"] == 5.0 and windows["HighErrorRate"] == 15.0 and windows["AutomaticRollback"] == 0.0
+
+
+def test_streams_cut_by_the_gateway_s_own_death_are_counted_not_failed() -> None:
+    cut_ledger = DrillResult(rows=LEDGER.rows[:7] + (row(7, "batch", 100.1, "cut", error="RemoteProtocolError"),),
+                             started=LEDGER.started, stopped=LEDGER.stopped, tiers=LEDGER.tiers)
+    kill = journal(("kill", {"at_monotonic_s": 100.0, "backend": "signal"}, "succeeded"))
+    gateway = Drill("kill-gateway", Path("g.yaml"), {}, "gateway", "kill", None, False, True, None)
+    report = drill_report(inputs(gateway, kill, cut_ledger))
+    assert (report.cut, report.lost, report.passed) == (1, 0, True)  # nothing alive could have sent an SSE error
+    assert report.metrics()["kill_gateway_cut_streams"] == 1.0
+    spared = drill_report(inputs(KILL, kill, cut_ledger))
+    assert spared.passed is False  # the gateway lived: it owed the client an explicit error

@@ -1,24 +1,26 @@
 """One drill's numbers: the client's ledger, the gateway's view, the supervisor's events and the alerts, lined up.
 
 Contract: `drill_report(inputs)` is a pure function of `DrillInputs` (journal, client ledger, `WatchLog`,
-state.json events, clocks) and returns a `DrillReport`. Every time is seconds from the fault's start on
-the `time.monotonic()` clock (state.json's wall-clock events are moved onto it with
-`wall_minus_monotonic_s`); None when it did not happen (or does not apply). For the target replica:
+state.json events, clocks) and returns a `DrillReport`. Every time is seconds from the fault's start
+(re-admit and recover: from its end) on the `time.monotonic()` clock (state.json's wall-clock events are moved
+onto it with `wall_minus_monotonic_s`); None when it did not happen (or does not apply). For the target replica:
 - time to detect: the first sign the gateway saw trouble: a watch sample with a failed probe, failed
   requests in a row, or the replica out of service, or its `ejected` event, whichever is first;
 - time to eject: the gateway's `ejected` event (else the first sample out of service);
 - time to ready: the supervisor's next `ready` of the target (a restarted process serving again);
-- time to re-admit: the gateway's `readmitted` event after the ejection (else the first healthy sample);
+- time to re-admit: the gateway's `readmitted` event after the ejection (else the first healthy sample),
+  counted like recovery from the fault's end: negative when the gateway re-admitted the replica while a
+  partial fault still held (a reset or loss that let some probes through);
 - time to recover: from the fault's end (its start for an instantaneous fault) to the last of ready and
-  re-admitted that apply; for a fault with neither (latency, loss, load) the client's own time to recover
+  re-admitted that apply, 0 when both came before the fault's end (it had recovered under the fault); for a fault with neither (latency, loss, load) the client's own time to recover
   (`DrillResult.client_view`: the last bad request sent after the end).
 The gateway as target: detect = the supervisor's `exited`, ready = its next `ready`. Alerts: each alert
 that became active at or after the fault's start (`activeAt`), when it was first seen pending and
 firing; `on_time` compares firing with its `for:` window plus `alert_slack_s` (scrape, evaluation and
 poll intervals), counted from the condition's start (the ejection for the drill's expected alert, else
-when Prometheus saw it start: its `activeAt`). `passed`: nothing lost, the experiment completed, its
-hypothesis held before and after, and no activity of its method failed (e.g. "the gateway ejects it"
-within its timeout). `metrics()` flattens it for a record (`<drill>_<name>`; Nones left out).
+when Prometheus saw it start: its `activeAt`). `passed`: nothing lost, no stream cut unless the fault killed
+the gateway, the experiment completed, its hypothesis held before and after, and no activity of its method
+failed (e.g. "the gateway ejects it" within its timeout). `metrics()` flattens it for a record (`<drill>_<name>`; Nones left out).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class DrillReport:
     verdict: Verdict
     fault_start_s: float | None  # monotonic
     fault_duration_s: float | None
-    counts: dict[str, int]  # sent, success, error, timeout, connection_error, lost
+    counts: dict[str, int]  # sent, success, error, timeout, connection_error, cut, lost
     success_pct: float
     tier_success_pct: dict[str, float]
     vip_ttft_p99_ms: float | None
@@ -90,15 +92,20 @@ class DrillReport:
     ejections: int = 0  # the gateway's `ejected` events, any replica, from the fault's start on
     bad_reload: bool = False  # the drill's file says: a corrupt hot reload, to be refused
     fault_output: dict = field(default_factory=dict)  # what the fault action returned (a reload's versions)
+    cuts_expected: bool = False  # the fault kills the gateway: the streams it carried can only be cut
 
     @property
     def lost(self) -> int:
         return self.counts.get("lost", 0)
 
     @property
+    def cut(self) -> int:
+        return self.counts.get("cut", 0)
+
+    @property
     def passed(self) -> bool:
-        return self.lost == 0 and self.verdict.completed and bool(self.verdict.steady_before) \
-            and bool(self.verdict.steady_after) and not self.verdict.failed_activities
+        return self.lost == 0 and (self.cut == 0 or self.cuts_expected) and self.verdict.completed \
+            and bool(self.verdict.steady_before) and bool(self.verdict.steady_after) and not self.verdict.failed_activities
 
     @property
     def ejected_within_probe_intervals(self) -> float | None:
@@ -113,7 +120,8 @@ class DrillReport:
             "passed": float(self.passed), "completed": float(self.verdict.completed),
             "sent": self.counts.get("sent", 0), "succeeded": self.counts.get("success", 0), "lost": self.lost,
             "errors": self.counts.get("error", 0), "timeouts": self.counts.get("timeout", 0),
-            "connection_errors": self.counts.get("connection_error", 0), "success_pct": self.success_pct,
+            "connection_errors": self.counts.get("connection_error", 0), "cut_streams": self.cut,
+            "success_pct": self.success_pct,
             **{f"{tier}_success_pct": pct for tier, pct in self.tier_success_pct.items()},
             "vip_ttft_p99_ms": self.vip_ttft_p99_ms, "time_to_detect_s": self.time_to_detect_s,
             "time_to_eject_s": self.time_to_eject_s, "time_to_ready_s": self.time_to_ready_s,
@@ -185,7 +193,7 @@ def drill_report(inputs: DrillInputs) -> DrillReport:
     applicable = [t for t in (ready, readmit if eject is not None else None) if t is not None]
     ledger = inputs.ledger
     view = ledger.client_view(start, reference) if ledger is not None and start is not None else None
-    recover = (max(applicable) - reference) if applicable and reference is not None else None
+    recover = max(max(applicable) - reference, 0.0) if applicable and reference is not None else None
     if recover is None and not drill.expect_restart and not drill.expect_ejection and view is not None:
         recover = view.time_to_recover_s
     counts = {"sent": len(ledger.rows), **ledger.counts()} if ledger is not None else {"sent": 0}
@@ -214,4 +222,4 @@ def drill_report(inputs: DrillInputs) -> DrillReport:
         _alerts(inputs, start, eject) if start is not None else (), drill.expect_alert, drill.expect_ejection,
         ledger.error_types() if ledger is not None else {}, ledger.rows if ledger is not None else (),
         drill.hostile, before, during, ejections, drill.bad_reload,
-        outputs[0] if outputs and isinstance(outputs[0], dict) else {})
+        outputs[0] if outputs and isinstance(outputs[0], dict) else {}, drill.target == "gateway")

@@ -2,7 +2,7 @@
 
 Contract: `plot_outcomes(study)` draws one panel per drill: every request of the drill load at the time
 it was sent (seconds from the fault's start) against how long it took, coloured by outcome (success,
-error, timeout, connection_error, lost) and shaped by tier, with the fault's window shaded (a line for
+error, timeout, connection_error, cut, lost) and shaped by tier, with the fault's window shaded (a line for
 an instantaneous fault). `plot_timeline(study)` draws one row per drill with the fault, the gateway's
 detection, ejection and re-admission, the replica ready again, and each alert pending and firing, on the
 same axis. `drill_table(study)` is one dict of headline numbers per drill (for a notebook's display).
@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 COLOURS = {"success": "tab:green", "error": "tab:orange", "timeout": "tab:purple", "connection_error": "tab:brown",
-           "lost": "tab:red"}
+           "cut": "tab:pink", "lost": "tab:red"}
 MARKERS = {"vip": "o", "batch": "s"}
 
 

@@ -2,7 +2,8 @@
 
 Contract: `target_rows(study)` returns `TargetRow`s (drill, target, measured, met) for what applies to
 each drill that ran:
-- every drill: 0 lost requests;
+- every drill: 0 lost requests; every drill whose fault spares the gateway: 0 cut streams (the gateway owed
+  an SSE error; `lab.chaos.drill_client`);
 - a replica kill: >= 99 % of requests succeed and 100 % of VIP (2 replicas: those not yet streaming are
   retried on the other);
 - a drill that expects an ejection (hang, partition, engine-core or replica kill): ejected within 3 probe
@@ -44,6 +45,9 @@ def target_rows(study) -> list[TargetRow]:
     interval = study.config.probe_interval_s
     for r in study.reports:
         rows.append(TargetRow(r.drill, "nothing_lost", "0 lost", f"{r.lost} lost", r.lost == 0))
+        if not r.cuts_expected:
+            rows.append(TargetRow(r.drill, "nothing_cut", "0 streams cut (an SSE error instead)", f"{r.cut} cut",
+                                  r.cut == 0))
         if r.drill == "kill-replica":
             vip = r.tier_success_pct.get("vip")
             rows.append(TargetRow(r.drill, "success", f">= {KILL_SUCCESS_PCT:g} % succeed", f"{r.success_pct:.1f} %",
