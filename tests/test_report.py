@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
 from lab.cli import main
@@ -231,3 +232,21 @@ def test_committed_records_name_their_device_and_carry_their_plots() -> None:
         if loaded.profile == "gpu":  # CPU-only studies (the fleet simulator) may be committed from a CPU
             assert not loaded.device.startswith("cpu"), f"{file}: a gpu-profile record names its GPU"
         assert all(p.is_file() for p in loaded.artifact_paths(file.parent)), f"{file}: artifacts committed beside it"
+
+
+def test_parts_of_a_study_and_other_cards_each_show_the_latest_of_their_own() -> None:
+    from lab.report.build import latest_per_profile
+    from lab.report.scale import Scale
+    from lab.report.sources import Measurement
+
+    def m(when: str, hardware: str, drills: list[str], run: str) -> Measurement:
+        return Measurement("09_chaos_drills", "09_chaos_drills", "gpu", Scale.FULL, "cuda", hardware, "c",
+                           datetime.fromisoformat(when), {}, {"DRILLS": drills, "run_dir": run}, run, run)
+
+    shown = latest_per_profile([
+        m("2026-12-07T10:00:00+00:00", "1x H100", ["kill-replica"], "a"),
+        m("2026-12-07T11:00:00+00:00", "1x H100", ["kill-replica"], "b"),  # the same part again: replaces a
+        m("2026-12-07T12:00:00+00:00", "1x H100", ["flood-poison"], "c"),  # another part: shown beside it
+        m("2026-12-07T09:00:00+00:00", "1x H200", ["kill-replica"], "d"),  # another card: shown too
+    ])["09_chaos_drills"]
+    assert [x.source for x in shown] == ["c", "b", "d"]  # newest first; lower-case params (paths) never split

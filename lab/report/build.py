@@ -10,8 +10,10 @@ are downloaded into `<out_dir>/assets/<run id>/`.
   CPU, then newest; judged by the claim's rule. Without one the row reads "not measured" and names the
   notebook (and says when only smoke runs exist). A record present in both sources counts once, as the
   committed file.
-- Notebooks: the latest full-scale measurement of each notebook per profile, with all its metrics, plots
-  and links; smoke and ad hoc runs likewise, in a section of their own.
+- Notebooks: the latest full-scale measurement of each notebook per profile, hardware and set of notebook
+  parameters (UPPER_CASE keys: a study run in parts, e.g. drills split over bounded device calls, or the same
+  profile on two cards, shows every part), with all its metrics, plots and links; smoke and ad hoc runs
+  likewise, in a section of their own.
 - Nothing depends on the clock or the machine: the report states the newest record's time, so the same
   records give byte-identical files (the committed `reports/index.*` are rebuilt by
   `lab report --committed`).
@@ -19,6 +21,7 @@ are downloaded into `<out_dir>/assets/<run id>/`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterable
@@ -119,14 +122,19 @@ def claim_row(claim: Claim, measurements: list[Measurement], out_dir: Path) -> C
     return ClaimRow(claim, measured, judgement, best.hardware, source_links(best, out_dir, with_code_diff=False))
 
 
+def _parameters_key(params) -> str:
+    """The notebook's own parameters (UPPER_CASE), as one comparable string: what was run, not where it ran."""
+    return json.dumps({k: v for k, v in params.items() if k.isupper()}, sort_keys=True, default=str)
+
+
 def latest_per_profile(measurements: list[Measurement]) -> dict[str, list[Measurement]]:
-    latest: dict[tuple[str, str], Measurement] = {}
+    latest: dict[tuple[str, str, str, str], Measurement] = {}
     for m in measurements:
-        key = (m.notebook, m.profile or "")
+        key = (m.notebook, m.profile or "", m.hardware, _parameters_key(m.params))
         if key not in latest or m.created_at > latest[key].created_at:
             latest[key] = m
     by_notebook: dict[str, list[Measurement]] = {}
-    for (notebook, _), m in sorted(latest.items()):
+    for (notebook, *_), m in sorted(latest.items(), key=lambda item: item[0]):
         by_notebook.setdefault(notebook, []).append(m)
     for shown in by_notebook.values():
         shown.sort(key=lambda m: m.created_at, reverse=True)
