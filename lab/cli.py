@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lab.gateway.cli",  # lab gateway: the QoS gateway in front of OpenAI-compatible replicas
     "lab.notebooks_cli",  # lab notebooks: JupyterLab on notebooks/ at 127.0.0.1 (--allow-root as root)
     "lab.service.cli",  # lab up / lab down: replicas, gateway and Prometheus from one YAML, supervised
+    "lab.gpu.mig_cli",  # lab mig show|plan: MIG inventory (read-only) and the nvidia-smi lines for a layout
     # Later issues register here, each from its own module (e.g. "lab.up" -> lab up).
 )
 # (product command, study module whose `register(command_subparsers)` adds a subcommand under it)
