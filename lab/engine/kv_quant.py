@@ -10,6 +10,8 @@ Contract:
   dequantize_rows(data, scale, groups, dtype) -> (..., W) in `dtype`: data * scale, part by part
   write_rows(cache, slot_mapping, values)  quantize `values` (T, *lead, W) into the flat rows `slot_mapping`
   read_blocks(cache, block_ids) -> cache[block_ids], dequantized to the model dtype for a QuantizedCache
+  kernel_operands(k_cache, v_cache) -> (k, v, k_scale, v_scale, quantized): what a Triton reader takes: the codes
+      and scales of an 8-bit pair, or the plain tensors twice over (the scale pointers are then never read)
 The Triton write kernels (`kernels/kv_write.py`, `rope_kv_write.py`, `mla_latent_write.py`) compute the
 same scales and codes (`kernels/kv_quant.py`); the readers dequantize in registers.
 
@@ -103,6 +105,12 @@ def write_rows(cache: QuantizedCache, slot_mapping: torch.Tensor, values: torch.
     # as bytes: CPU index_copy_ and indexing have no float8 kernels; moving codes needs none
     cache.data.view(torch.uint8).view(-1, *cache.data.shape[2:]).index_copy_(0, slot_mapping, data.view(torch.uint8))
     cache.scale.view(-1, *cache.scale.shape[2:]).index_copy_(0, slot_mapping, scale)
+
+
+def kernel_operands(k_cache, v_cache):
+    if isinstance(k_cache, QuantizedCache):
+        return k_cache.data, v_cache.data, k_cache.scale, v_cache.scale, True
+    return k_cache, v_cache, k_cache, v_cache, False
 
 
 def read_blocks(cache: torch.Tensor | QuantizedCache, block_ids: torch.Tensor) -> torch.Tensor:

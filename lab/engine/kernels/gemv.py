@@ -173,18 +173,33 @@ def _reduce_kernel(part_ptr, b_ptr, y_ptr, M, N, stride_ym,
     tl.store(y_ptr + m * stride_ym + offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def gemv(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    out_dtype: torch.dtype | None = None,
-    config: GemvConfig | None = None,
-) -> torch.Tensor:
-    """x (M, K) with M <= MAX_M, weight (N, K) contiguous -> (M, N) in out_dtype (default x.dtype)."""
-    m, k = x.shape
-    n = weight.shape[0]
-    if m > MAX_M or weight.shape[1] != k:
-        raise ValueError(f"gemv takes x (M <= {MAX_M}, K) and W (N, K); got {tuple(x.shape)}, {tuple(weight.shape)}")
+def plan_split_k(k: int, cfg: GemvConfig) -> tuple[int, int]:
+    """(splits, K per split) for `cfg`: at most cfg.split_k splits of whole K blocks, and none left empty."""
+    k_blocks = triton.cdiv(k, cfg.block_k)
+    split_k = max(1, min(cfg.split_k, k_blocks))
+    k_per_split = triton.cdiv(k_blocks, split_k) * cfg.block_k
+    return triton.cdiv(k, k_per_split), k_per_split
+
+
+@dataclass(frozen=True)
+class GemvLaunch:
+    """What `gemv` and `int8_gemv` launch with: operands made contiguous, the output, the config and its split."""
+
+    x: torch.Tensor
+    weight: torch.Tensor
+    y: torch.Tensor
+    part: torch.Tensor  # (SPLIT_K, M, N) float32 partials, or y when there is one split
+    cfg: GemvConfig
+    split_k: int
+    k_per_split: int
+    use_dot: bool  # M >= 2: tl.dot over a 16-row tile; M == 1: a reduction
+
+
+def prepare_launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_dtype: torch.dtype | None,
+                   config: GemvConfig | None) -> GemvLaunch | torch.Tensor:
+    """The launch of an (M, K) x (N, K)^T GEMV, or its finished output when there is nothing to launch (an empty
+    M, N or K: the output, or the bias broadcast)."""
+    (m, k), n = x.shape, weight.shape[0]
     if x.stride(-1) != 1:
         x = x.contiguous()
     if weight.stride(-1) != 1 or weight.stride(0) != k:
@@ -198,27 +213,47 @@ def gemv(
     use_dot = m > 1
     if use_dot and cfg.block_n < 16:
         raise ValueError(f"M >= 2 uses tl.dot, which needs block_n >= 16; got {cfg}")
-    k_blocks = triton.cdiv(k, cfg.block_k)
-    split_k = max(1, min(cfg.split_k, k_blocks))
-    k_per_split = triton.cdiv(k_blocks, split_k) * cfg.block_k
-    split_k = triton.cdiv(k, k_per_split)  # no empty splits
-    even_k = k_per_split * split_k == k
+    split_k, k_per_split = plan_split_k(k, cfg)
     part = torch.empty(split_k, m, n, dtype=torch.float32, device=x.device) if split_k > 1 else y
-    b = bias if bias is not None else y  # a dummy pointer when HAS_BIAS is off
-    grid = (triton.cdiv(n, cfg.block_n), split_k)
-    _gemv_kernel[grid](
-        x, weight, b, y, part, x, x, x, 0.0, m, n, k, x.stride(0), weight.stride(0), y.stride(0),
-        K_PER_SPLIT=k_per_split, BLOCK_M=16 if use_dot else 1, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-        SPLIT_K=split_k,
-        USE_DOT=use_dot, EVEN_K=even_k, HAS_BIAS=bias is not None and split_k == 1,
-        IEEE=weight.dtype == torch.float32, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
-    if split_k > 1:
-        block = 1024
+    return GemvLaunch(x, weight, y, part, cfg, split_k, k_per_split, use_dot)
+
+
+def reduce_splits(launch: GemvLaunch, bias: torch.Tensor | None) -> torch.Tensor:
+    """Sum the split-K partials into the output (adding the bias there); the output as is for one split."""
+    if launch.split_k > 1:
+        (m, n), block = launch.y.shape, 1024
         _reduce_kernel[(m, triton.cdiv(n, block))](
-            part, b, y, m, n, y.stride(0), SPLIT_K=split_k, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4,
+            launch.part, bias if bias is not None else launch.y, launch.y, m, n, launch.y.stride(0),
+            SPLIT_K=launch.split_k, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4,
         )
-    return y
+    return launch.y
+
+
+def gemv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+    config: GemvConfig | None = None,
+) -> torch.Tensor:
+    """x (M, K) with M <= MAX_M, weight (N, K) contiguous -> (M, N) in out_dtype (default x.dtype)."""
+    m, k = x.shape
+    n = weight.shape[0]
+    if m > MAX_M or weight.shape[1] != k:
+        raise ValueError(f"gemv takes x (M <= {MAX_M}, K) and W (N, K); got {tuple(x.shape)}, {tuple(weight.shape)}")
+    launch = prepare_launch(x, weight, bias, out_dtype, config)
+    if isinstance(launch, torch.Tensor):
+        return launch
+    x, weight, y, cfg, split_k = launch.x, launch.weight, launch.y, launch.cfg, launch.split_k
+    b = bias if bias is not None else y  # a dummy pointer when HAS_BIAS is off
+    _gemv_kernel[(triton.cdiv(n, cfg.block_n), split_k)](
+        x, weight, b, y, launch.part, x, x, x, 0.0, m, n, k, x.stride(0), weight.stride(0), y.stride(0),
+        K_PER_SPLIT=launch.k_per_split, BLOCK_M=16 if launch.use_dot else 1, BLOCK_N=cfg.block_n,
+        BLOCK_K=cfg.block_k, SPLIT_K=split_k, USE_DOT=launch.use_dot, EVEN_K=launch.k_per_split * split_k == k,
+        HAS_BIAS=bias is not None and split_k == 1, IEEE=weight.dtype == torch.float32,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return reduce_splits(launch, bias)
 
 
 NORM_MAX_K = TILE_ELEMENTS  # the prologue needs the whole row in one K step

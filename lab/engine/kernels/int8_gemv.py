@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from lab.engine.kernels.gemv import MAX_M, GemvConfig, _config_for, _num_sms, _reduce_kernel, m_class
+from lab.engine.kernels.gemv import MAX_M, GemvConfig, prepare_launch, reduce_splits
 
 
 @triton.jit
@@ -78,34 +78,15 @@ def int8_gemv(
     if m > MAX_M or weight.shape[1] != k or weight.dtype != torch.int8 or scale.shape != (n,):
         raise ValueError(f"int8_gemv takes x (M <= {MAX_M}, K), int8 W (N, K) and scale (N,); got {tuple(x.shape)}, "
                          f"{tuple(weight.shape)} {weight.dtype}, {tuple(scale.shape)}")
-    if x.stride(-1) != 1:
-        x = x.contiguous()
-    if weight.stride(-1) != 1 or weight.stride(0) != k:
-        weight = weight.contiguous()
-    y = torch.empty(m, n, dtype=out_dtype or x.dtype, device=x.device)
-    if m == 0 or n == 0:
-        return y
-    if k == 0:
-        return y.copy_(bias.expand(m, n) if bias is not None else torch.zeros_like(y))
-    cfg = config or _config_for(m_class(m), n, k, _num_sms(x.device))
-    use_dot = m > 1
-    if use_dot and cfg.block_n < 16:
-        raise ValueError(f"M >= 2 uses tl.dot, which needs block_n >= 16; got {cfg}")
-    k_blocks = triton.cdiv(k, cfg.block_k)
-    split_k = max(1, min(cfg.split_k, k_blocks))
-    k_per_split = triton.cdiv(k_blocks, split_k) * cfg.block_k
-    split_k = triton.cdiv(k, k_per_split)  # no empty splits
-    part = torch.empty(split_k, m, n, dtype=torch.float32, device=x.device) if split_k > 1 else y
-    b = bias if bias is not None else y
+    launch = prepare_launch(x, weight, bias, out_dtype, config)
+    if isinstance(launch, torch.Tensor):
+        return launch
+    x, weight, y, cfg, split_k = launch.x, launch.weight, launch.y, launch.cfg, launch.split_k
+    b = bias if bias is not None else y  # a dummy pointer when HAS_BIAS is off
     _int8_gemv_kernel[(triton.cdiv(n, cfg.block_n), split_k)](
-        x, weight, scale, b, y, part, m, n, k, x.stride(0), weight.stride(0), y.stride(0),
-        K_PER_SPLIT=k_per_split, BLOCK_M=16 if use_dot else 1, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-        SPLIT_K=split_k, USE_DOT=use_dot, HAS_BIAS=bias is not None and split_k == 1,
+        x, weight, scale, b, y, launch.part, m, n, k, x.stride(0), weight.stride(0), y.stride(0),
+        K_PER_SPLIT=launch.k_per_split, BLOCK_M=16 if launch.use_dot else 1, BLOCK_N=cfg.block_n,
+        BLOCK_K=cfg.block_k, SPLIT_K=split_k, USE_DOT=launch.use_dot, HAS_BIAS=bias is not None and split_k == 1,
         IEEE=x.dtype == torch.float32, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
-    if split_k > 1:
-        width = 1024
-        _reduce_kernel[(m, triton.cdiv(n, width))](
-            part, b, y, m, n, y.stride(0), SPLIT_K=split_k, HAS_BIAS=bias is not None, BLOCK=width, num_warps=4,
-        )
-    return y
+    return reduce_splits(launch, bias)

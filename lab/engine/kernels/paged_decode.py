@@ -24,7 +24,7 @@ from lab.engine.kernels.split_k import (
     DecodeConfig, combine_splits, dot_precision, grid_splits, online_softmax_update, online_softmax_update_scaled,
     partial_buffers, split_page_range, store_partial, tile_block_ids,
 )
-from lab.engine.kv_quant import QuantizedCache
+from lab.engine.kv_quant import QuantizedCache, kernel_operands
 
 # scratch/bench_decode_attention.py on an NVIDIA H200 (Qwen 12/2 heads x 128, block 16, us per call
 # vs HEAD's kernels): the best geometric mean over batch 1/8/32 x context 512/2048, 1.26x:
@@ -90,12 +90,8 @@ def gqa_decode_triton(
     q: torch.Tensor, k_cache: torch.Tensor | QuantizedCache, v_cache: torch.Tensor | QuantizedCache,
     block_tables: torch.Tensor, seq_lens: torch.Tensor, scale: float, config: DecodeConfig = GQA_DECODE,
 ) -> torch.Tensor:
-    quantized = isinstance(k_cache, QuantizedCache)
-    if quantized:  # codes as the cache; scales (N, bs, Hkv, 1), the kv head's stride 1
-        ks, vs = k_cache.scale, v_cache.scale
-        k_cache, v_cache = k_cache.data, v_cache.data
-    else:  # never read: any pointer, no strides
-        ks, vs = k_cache, v_cache
+    # 8-bit: codes as the cache, scales (N, bs, Hkv, 1) with the kv head's stride 1; plain: scales never read
+    k_cache, v_cache, ks, vs, quantized = kernel_operands(k_cache, v_cache)
     batch, num_heads, head_dim = q.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
     dv = v_cache.shape[-1]

@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from lab.engine.kernels.split_k import dot_precision
-from lab.engine.kv_quant import QuantizedCache
+from lab.engine.kv_quant import QuantizedCache, kernel_operands
 
 LOG2_E = 1.4426950408889634
 MAX_BLOCK_M = 64  # rows per program for prefill tiles: 64 x 128 float32 accumulator fits 4 warps' registers
@@ -137,12 +137,8 @@ def gqa_varlen_triton(
     q: torch.Tensor, k_cache: torch.Tensor | QuantizedCache, v_cache: torch.Tensor | QuantizedCache,
     block_tables: torch.Tensor, seq_lens: torch.Tensor, query_start_loc: torch.Tensor, scale: float, max_query_len: int,
 ) -> torch.Tensor:
-    quantized = isinstance(k_cache, QuantizedCache)
-    if quantized:  # codes as the cache; scales (N, bs, Hkv, 1), the kv head's stride 1
-        ks, vs = k_cache.scale, v_cache.scale
-        k_cache, v_cache = k_cache.data, v_cache.data
-    else:  # never read: any pointer, no strides
-        ks, vs = k_cache, v_cache
+    # 8-bit: codes as the cache, scales (N, bs, Hkv, 1) with the kv head's stride 1; plain: scales never read
+    k_cache, v_cache, ks, vs, quantized = kernel_operands(k_cache, v_cache)
     num_tokens, num_heads, head_dim = q.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
     dv = v_cache.shape[-1]
