@@ -335,3 +335,11 @@ def test_a_record_of_a_dirty_tree_writes_and_logs_its_diff(repo: Path, tmp_path:
     assert ResultRecord.load(tmp_path / "run" / "record.json").code_diff == written
     (tmp_path / "run" / "code.diff").write_bytes(b"another run's diff")
     assert ResultRecord.load(tmp_path / "run" / "record.json").code_diff is None  # only the diff it names
+
+
+def test_a_name_becomes_a_metric_prefix_without_separators() -> None:
+    from lab.track.flatten import metric_prefix
+
+    assert metric_prefix("r1-distill-qwen-1.5b") == "r1_distill_qwen_1_5b"
+    assert metric_prefix("disk:r1-distill-qwen-1.5b/default") == "disk_r1_distill_qwen_1_5b_default"
+    assert metric_prefix("tiny") == "tiny"

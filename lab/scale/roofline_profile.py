@@ -2,8 +2,8 @@
 
 Contract: `profile_from_roofline_record(record, preset, prefill_s_per_token=..., kv_cache_tokens=...)`
 reads one preset's decode sweep from the record: metrics `<prefix>_decode_b{B}_step_s` and
-`<prefix>_decode_b{B}_avg_context` (prefix: the preset name with "-" and "." as "_", the rule of
-`lab.studies.roofline.suite.metric_prefix`, which lab.scale may not import). The sweep runs every batch at
+`<prefix>_decode_b{B}_avg_context` (prefix: `lab.track.flatten.metric_prefix` of the preset, as the roofline
+study names them). The sweep runs every batch at
 one context (the decode prompt plus half the timed steps), so the profile has one context column and
 `EngineProfile.step_time_s` holds it flat over context. Two numbers the record does not hold must be
 passed, from a measurement: `prefill_s_per_token` (the offline set mixes prefill and decode in one wall
@@ -17,10 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lab.scale.engine_profile import EngineProfile
-
-
-def metric_prefix(preset: str) -> str:
-    return preset.replace("-", "_").replace(".", "_")
+from lab.track.flatten import metric_prefix
 
 
 def _recorded_max_num_seqs(params: Mapping[str, Any], preset: str) -> int | None:

@@ -3,7 +3,9 @@
 Contract: `flatten({"a": {"b": 1}, "c": [1, 2]})` -> `{"a.b": 1, "c": [1, 2]}` (dotted keys, lists
 kept whole); `as_text(value, limit)` renders a value as MLflow stores it (lists and dicts as
 JSON, everything else with str) truncated to `limit` characters with a visible marker, because
-MLflow rejects or silently truncates longer values depending on the store.
+MLflow rejects or silently truncates longer values depending on the store. `metric_prefix(name)` turns a
+preset, model or variant name into the start of flat metric names ("r1-distill-qwen-1.5b" -> "r1_distill_qwen_1_5b"):
+dashes, dots, slashes and colons become "_", so a name never reads as a separator inside a metric key.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 TRUNCATION_MARKER = "...[truncated]"
+_PREFIX_SEPARATORS = str.maketrans({c: "_" for c in "-./:"})
+
+
+def metric_prefix(name: str) -> str:
+    return name.translate(_PREFIX_SEPARATORS)
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

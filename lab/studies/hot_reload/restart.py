@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.errors import LabError
-from lab.studies.hot_reload.summary import metric_prefix
+from lab.track.flatten import metric_prefix
 
 COLDSTART_MODULE = "lab.bench.coldstart"
 

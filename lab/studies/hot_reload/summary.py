@@ -37,6 +37,7 @@ import numpy as np
 
 from lab.studies.hot_reload.study import HotReloadRun, ReloadOutcome
 from lab.studies.hot_reload.windows import itl_intervals, max_ms, p99_ms, split, ttft_intervals
+from lab.track.flatten import metric_prefix
 
 MAX_PAUSE_MS = 10.0  # the target for the step loop's stall at a switch
 MAX_ITL_P99_INCREASE = 0.20  # ITL P99 around reloads at most 20 % above steady state
@@ -47,10 +48,6 @@ TARGETS = {"pause": f"reload pause <= {MAX_PAUSE_MS:g} ms (max over switches)",
            "itl_p99_drain": f"ITL P99 around drains <= steady x {1 + MAX_ITL_P99_INCREASE:g}",
            "refused": "corrupt source refused by name, old weights keep serving",
            "drain_promoted": "a drain ends promoted"}
-
-
-def metric_prefix(model: str) -> str:
-    return model.replace("-", "_").replace(".", "_")
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

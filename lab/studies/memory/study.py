@@ -12,14 +12,14 @@ Contract:
 """
 from __future__ import annotations
 
-import gc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lab.errors import LabError
 from lab.studies.memory.activation import ChunkPoint, measure_chunks
-from lab.studies.memory.variants import Variant, VariantResult, Workload, measure_variants, parse_variants
+from lab.studies.memory.variants import (Variant, VariantResult, Workload, free_memory, measure_variants,
+                                         parse_variants)
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,6 @@ def allocator_comparison(model: str, engine_args: Mapping[str, Any], configs: Se
     return compare_allocators("lab.studies.memory.engine_run:engine_memory_run", configs, cuda, kwargs=kwargs), "ran"
 
 
-def _free() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def chunk_sweep(model: str, engine_args: Mapping[str, Any], prompt_len: int, chunk_sizes: Sequence[int],
                 repeats: int) -> list[ChunkPoint]:
     from lab.engine.llm import LLM
@@ -106,7 +98,7 @@ def chunk_sweep(model: str, engine_args: Mapping[str, Any], prompt_len: int, chu
         return measure_chunks(llm, prompt_len, list(chunk_sizes), repeats)
     finally:
         del llm
-        _free()
+        free_memory()
 
 
 def run_model(model: str, config: StudyConfig) -> ModelRun:

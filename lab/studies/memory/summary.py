@@ -1,7 +1,7 @@
 """What the memory study measured, as record metrics and the issue's targets (never tuned to).
 
 Contract:
-- `prefix(model)`: the metric prefix of a model (`r1_distill_qwen_1_5b`).
+- `prefix(model)`: the metric prefix of a model (`r1_distill_qwen_1_5b`; `lab.track.flatten.metric_prefix`).
 - `chunk_metrics(points, max_cost)`: per chunk size `activation_peak_mib_c<N>`, `prefill_tokens_per_s_c<N>`,
   `chunk_cost_c<N>` (1 - tokens/s over the unchunked point's), the recommended chunk
   (`recommended_chunk_tokens`) and its `activation_reduction` (None off CUDA: no peak to read).
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from lab.studies.memory.activation import ChunkPoint, recommend_chunk, reduction, throughput_cost
 from lab.studies.memory.variants import VariantResult
+from lab.track.flatten import metric_prefix as prefix
 
 MIN_ACTIVATION_REDUCTION = 0.62  # the article's cut of activation memory
 MAX_CHUNK_COST = 0.05  # ... at no more than 5 % throughput
@@ -37,10 +38,6 @@ TARGETS = {
     "offline": f"fp8 weights: offline throughput >= {MIN_OFFLINE_SPEEDUP:g}x",
     "cosine": f"logits cosine >= {MIN_COSINE:g} vs bf16, every 8-bit variant",
 }
-
-
-def prefix(model: str) -> str:
-    return model.replace("-", "_").replace(".", "_").replace("/", "_").replace(":", "_")
 
 
 def chunk_metrics(points: Sequence[ChunkPoint], max_cost: float = MAX_CHUNK_COST) -> dict[str, float]:

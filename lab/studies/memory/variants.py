@@ -116,6 +116,8 @@ def _nbytes(cache) -> int:
 
 def greedy_with_logits(llm, prompts: list[list[int]], max_tokens: int) -> tuple[list[list[int]], list[Any]]:
     """Each prompt alone, greedy: its tokens and the logits of every step (rows in step order)."""
+    import torch
+
     from lab.engine.sampling_params import SamplingParams
 
     model = llm.engine.model
@@ -135,8 +137,6 @@ def greedy_with_logits(llm, prompts: list[list[int]], max_tokens: int) -> tuple[
             out = llm.generate([prompt], SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True),
                                use_tqdm=False)
             got = list(out[0].outputs[0].token_ids)
-            import torch
-
             steps = torch.cat(rows)[: len(got)]
             tokens.append(got)
             logits.append(steps)
@@ -188,13 +188,14 @@ def measure_variant(model: str, variant: Variant, engine_args: Mapping[str, Any]
                              decode.step_s * 1e3, decode.tokens_per_s, offline, tokens, logits)
     finally:
         del llm
-        gc.collect()
-        _empty_cuda_cache()
+        free_memory()
 
 
-def _empty_cuda_cache() -> None:
+def free_memory() -> None:
+    """After an engine is dropped: collect its cycles and give PyTorch's cached CUDA blocks back."""
     import torch
 
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

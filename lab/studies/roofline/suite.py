@@ -19,6 +19,7 @@ from lab.studies.roofline.decode import DecodePoint, measure_decode
 from lab.studies.roofline.hf_baseline import HFPoint, measure_hf
 from lab.studies.roofline.offline import OfflinePoint, measure_offline, offline_requests
 from lab.engine.llm import LLM
+from lab.track.flatten import metric_prefix
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,6 @@ def run_preset(
             batch_size=hf_batch_size, time_cap_s=hf_time_cap_s, hf_overrides=hf_overrides,
         )
     return PresetResult(preset, name, bw, init_s, capture_s, kv_bpt, decode, offline, hf, flags)
-
-
-def metric_prefix(preset: str) -> str:
-    return preset.replace("-", "_").replace(".", "_")
 
 
 def benchmark_metrics(results: list[PresetResult]) -> dict[str, float]:
