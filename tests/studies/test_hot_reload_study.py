@@ -225,3 +225,21 @@ def test_the_restart_reference_is_skipped_with_a_reason_or_measures_a_cold_start
     (ref,) = refs
     assert "lab.bench.coldstart" in note and 0 < ref.ready_s <= ref.first_token_s
     assert set(restart_metrics(refs)) == {"tiny_restart_ready_s", "tiny_restart_first_token_s"}
+
+
+def test_the_itl_plot_draws_a_run_whose_every_request_failed() -> None:
+    # A load that failed entirely (V2-Lite's prompts outside its vocabulary, once) has no gap to put on a log axis.
+    from lab.studies.hot_reload.plots import plot_itl
+
+    run = hand_made_run()
+    dead = HotReloadRun(**{**run.__dict__, "load": bench([failed(i, "http_400") for i in range(3)])})
+    fig = plot_itl([dead])
+    assert "no inter-token gaps" in [t.get_text() for t in fig.axes[0].texts][0]
+    assert fig.axes[0].get_yscale() == "linear"
+    assert plot_itl([run]).axes[0].get_yscale() == "log"
+
+
+def test_the_load_uses_only_ids_the_served_model_has() -> None:
+    steps = (ReloadStep("switch", 2.0, 1),)
+    assert StudyConfig("deepseek-v2-lite", steps).vocab_size == 102_400
+    assert StudyConfig("tiny", steps, hf_overrides={"vocab_size": 4096}).vocab_size == 4096

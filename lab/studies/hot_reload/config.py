@@ -126,6 +126,11 @@ class StudyConfig:
             raise LabError("serve_flags: the study sets --admin-key-hash itself and the replica starts on seed 0")
 
     @property
+    def vocab_size(self) -> int:
+        """The served model's embedding rows: the load's prompts use only ids below it."""
+        return int(self.hf_overrides.get("vocab_size", PRESETS[self.model].vocab_size))
+
+    @property
     def num_requests(self) -> int:
         return max(1, round(self.request_rate_per_s * self.load_duration_s))
 

@@ -75,12 +75,17 @@ def plot_itl(runs: Sequence[HotReloadRun]) -> Figure:
         for group, colour, name in ((steady, "0.55", "steady"), (around, "C1", "around a reload")):
             ax.scatter([g.end - t0 for g in group], [g.value_s * 1e3 for g in group], s=4, color=colour,
                        label=f"{name} ({len(group)} gaps)")
-        steady_p99 = p99_ms(split(gaps, windows).steady)
-        ax.axhline(steady_p99, color="0.3", ls="--", lw=1, label=f"steady P99 {steady_p99:.1f} ms")
-        ax.axhline(steady_p99 * (1 + MAX_ITL_P99_INCREASE), color="C3", ls=":", lw=1,
-                   label=f"target: steady P99 x {1 + MAX_ITL_P99_INCREASE:g}")
         _mark_reloads(ax, run, with_labels=False)
-        ax.set_yscale("log")
+        if steady:
+            steady_p99 = p99_ms(split(gaps, windows).steady)
+            ax.axhline(steady_p99, color="0.3", ls="--", lw=1, label=f"steady P99 {steady_p99:.1f} ms")
+            ax.axhline(steady_p99 * (1 + MAX_ITL_P99_INCREASE), color="C3", ls=":", lw=1,
+                       label=f"target: steady P99 x {1 + MAX_ITL_P99_INCREASE:g}")
+        if gaps:  # a log axis needs positive values; with none (every request failed) the empty panel says so
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "no inter-token gaps: no request streamed two tokens", transform=ax.transAxes,
+                    ha="center", va="center", color="C3")
         ax.set_ylabel("inter-token latency [ms]")
         ax.set_title(f"{run.config.model}: ITL around reloads (a reload's window: its start - "
                      f"{run.config.window_s:g} s to its switch + {run.config.window_s:g} s)",

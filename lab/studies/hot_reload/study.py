@@ -174,7 +174,7 @@ def run_study(config: StudyConfig, log_dir: Path | None = None) -> HotReloadRun:
             if not first.ok:
                 raise LabError(f"the replica at {replica.url} did not answer a first completion: {first.error}")
             initial = admin.served_version()
-            load = _BackgroundLoad(bench_config(config, replica.url), PromptBuilder.deepseek())
+            load = _BackgroundLoad(bench_config(config, replica.url), PromptBuilder.deepseek(config.vocab_size))
             load_start = load.start()
             reloads, refusal = _run_steps(config, admin, corrupt, load_start)
             result = load.join(config.load_duration_s * 2 + config.request_timeout_s + LOAD_JOIN_MARGIN_S)
