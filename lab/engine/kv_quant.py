@@ -10,6 +10,7 @@ Contract:
   dequantize_rows(data, scale, groups, dtype) -> (..., W) in `dtype`: data * scale, part by part
   write_rows(cache, slot_mapping, values)  quantize `values` (T, *lead, W) into the flat rows `slot_mapping`
   read_blocks(cache, block_ids) -> cache[block_ids], dequantized to the model dtype for a QuantizedCache
+  as_cached(x, cache) -> x as the cache holds it: quantized and dequantized for a QuantizedCache, else x itself
   kernel_operands(k_cache, v_cache) -> (k, v, k_scale, v_scale, quantized): what a Triton reader takes: the codes
       and scales of an 8-bit pair, or the plain tensors twice over (the scale pointers are then never read)
 The Triton write kernels (`kernels/kv_write.py`, `rope_kv_write.py`, `mla_latent_write.py`) compute the
@@ -105,6 +106,16 @@ def write_rows(cache: QuantizedCache, slot_mapping: torch.Tensor, values: torch.
     # as bytes: CPU index_copy_ and indexing have no float8 kernels; moving codes needs none
     cache.data.view(torch.uint8).view(-1, *cache.data.shape[2:]).index_copy_(0, slot_mapping, data.view(torch.uint8))
     cache.scale.view(-1, *cache.scale.shape[2:]).index_copy_(0, slot_mapping, scale)
+
+
+def as_cached(x: torch.Tensor, cache: torch.Tensor | QuantizedCache) -> torch.Tensor:
+    """Rows (..., W) at the precision `cache` stores them. A prefill that attends over the step's own K/V (no
+    cached context) uses this so that it sees what every later chunk, CUDA graph and the reference read back:
+    otherwise the same prompt's attention would depend on how it was chunked."""
+    if not isinstance(cache, QuantizedCache):
+        return x
+    data, scale = quantize_rows(x, cache.data.dtype, cache.groups)
+    return dequantize_rows(data, scale, cache.groups, x.dtype)
 
 
 def kernel_operands(k_cache, v_cache):

@@ -3,7 +3,8 @@
 Contracts (each equals `attention.reference.paged_attention` on the same step):
   prefill_attention_sdpa(q (T, H, D), k (T, Hkv, D), v (T, Hkv, Dv), meta, scale) -> (T, H, Dv)
     only when no sequence has cached context (`meta.no_cached_context`): the step's own K/V are
-    then each sequence's whole context, so the cache need not be read back.
+    then each sequence's whole context, so the cache need not be read back (`gqa_prefill_attention`
+    passes them through `kv_quant.as_cached` first: with an 8-bit cache they carry its rounding).
   gqa_mixed_attention_torch(q, k_cache, v_cache, meta, scale) -> (T, H, Dv): any step. Its
     one-token sequences go through the vectorized decode path as one batch
     (`decode.gqa_decode_attention_torch` on `meta.split.decode_meta`); each prefill span
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from lab.engine.attention.metadata import AttentionMetadata
 from lab.engine.attention.reference import causal_mask, gather_sequence
 from lab.engine.attention.decode import gqa_decode_attention_torch
+from lab.engine.kv_quant import as_cached
 
 
 def causal_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
@@ -86,8 +88,8 @@ def gqa_prefill_attention(
     meta: AttentionMetadata, scale: float,
 ) -> torch.Tensor:
     """A step that is not pure decode, on the "torch" or "triton" backend; k, v are the step's own rows."""
-    if meta.no_cached_context:
-        return prefill_attention_sdpa(q, k, v, meta, scale)  # the new K/V are the whole context
+    if meta.no_cached_context:  # the new K/V are the whole context, read as the cache holds them
+        return prefill_attention_sdpa(q, as_cached(k, k_cache), as_cached(v, v_cache), meta, scale)
     if meta.backend == "triton":
         from lab.engine.kernels.varlen_attention import gqa_varlen_triton  # CUDA only
 

@@ -40,6 +40,7 @@ from lab.engine.attention.metadata import AttentionMetadata
 from lab.engine.attention.mla import absorbed_latent_attention
 from lab.engine.attention.prefill import causal_sdpa, prefill_attention_sdpa
 from lab.engine.attention.reference import attend, causal_mask, gather_from_cache, gather_sequence
+from lab.engine.kv_quant import as_cached
 from lab.engine.model_config import ModelConfig
 from lab.engine.models.layers import Linear, RMSNorm
 from lab.engine.models.rope import Rotation, mla_softmax_scale
@@ -124,7 +125,10 @@ class MLAttention(nn.Module):
         elif self.mode == "expanded" or meta.backend == "reference":
             out = self._expanded(q_nope, q_pe, cache, meta)  # the oracle
         elif meta.no_cached_context:
-            k, v = self._expand(c_kv, k_pe)  # the step's own latents are every sequence's whole context
+            # the step's own latents are every sequence's whole context, read as the cache holds them
+            c_kv, k_pe = as_cached(torch.cat([c_kv, k_pe], dim=-1), cache).split([self.kv_lora_rank,
+                                                                                  self.qk_rope_head_dim], dim=-1)
+            k, v = self._expand(c_kv, k_pe)
             out = prefill_attention_sdpa(torch.cat([q_nope, q_pe], dim=-1), k, v, meta, self.scale)
         else:
             out = self._mixed(q_nope, q_pe, cache, meta)
