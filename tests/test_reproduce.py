@@ -97,6 +97,21 @@ def test_quickstart_measures_the_default_model(smoke_run) -> None:
     assert 0 < m["generate_ttft_mean_s"] <= m["generate_e2e_mean_s"] <= m["generate_wall_s"]
 
 
+def test_the_roofline_record_calibrates_the_scaler(smoke_run) -> None:
+    from lab.scale.engine_profile import load_profile
+    from lab.track import ResultRecord
+
+    _, run_dir, _, _ = smoke_run
+    path = run_dir / "01_engine_roofline" / "record.json"
+    m = ResultRecord.load(path).metrics
+    profile = load_profile(path)  # one preset swept: no name, no numbers passed
+    # smoke.yaml: batches 1 and 4 of 16-token prompts, 4 timed steps: context 16 + 1 + (4 - 1) / 2 = 18.5 -> 18.
+    assert profile.batch_sizes == (1, 4) and profile.context_tokens == (18,)
+    assert profile.decode_step_s == ((m["tiny_decode_b1_step_s"],), (m["tiny_decode_b4_step_s"],))
+    assert profile.prefill_s_per_token == pytest.approx(m["tiny_decode_b4_prefill_s"] / 64)  # 4 x 16 tokens
+    assert profile.kv_cache_tokens == m["tiny_kv_cache_tokens"] > 0 and profile.max_num_seqs == 256
+
+
 # --- failures ---------------------------------------------------------------------------------
 @pytest.fixture
 def lab_dirs(tmp_path: Path) -> tuple[Path, Path]:

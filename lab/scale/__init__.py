@@ -13,7 +13,8 @@ Contract: everything here is torch-free and runs on a CPU. Layers, each behind a
   as `lab serve` processes, their /metrics as signals, ready endpoints handed to the gateway.
 - `cli` / `simulate_command`: `lab scale simulate` and `lab scale run`.
 - `cluster/`: a cluster model of full-size DeepSeek-V3/R1 (memory, step time, throughput per GPU for a
-  parallel layout); `roofline_profile`: an engine profile from a roofline record's decode sweep.
+  parallel layout); `roofline_profile`: an engine profile from a roofline record (notebook 01, `lab bench
+  offline`), under the metric names of `profile_metrics`.
 Notebook 04's comparisons, metrics and figures are a study (`lab.studies.scaling`).
 Submodules are imported explicitly (`from lab.scale.simulator import simulate`); this package
 imports nothing heavy, so `lab --help` stays fast.

@@ -8,9 +8,13 @@ Contract: an `EngineProfile` says how fast one replica (one GPU, one MIG slice) 
 - `max_num_seqs`: how many sequences run at once (the replica's slots), `kv_cache_tokens`: its KV
   capacity in tokens (for the KV-usage signal).
 File schema (JSON or YAML, `schema: lab.scale.engine_profile/1`): exactly these fields plus `device`,
-`model` and `source` (where the numbers came from). `EngineProfile.from_record(record)` reads the
-same numbers from a `lab bench offline` result record: params `max_num_seqs`, `kv_cache_tokens`,
-metrics `prefill_s_per_token` and one `decode_step_s_b{batch}_ctx{context}` per grid point.
+`model` and `source` (where the numbers came from). `EngineProfile.from_record(record, preset=None,
+**given)` reads a lab result record (the dict of a record.json) in one of two shapes:
+- a grid record: params `max_num_seqs`, `kv_cache_tokens`, metrics `prefill_s_per_token` and one
+  `decode_step_s_b{batch}_ctx{context}` per grid point (a profile over context as well as batch);
+- any other record is read as the roofline study's (notebook 01, `lab bench offline`): one preset's decode
+  sweep, prefill rate and KV capacity (`lab.scale.roofline_profile`; `given` numbers fill what it lacks).
+`load_profile(path, preset=None, **given)` reads a profile file or a record file.
 `default_profile()` is the illustrative profile shipped for CPU tests (`profiles/default.json`):
 shaped like a mid-size model on one modern GPU, not a measurement; say so when quoting results.
 """
@@ -90,13 +94,17 @@ class EngineProfile:
         return cls(**fields)
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> EngineProfile:
-        """From a `lab bench offline` result record (dict as in record.json; see module docstring)."""
+    def from_record(cls, record: Mapping[str, Any], preset: str | None = None, **given: Any) -> EngineProfile:
+        """From a lab result record (dict as in record.json; see module docstring)."""
         metrics, params = record["metrics"], record["params"]
         points = {(int(m.group(1)), int(m.group(2))): float(v)
                   for k, v in metrics.items() if (m := _STEP_METRIC.match(k))}
         if not points:
-            raise ValueError("the record has no decode_step_s_b{batch}_ctx{context} metrics")
+            from lab.scale.roofline_profile import profile_from_roofline_record
+
+            return profile_from_roofline_record(record, preset, **given)
+        if preset is not None or any(v is not None for v in given.values()):
+            raise ValueError("a grid record holds one profile and every number: it takes no preset or numbers")
         batches = sorted({b for b, _ in points})
         contexts = sorted({c for _, c in points})
         missing = [(b, c) for b in batches for c in contexts if (b, c) not in points]
@@ -111,8 +119,8 @@ class EngineProfile:
                    source=f"record {record.get('record_id', '?')} of {record.get('experiment', '?')}")
 
 
-def load_profile(path: str | Path) -> EngineProfile:
-    """An engine profile file (JSON/YAML with the schema) or a result record JSON."""
+def load_profile(path: str | Path, preset: str | None = None, **given: Any) -> EngineProfile:
+    """An engine profile file (JSON/YAML with the schema) or a result record JSON (`from_record`'s arguments)."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".yaml", ".yml"):
@@ -122,7 +130,9 @@ def load_profile(path: str | Path) -> EngineProfile:
     else:
         data = json.loads(text)
     if "experiment" in data and "metrics" in data:
-        return EngineProfile.from_record(data)
+        return EngineProfile.from_record(data, preset, **given)
+    if preset is not None or any(v is not None for v in given.values()):
+        raise ValueError(f"{path} is an engine profile, not a record: it takes no preset or numbers to fill in")
     return EngineProfile.from_dict(data)
 
 

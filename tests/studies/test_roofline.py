@@ -1,11 +1,16 @@
-"""The benchmark's arithmetic: card bandwidth lookup, bytes read per decode step, MoE expert coverage."""
+"""The benchmark's arithmetic: card bandwidth lookup, bytes read per decode step, MoE expert coverage; the
+metrics the scaler's engine profile reads, written and read back."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from lab.scale.engine_profile import EngineProfile, load_profile
 from lab.studies.roofline.bandwidth import card_bandwidth
+from lab.studies.roofline.decode import DecodePoint
+from lab.studies.roofline.offline import OfflinePoint
 from lab.studies.roofline.step_bytes import StepBytes, expected_active_experts, roofline_step_s, step_bytes
+from lab.studies.roofline.suite import PresetResult, benchmark_metrics
 from lab.engine.loader import build_model
 from lab.engine.model_config import ModelConfig
 from lab.engine.presets import get_preset
@@ -45,6 +50,26 @@ def test_moe_step_bytes_grow_with_batch_and_roofline_divides_by_bandwidth() -> N
     assert roofline_step_s(StepBytes(3e9, 1e9, 3e9, 0.0), 4e12) == pytest.approx(1e-3)
 
 
+def _point(batch: int, step_s: float, prefill_s: float, prompt_len: int = 512) -> DecodePoint:
+    return DecodePoint(batch, prompt_len + 32.5, step_s, batch / step_s, 1.0, 1.0, None, None, None, 1.0, 0.0,
+                       prefill_s, batch * prompt_len)
+
+
+def test_the_metrics_the_engine_profile_reads_round_trip() -> None:
+    # b1 prefills 512 tokens in 50 ms (weight-bound); b8 prefills 4096 in 0.2 s: the rate comes from b8.
+    decode = [_point(1, 0.003, 0.05), _point(8, 0.008, 0.2)]
+    result = PresetResult("deepseek-v2-lite", "NVIDIA H100 80GB HBM3", None, 1.0, 0.5, 31104, 1_310_720, 256, decode,
+                          OfflinePoint(1, 1, 1, 1.0, 1.0, 2.0), None)
+    m = benchmark_metrics([result])
+    assert m["deepseek_v2_lite_prefill_s_per_token"] == pytest.approx(0.2 / 4096)  # 4.8828125e-05
+    assert m["deepseek_v2_lite_kv_cache_tokens"] == 1_310_720 and m["deepseek_v2_lite_max_num_seqs"] == 256
+    assert m["deepseek_v2_lite_decode_b8_prefill_s"] == 0.2 and m["deepseek_v2_lite_decode_b8_prefill_tokens"] == 4096
+    profile = EngineProfile.from_record({"experiment": "01_engine_roofline", "params": {}, "metrics": m})
+    assert profile.batch_sizes == (1, 8) and profile.context_tokens == (544,)
+    assert profile.decode_step_s == ((0.003,), (0.008,)) and profile.max_num_seqs == 256
+    assert (profile.prefill_s_per_token, profile.kv_cache_tokens) == (pytest.approx(4.8828125e-05), 1_310_720)
+
+
 def test_lab_bench_offline_writes_a_record_and_logs_it(tmp_path, monkeypatch) -> None:
     import mlflow
 
@@ -64,6 +89,11 @@ def test_lab_bench_offline_writes_a_record_and_logs_it(tmp_path, monkeypatch) ->
     assert m["tiny_decode_b2_tokens_per_s"] == pytest.approx(2 / m["tiny_decode_b2_step_s"], rel=1e-6)
     assert m["tiny_offline_speedup_vs_hf"] == pytest.approx(
         m["tiny_offline_output_tokens_per_s"] / m["tiny_hf_offline_output_tokens_per_s"], rel=1e-6)
+    # The record calibrates the scaler as it is: 2 x 8 prompt tokens prefilled at batch 2, 2 timed steps.
+    profile = load_profile(tmp_path / "out" / "record.json")
+    assert profile.batch_sizes == (1, 2) and profile.context_tokens == (10,)  # 8 + 1 + (2 - 1) / 2 = 9.5 -> 10
+    assert profile.prefill_s_per_token == pytest.approx(m["tiny_decode_b2_prefill_s"] / 16)
+    assert profile.kv_cache_tokens == m["tiny_kv_cache_tokens"] > 0 and profile.max_num_seqs == 256
     client = mlflow.MlflowClient(tracking_uri=uri)
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     assert len(runs) == 1 and runs[0].data.metrics["tiny_decode_b1_tokens_per_s"] == pytest.approx(

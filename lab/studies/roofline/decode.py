@@ -2,8 +2,10 @@
 
 `measure_decode(llm, batch, prompt_len, decode_steps)` queues `batch` random prompts of
 `prompt_len` tokens (ignore_eos, exactly 1 + `decode_steps` output tokens each), runs engine steps
-until every request has its first token (prefill, not timed), then times the next `decode_steps`
-steps, which are pure decode steps of exactly `batch` sequences. Each step ends in the sampler's
+until every request has its first token (the prefill, timed on its own: `prefill_s` for
+`prefill_tokens` = batch x prompt_len; chunked prefill may run a few decode tokens of the requests that
+started first beside it, so it slightly overstates), then times the next `decode_steps` steps, which are
+pure decode steps of exactly `batch` sequences. Each step ends in the sampler's
 host copy of the tokens, so the wall time of a step includes the GPU work and all CPU overhead
 (scheduling, input preparation, sampling, detokenization): what a user of the engine sees.
 """
@@ -31,6 +33,8 @@ class DecodePoint:
     roofline_tokens_per_s: float | None
     weight_bytes: float
     kv_bytes: float
+    prefill_s: float  # wall time until every sequence had its first token
+    prefill_tokens: int  # prompt tokens of that prefill: batch x prompt_len
 
 
 def measure_decode(
@@ -43,9 +47,11 @@ def measure_decode(
     for rid, prompt in zip(ids, prompts):
         engine.add_request(rid, prompt, params)
     started: set[str] = set()
+    prefill_start = time.perf_counter()
     while len(started) < batch:  # prefill (maybe chunked) until every request has sampled once
         started.update(o.request_id for o in engine.step())
     start = time.perf_counter()
+    prefill_s = start - prefill_start
     steps = 0
     while engine.has_unfinished_requests():
         engine.step()
@@ -67,4 +73,6 @@ def measure_decode(
         roofline_tokens_per_s=batch / roof if roof else None,
         weight_bytes=nbytes.weight_bytes,
         kv_bytes=nbytes.kv_bytes,
+        prefill_s=prefill_s,
+        prefill_tokens=batch * prompt_len,
     )

@@ -3,8 +3,9 @@
 `run_preset(preset, ...)` builds the engine once (CUDA graphs captured, timed), sweeps decode over
 `batches`, runs the offline set, frees the engine, then runs transformers' generate on the same
 requests (`hf_baseline`). `benchmark_metrics(results)` flattens results into `lab.track` metric
-names, `<preset>_<what>` with the preset's name made identifier-safe; `benchmark_record` wraps them
-in a `ResultRecord` with the environment (device name inside).
+names, `<preset>_<what>` with the preset's name made identifier-safe, plus what the scaler's engine
+profile reads (`lab.scale.profile_metrics`: prefill seconds per token, KV capacity, slots);
+`benchmark_record` wraps them in a `ResultRecord` with the environment (device name inside).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from lab.studies.roofline.decode import DecodePoint, measure_decode
 from lab.studies.roofline.hf_baseline import HFPoint, measure_hf
 from lab.studies.roofline.offline import OfflinePoint, measure_offline, offline_requests
 from lab.engine.llm import LLM
+from lab.scale import profile_metrics as names
 from lab.track.flatten import metric_prefix
 
 
@@ -30,6 +32,8 @@ class PresetResult:
     engine_init_s: float  # load + KV sizing + graph capture
     graph_capture_s: float  # capture + warm-up of every graph bucket, decode and mixed (0: eager)
     kv_bytes_per_token: int
+    kv_cache_tokens: int  # the engine's KV capacity: blocks x block size
+    max_num_seqs: int
     decode: list[DecodePoint]
     offline: OfflinePoint
     hf: HFPoint | None
@@ -69,6 +73,7 @@ def run_preset(
     result_dev, dtype = engine.device, engine.dtype
     capture_s = sum(g.capture_s for g in (engine.graphs, engine.mixed_graphs) if g is not None)
     kv_bpt = engine.kv_cache_spec.bytes_per_token
+    kv_tokens, slots = engine.num_blocks * engine.args.block_size, engine.args.max_num_seqs
     hf_overrides = (engine_kwargs or {}).get("hf_overrides")
     del llm, engine
     gc.collect()
@@ -80,7 +85,7 @@ def run_preset(
             preset, requests, requests[0].prompt_token_ids[:decode_prompt_len], hf_decode_tokens, result_dev, dtype,
             batch_size=hf_batch_size, time_cap_s=hf_time_cap_s, hf_overrides=hf_overrides,
         )
-    return PresetResult(preset, name, bw, init_s, capture_s, kv_bpt, decode, offline, hf, flags)
+    return PresetResult(preset, name, bw, init_s, capture_s, kv_bpt, kv_tokens, slots, decode, offline, hf, flags)
 
 
 def benchmark_metrics(results: list[PresetResult]) -> dict[str, float]:
@@ -90,6 +95,7 @@ def benchmark_metrics(results: list[PresetResult]) -> dict[str, float]:
         out[f"{p}_engine_init_s"] = r.engine_init_s
         out[f"{p}_graph_capture_s"] = r.graph_capture_s
         out[f"{p}_kv_bytes_per_token"] = float(r.kv_bytes_per_token)
+        out.update(profile_metrics(r))
         for d in r.decode:
             for k, v in asdict(d).items():
                 if k != "batch" and v is not None:
@@ -104,6 +110,16 @@ def benchmark_metrics(results: list[PresetResult]) -> dict[str, float]:
             if b1 is not None:
                 out[f"{p}_decode_b1_speedup_vs_hf"] = b1.tokens_per_s / r.hf.decode_b1_tokens_per_s
     return out
+
+
+def profile_metrics(r: PresetResult) -> dict[str, float]:
+    """What `lab.scale.roofline_profile` reads beside the decode sweep. Prefill per token comes from the sweep
+    point with the most prompt tokens: chunked at the engine's token budget, as a loaded server prefills, and
+    (batches listed in increasing order, as every profile lists them) after the smaller points warmed the kernels."""
+    p = metric_prefix(r.preset)
+    largest = max(r.decode, key=lambda d: d.prefill_tokens)
+    return {names.prefill_per_token(p): largest.prefill_s / largest.prefill_tokens,
+            names.kv_cache_tokens(p): float(r.kv_cache_tokens), names.max_num_seqs(p): float(r.max_num_seqs)}
 
 
 def benchmark_record(
