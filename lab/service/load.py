@@ -8,7 +8,9 @@ A replica runs `lab serve` with its `engine`, `model`, `device` and extra `flags
 (a string split as a shell would, or a list) holding `{port}`; a leading `python` there means this
 interpreter, so the command sees the same environment as `lab`. `network` (direct, proxy, netns; see
 `lab.service.network`) says how the gateway reaches it; a netns replica's own `command` must hold `{host}`.
-`count: N` makes N replicas named `<name>-0` .. `<name>-(N-1)`. The gateway config is read here (a file's
+`count: N` makes N replicas named `<name>-0` .. `<name>-(N-1)`; `mig: all | <profile> | [MIG-uuid, ...]` makes one
+per matching MIG device (`lab.service.mig_slices`, from NVML: `parse_spec(..., mig_inventory=...)` takes another
+source), each with CUDA_VISIBLE_DEVICES set to its slice. The gateway config is read here (a file's
 own `replicas` are replaced, as `lab gateway --replica` does; an inline mapping must leave them out) and
 checked with the gateway's own parser, so a bad gateway field fails before any process starts.
 """
@@ -17,18 +19,22 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lab.errors import LabError
+from lab.gpu.mig import GpuMig
 from lab.service.fields import Fields, fail
 from lab.service.spec import (HOST, NETWORKS, GatewaySpec, PrometheusSpec, ReplicaProcess, RestartPolicy,
                               ServiceSpec, check_name, lab_serve_command)
 
+MigInventory = Callable[[], Sequence[GpuMig]]  # lab.gpu.mig.mig_inventory, or a fake NVML's reading in tests
 
-def load_spec(path: str | Path) -> ServiceSpec:
+
+def load_spec(path: str | Path, mig_inventory: MigInventory | None = None) -> ServiceSpec:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -36,15 +42,18 @@ def load_spec(path: str | Path) -> ServiceSpec:
         raise LabError(f"cannot read service config {path}: {error}") from None
     except yaml.YAMLError as error:
         raise LabError(f"service config {path} is not valid YAML: {error}") from None
-    return parse_spec(data, path.resolve().parent, source=path.resolve())
+    return parse_spec(data, path.resolve().parent, source=path.resolve(), mig_inventory=mig_inventory)
 
 
-def parse_spec(data: Any, base_dir: Path, source: Path | None = None) -> ServiceSpec:
+def parse_spec(data: Any, base_dir: Path, source: Path | None = None,
+               mig_inventory: MigInventory | None = None) -> ServiceSpec:
+    """`mig_inventory`: what a `mig:` replica is matched against (default: NVML's, read only if one asks)."""
     top = Fields(data)
     name = check_name(top.get("name", str), "service config: name")
     log_dir = top.get("log_dir", str, None)
     entries = top.get("replicas", list)
-    replicas = [r for i, item in enumerate(entries) for r in _replicas(Fields(item, f"replicas[{i}]"), i)]
+    replicas = [r for i, item in enumerate(entries)
+                for r in _replicas(Fields(item, f"replicas[{i}]"), i, mig_inventory)]
     gateway_fields = top.sub("gateway")  # left out: replicas only, no gateway
     gateway = _gateway(gateway_fields, base_dir, replicas) if top.has("gateway") else None
     prometheus, restart = _prometheus(top.sub("prometheus"), base_dir), _restart(top, "restart")
@@ -66,7 +75,7 @@ def _named(check: Any, path: str) -> Any:
         raise fail(path, str(error)) from None
 
 
-def _replicas(r: Fields, index: int) -> list[ReplicaProcess]:
+def _replicas(r: Fields, index: int, mig_inventory: MigInventory | None) -> list[ReplicaProcess]:
     name = r.get("name", str, f"replica-{index}")
     count = r.positive("count", int, None)
     version = r.get("version", (str, int, float), "v1")
@@ -92,10 +101,30 @@ def _replicas(r: Fields, index: int) -> list[ReplicaProcess]:
         flags = tuple(str(f) for f in flags)
         host = "{host}" if network == "netns" else HOST  # inside a namespace: listen on its address
         command = _named(lambda: lab_serve_command(engine, model, device, flags, host), r.name("flags"))
+    mig = r.get("mig", (str, list), None)
     r.done()
+    if mig is not None:
+        return [_named(lambda n=n, e=e: ReplicaProcess(n, command, str(version), e, metrics_path, ready_path, network),
+                       r.path) for n, e in _mig_replicas(r, name, count, env, mig, mig_inventory)]
     names = [name] if count is None else [f"{name}-{i}" for i in range(count)]
     return [_named(lambda n=n: ReplicaProcess(n, command, str(version), env, metrics_path, ready_path, network),
                    r.path) for n in names]
+
+
+def _mig_replicas(r: Fields, name: str, count: int | None, env: dict, mig: Any,
+                  mig_inventory: MigInventory | None) -> list[tuple[str, dict]]:
+    """(name, env) per MIG device the selector matches: `<name>-0` .. in NVML order."""
+    if count is not None:
+        raise fail(r.name("count"), "leave it out with `mig`: one replica per matching MIG device")
+    if "CUDA_VISIBLE_DEVICES" in env:
+        raise fail(r.name("env"), "CUDA_VISIBLE_DEVICES is set per replica from `mig`; leave it out")
+    if r.has("device") and r.get("device", str) not in ("cuda", "cuda:0", "auto"):
+        raise fail(r.name("device"), "a MIG replica sees its slice as its only GPU: use cuda (or leave it out)")
+    from lab.gpu.mig import mig_inventory as nvml_inventory
+    from lab.service.mig_slices import select_slices, slice_env
+
+    inventory = (mig_inventory or nvml_inventory)()
+    return [(f"{name}-{i}", {**env, **slice_env(s)}) for i, s in enumerate(select_slices(mig, inventory, r.name("mig")))]
 
 
 def _command(value: str | list, path: str) -> tuple[str, ...]:
