@@ -40,7 +40,12 @@ from lab.engine.sampling_params import SamplingParams
 
 
 class RequestRefused(ValueError):
-    """The backend will not run this request (e.g. it can never fit the KV cache)."""
+    """The backend will not run this request (e.g. it can never fit the KV cache); `param` names the
+    request field at fault, when one is (the 400's `param`)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class BackendError(RuntimeError):

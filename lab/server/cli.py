@@ -6,6 +6,7 @@ is bound (exit 2, naming the flag's problem).
 
     lab serve --model tiny --port 8000 --num-gpu-blocks 256 --scheduling-policy priority
     lab serve --engine hf --hf-batch-size 8 --model tiny    # the transformers generate() baseline
+    lab serve --engine hf-cb --model tiny                   # transformers' continuous batching
     lab serve --engine-core thread --model tiny             # step loop on a thread of the HTTP process
 
 `--engine-core process` (the default, as in vLLM V1) runs the engine's step loop in its own
@@ -20,6 +21,8 @@ without it the routes do not exist. The hash is what `lab gateway hash-key` prin
 `--engine hf` serves the same model (same weights for a preset) with transformers' own model
 class and `generate()`, FCFS in static batches; the paging and scheduling flags of our engine
 mean nothing there and are refused (`--engine-core` too), as `--hf-batch-size` is with `--engine lab`.
+`--engine hf-cb` serves it with transformers' continuous-batching manager (the native deployment:
+paged KV cache, continuous batching), sized by its own `--hf-cb-*` flags; the same flags are refused.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import argparse
 import json
 
 from lab.errors import LabError
+from lab.server.hf_cb_config import HFCBConfig
 from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES, ENGINE_ITERATION_TIMEOUT_S
 
 # flag dest -> EngineArgs field (the same name: vLLM's), passed only when given
@@ -39,6 +43,18 @@ LAB_ONLY_FLAGS = ("block_size", "gpu_memory_utilization", "num_gpu_blocks", "max
                   "max_num_batched_tokens", "enable_chunked_prefill", "scheduling_policy", "load_format",
                   "cuda_graph_sizes", "quantization", "kv_cache_dtype")
 ENGINE_CORES = ("process", "thread")  # --engine-core choices; the first is the default (runner.ENGINE_CORES)
+ENGINES = ("lab", "hf", "hf-cb")  # --engine choices (runner.ENGINES)
+# --engine hf-cb's flags: (flag, HFCBConfig field, help), dest hf_cb_<field>; each is one of transformers'
+# ContinuousBatchingConfig fields
+HF_CB_FLAGS = (
+    ("--hf-cb-max-batch-tokens", "max_batch_tokens", "token budget of one step, prompt and decode tokens together "
+     "(max_batch_tokens)"),
+    ("--hf-cb-num-blocks", "num_blocks", "KV cache blocks (num_blocks)"),
+    ("--hf-cb-block-size", "block_size", "tokens per KV block (page_size; block_size before transformers 5.25; "
+     "transformers' default 256)"),
+    ("--hf-cb-max-requests-per-batch", "max_requests_per_batch", "most requests in one step "
+     "(max_requests_per_batch; transformers' default 1024)"),
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,12 +66,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "is loaded. SIGTERM drains in-flight requests, then exits 0.",
     )
     parser.add_argument("--model", default="tiny", help="preset name or local Hugging Face checkpoint directory")
-    parser.add_argument("--engine", choices=("lab", "hf"), default="lab",
+    parser.add_argument("--engine", choices=ENGINES, default="lab",
                         help="lab: this project's engine (paged KV cache, continuous batching; the default); "
-                        "hf: the 'native deployment' baseline, transformers' model class and generate(), "
-                        "FCFS in static batches, no paging (same weights for a preset)")
+                        "hf-cb: the native deployment, transformers' continuous batching manager (generate_batch, "
+                        "what `transformers serve` runs; greedy requests only); "
+                        "hf: the floor, transformers' model class and generate(), FCFS in static batches, no paging "
+                        "(both hf engines: the same weights for a preset)")
     parser.add_argument("--hf-batch-size", type=int,
                         help="--engine hf only: requests per static generate() batch (default 1: one at a time)")
+    hf_cb = parser.add_argument_group("--engine hf-cb (transformers' ContinuousBatchingConfig; left out: "
+                                      "transformers' default, sized from free memory)")
+    for flag, field, text in HF_CB_FLAGS:
+        hf_cb.add_argument(flag, type=int, dest=f"hf_cb_{field}", metavar="N", help=text)
     parser.add_argument("--engine-core", choices=ENGINE_CORES,
                         help="--engine lab only: where the step loop runs. process (the default, as vLLM V1): "
                         "its own process, so HTTP/SSE work does not share the GIL with the steps; "
@@ -131,8 +153,10 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     given = {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name) is not None}
+    hf_cb = {field: getattr(args, f"hf_cb_{field}") for _, field, _ in HF_CB_FLAGS
+             if getattr(args, f"hf_cb_{field}") is not None}
     _check_engine_flags(args.engine, given, args.hf_batch_size, args.engine_core,  # before torch loads: fail fast
-                        args.engine_iteration_timeout_s)
+                        args.engine_iteration_timeout_s, hf_cb)
     admin_key, fault_injection = _admin(args)
 
     from lab.engine.args import EngineArgs  # torch: only when a replica really starts
@@ -144,6 +168,7 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host, port=args.port, drain_timeout_s=args.drain_timeout_s,
             log_level=args.log_level, access_log=args.access_log,
             engine=args.engine, hf_batch_size=1 if args.hf_batch_size is None else args.hf_batch_size,
+            hf_cb=HFCBConfig(**hf_cb),
             engine_core=args.engine_core or ENGINE_CORES[0],
             max_request_bytes=args.max_request_bytes,
             engine_iteration_timeout_s=(ENGINE_ITERATION_TIMEOUT_S if args.engine_iteration_timeout_s is None
@@ -178,18 +203,31 @@ def _admin(args: argparse.Namespace):
 
 
 def _check_engine_flags(engine: str, given: dict, hf_batch_size: int | None, engine_core: str | None = None,
-                        iteration_timeout_s: float | None = None) -> None:
-    """Refuse flags the chosen engine would silently ignore."""
-    if engine == "hf":
-        ignored = [f"--{name.replace('_', '-')}" for name in LAB_ONLY_FLAGS if name in given]
-        if engine_core is not None:
-            ignored.append("--engine-core")
-        if iteration_timeout_s is not None:
-            ignored.append("--engine-iteration-timeout-s")
-        if ignored:
-            raise LabError(f"{', '.join(ignored)}: only --engine lab has a paged KV cache, a scheduler and an "
-                           "engine core; --engine hf runs transformers generate() in static batches (see --hf-batch-size)")
-        if hf_batch_size is not None and hf_batch_size < 1:
-            raise LabError(f"--hf-batch-size must be >= 1, got {hf_batch_size}")
-    elif hf_batch_size is not None:
+                        iteration_timeout_s: float | None = None, hf_cb: dict | None = None) -> None:
+    """Refuse flags the chosen engine would silently ignore; `hf_cb` is the --hf-cb-* flags given, by field."""
+    hf_cb = hf_cb or {}
+    if engine != "hf" and hf_batch_size is not None:
         raise LabError("--hf-batch-size applies to --engine hf only")
+    if engine != "hf-cb" and hf_cb:
+        raise LabError(f"{', '.join(_hf_cb_flag(name) for name in hf_cb)}: apply to --engine hf-cb only")
+    if engine == "lab":
+        return
+    ignored = [f"--{name.replace('_', '-')}" for name in LAB_ONLY_FLAGS if name in given]
+    if engine_core is not None:
+        ignored.append("--engine-core")
+    if iteration_timeout_s is not None:
+        ignored.append("--engine-iteration-timeout-s")
+    if ignored:
+        runs = ("--engine hf runs transformers generate() in static batches (see --hf-batch-size)" if engine == "hf"
+                else "--engine hf-cb runs transformers' continuous batching manager, sized by the --hf-cb-* flags")
+        raise LabError(f"{', '.join(ignored)}: only --engine lab has this project's paged KV cache, scheduler and "
+                       f"engine core; {runs}")
+    if hf_batch_size is not None and hf_batch_size < 1:
+        raise LabError(f"--hf-batch-size must be >= 1, got {hf_batch_size}")
+    for name, value in hf_cb.items():
+        if value < 1:
+            raise LabError(f"{_hf_cb_flag(name)} must be >= 1, got {value}")
+
+
+def _hf_cb_flag(field: str) -> str:
+    return next(flag for flag, name, _ in HF_CB_FLAGS if name == field)

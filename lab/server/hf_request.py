@@ -49,9 +49,10 @@ class HFRequest:
     def finished(self) -> bool:
         return self.seq.finish_reason is not None
 
-    def scheduled(self) -> None:
-        """The worker took it into a batch: its queue time ends now."""
-        self.seq.first_scheduled_time = time.monotonic()
+    def scheduled(self, queue_time_s: float | None = None) -> None:
+        """It left the queue: now, or `queue_time_s` after its arrival when the engine measured that itself."""
+        seq = self.seq
+        seq.first_scheduled_time = time.monotonic() if queue_time_s is None else seq.arrival_time + queue_time_s
 
     def banned_token_ids(self, eos_token_id: int | None) -> list[int]:
         """While below min_tokens, the tokens that would end the request cannot be drawn (as the engine)."""

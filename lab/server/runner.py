@@ -10,8 +10,9 @@ Contract:
 - Returns 1 when the model failed to load (the error is logged), so a pool can tell.
 - `max_request_bytes` caps a request body (413 past it); `engine_iteration_timeout_s` is how long
   the engine's step loop may stay silent before `/health`, `/ready` and new requests answer 503.
-- `config.engine` picks the backend: "lab" (our engine) or "hf" (the transformers `generate()`
-  baseline, `HFBackend`, in static batches of `hf_batch_size`). For "lab", `config.engine_core`
+- `config.engine` picks the backend: "lab" (our engine), "hf" (the transformers `generate()`
+  baseline, `HFBackend`, in static batches of `hf_batch_size`) or "hf-cb" (transformers' continuous
+  batching manager, `HFCBBackend`, sized by `hf_cb`: the native deployment). For "lab", `config.engine_core`
   picks where its step loop runs: "process" (the default, `EngineCoreBackend`: the engine core in
   its own process, so HTTP work and steps do not share a GIL, as in vLLM V1) or "thread"
   (`AsyncLLMBackend`: a thread of this process; the plain path and the reference).
@@ -36,6 +37,7 @@ from lab.server.backend import ServingBackend
 from lab.server.core_backend import EngineCoreBackend
 from lab.server.engine_backend import AsyncLLMBackend
 from lab.server.faults import AdminKey, FaultInjection
+from lab.server.hf_cb_config import HFCBConfig
 from lab.server.lifecycle import Lifecycle, State
 from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES, ENGINE_ITERATION_TIMEOUT_S
 
@@ -45,7 +47,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_BACKSTOP_S = 5.0  # after the drain: how long uvicorn may wait for connections to close
-ENGINES = ("lab", "hf")  # lab: our engine (full power); hf: transformers generate() (the native baseline)
+# lab: our engine (full power); hf: transformers generate() in static batches (the floor);
+# hf-cb: transformers' continuous batching manager (the native deployment)
+ENGINES = ("lab", "hf", "hf-cb")
 ENGINE_CORES = ("process", "thread")  # engine "lab": step loop in its own process (default) or a thread here
 
 
@@ -60,6 +64,7 @@ class ServerConfig:
     access_log: bool = False  # one log line per request: off by default, it costs at high rates
     engine: str = "lab"  # which backend serves: see ENGINES
     hf_batch_size: int = 1  # engine "hf": requests per static generate() batch (1 = one request at a time)
+    hf_cb: HFCBConfig = HFCBConfig()  # engine "hf-cb": the manager's sizes (None fields: transformers' defaults)
     engine_core: str = "process"  # engine "lab": where the step loop runs, see ENGINE_CORES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # larger bodies get a 413
     engine_iteration_timeout_s: float = ENGINE_ITERATION_TIMEOUT_S  # a silent step loop this long: 503
@@ -132,6 +137,10 @@ def backend_loader(config: ServerConfig) -> Callable[[], ServingBackend]:
         from lab.server.hf_backend import HFBackend
 
         return partial(HFBackend.load, config.engine_args, config.served_model_name, config.hf_batch_size)
+    if config.engine == "hf-cb":
+        from lab.server.hf_cb_backend import HFCBBackend
+
+        return partial(HFCBBackend.load, config.engine_args, config.served_model_name, config.hf_cb)
     timeout_s = config.engine_iteration_timeout_s
     if config.engine_core == "process":
         return partial(EngineCoreBackend.load, config.engine_args, config.served_model_name, timeout_s)

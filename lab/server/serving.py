@@ -95,7 +95,7 @@ async def serve_generation(request: Request, ctx: ServingContext, builder: Respo
     except RequestRefused as exc:
         for choice in choices.values():
             choice.recorder.discard()
-        raise APIError(400, str(exc), code="invalid_value") from None
+        raise APIError(400, str(exc), param=exc.param, code="invalid_value") from None
     except BackendError as exc:
         raise _backend_error(builder.request_id, exc) from None
     except ClientDisconnected:

@@ -5,7 +5,8 @@ default engine core (its own process); `thread_server` is the same replica with 
 thread` (the reference the process core is compared with); the two load in parallel when the
 collected tests use both;
 `launch(*flags, tmp_dir=...)` starts another (the drain tests need their own, since they end it);
-`base_flags=HF_MODEL_FLAGS` starts the transformers baseline (`--engine hf`) on the same model.
+`base_flags=HF_MODEL_FLAGS` starts the transformers baseline (`--engine hf`) on the same model, and
+`base_flags=HF_CB_MODEL_FLAGS` transformers' continuous batching (`--engine hf-cb`).
 `engine_core_pids(srv)` are the pids of a replica's engine core processes.
 Replicas use a 2-layer tiny model and a small KV cache so the suite stays fast on 2 cores.
 """
@@ -33,6 +34,11 @@ SMALL_MODEL_FLAGS = ("--model", MODEL, "--hf-overrides", '{"num_hidden_layers": 
 # The same model (tiny, 2 layers, same seed: same weights) served by transformers generate().
 HF_MODEL_FLAGS = ("--engine", "hf", "--model", MODEL, "--hf-overrides", '{"num_hidden_layers": 2}',
                   "--max-model-len", str(MAX_MODEL_LEN))
+# The same model again, served by transformers' continuous batching manager (--engine hf-cb), with a
+# small paged cache: 64 blocks of 32 tokens, 512-token steps.
+HF_CB_MODEL_FLAGS = ("--engine", "hf-cb", "--model", MODEL, "--hf-overrides", '{"num_hidden_layers": 2}',
+                     "--max-model-len", str(MAX_MODEL_LEN), "--hf-cb-num-blocks", "64", "--hf-cb-block-size", "32",
+                     "--hf-cb-max-batch-tokens", "512")
 READY_TIMEOUT_S = 90.0
 
 

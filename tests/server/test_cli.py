@@ -42,7 +42,7 @@ def test_engine_flag_is_documented_with_its_choices():
     result = run_serve("--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())  # argparse wraps lines
-    assert "--engine {lab,hf}" in text and "--hf-batch-size" in text
+    assert "--engine {lab,hf,hf-cb}" in text and "--hf-batch-size" in text
     assert "transformers" in text and "generate()" in text and "static batches" in text
 
 
