@@ -13,7 +13,8 @@ Contract:
 - `manager_load(manager)` is the manager's own view of its load: running = its scheduler's active
   requests, waiting = its scheduler's waiting requests plus its not yet drained input queue,
   kv_cache_usage = the used fraction of its paged cache. These are attributes transformers' own
-  `transformers serve` reads (5.25); 5.17 counts free blocks instead of free capacity.
+  `transformers serve` reads (5.25); 5.17 counts free blocks instead of free capacity. Unlike vLLM's
+  gauge, 5.25's counts blocks kept for prefix reuse as used: it stays above 0 once requests finished.
 Versions: the API used is in transformers 5.17 and 5.25 (the GPU machines run 5.17, this workstation
 5.25); the KV block size's name (`block_size`, `page_size` from 5.25) is bridged, and a version
 without the manager's API fails with an error saying what is missing. 5.17's paged cache cannot hold
