@@ -24,7 +24,7 @@ from typing import Any
 from lab.errors import LabError
 from lab.paths import project_root
 
-ENGINES = ("lab", "hf")  # `lab serve --engine`: our engine, or transformers' generate() baseline
+ENGINES = ("lab", "hf", "hf-cb")  # `lab serve --engine`: ours, transformers' generate() or its continuous batching
 NETWORKS = ("direct", "proxy", "netns")  # how the gateway reaches a replica (lab.service.network)
 PROXY_SUFFIX = "-proxy"  # a proxied replica's fault proxy is the process `<replica>-proxy`
 RESTART_POLICIES = ("on-failure", "never")
