@@ -2,6 +2,7 @@
 sources, and one short real run against a 2-layer tiny replica on the CPU (a switch, a drain, a missing source)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -243,3 +244,16 @@ def test_the_load_uses_only_ids_the_served_model_has() -> None:
     steps = (ReloadStep("switch", 2.0, 1),)
     assert StudyConfig("deepseek-v2-lite", steps).vocab_size == 102_400
     assert StudyConfig("tiny", steps, hf_overrides={"vocab_size": 4096}).vocab_size == 4096
+
+
+def test_the_switch_copy_rate_is_read_plus_write_of_the_weights_over_the_copy_time() -> None:
+    run = hand_made_run()
+    assert math.isnan(run_metrics(run)["reload_copy_bytes_per_s"])  # records without bytes: not known
+    switch = run.reloads[0]
+    record = {**switch.call.record, "bytes": 31.4e9, "switch_copy_ms": 20.0}
+    timed = ReloadOutcome(switch.step, switch.source, dataclasses.replace(switch.call, record=record))
+    changed = HotReloadRun(**{**run.__dict__, "reloads": (timed, *run.reloads[1:])})
+    m = run_metrics(changed)
+    assert m["reload_weight_bytes"] == 31.4e9
+    assert m["reload_copy_bytes_per_s"] == pytest.approx(2 * 31.4e9 / 0.020)  # 3.14 TB/s
+    assert "copying 31.40 GB in at 3.14 TB/s" in target_rows(changed)[0].measured

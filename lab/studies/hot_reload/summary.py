@@ -58,6 +58,17 @@ def _pauses(run: HotReloadRun) -> list[float]:
     return [r.pause_ms for r in run.reloads if r.pause_ms is not None]
 
 
+def _copy_rates(run: HotReloadRun) -> tuple[float, float]:
+    """(weight bytes, HBM bytes per second the switch's copy moved: read + write) of the median switch. The copy
+    into the live tensors is the floor of a switch's pause: 2 x bytes / the card's bandwidth."""
+    copies = sorted((float(r.call.record["switch_copy_ms"]), float(r.call.record["bytes"])) for r in run.reloads
+                    if r.step.kind == "switch" and "switch_copy_ms" in r.call.record and "bytes" in r.call.record)
+    if not copies:
+        return math.nan, math.nan
+    copy_ms, nbytes = copies[len(copies) // 2]
+    return nbytes, 2.0 * nbytes / (copy_ms / 1e3) if copy_ms > 0 else math.nan
+
+
 def run_metrics(run: HotReloadRun) -> dict[str, float]:
     started_at, windows = run.load.started_at, run.windows()
     itl = split(itl_intervals(run.load.results, started_at), windows)
@@ -67,8 +78,10 @@ def run_metrics(run: HotReloadRun) -> dict[str, float]:
     corrupt = [r for r in run.reloads if r.step.kind == "corrupt"]
     refused = [r for r in corrupt if r.call.outcome == "refused"]
     named = bool(refused) and all(run.corrupt.expect_in_error in (r.call.error_message or "") for r in refused)
+    weight_bytes, copy_rate = _copy_rates(run)
     return {
         "reload_pause_ms_p50": _percentile(pauses, 50), "reload_pause_ms_max": max(pauses, default=math.nan),
+        "reload_weight_bytes": weight_bytes, "reload_copy_bytes_per_s": copy_rate,
         "reload_duration_s_max": max(durations, default=math.nan),
         "requests": float(len(run.load.results)),
         "failed_requests": float(sum(not r.success for r in run.load.results)),
@@ -152,7 +165,9 @@ def target_rows(run: HotReloadRun) -> list[TargetRow]:
     m, model = run_metrics(run), run.config.model
     steady, around = m["itl_p99_steady_ms"], m["itl_p99_around_reload_ms"]
     rows = [
-        ("pause", f"max {m['reload_pause_ms_max']:.2f} ms, p50 {m['reload_pause_ms_p50']:.2f} ms",
+        ("pause", f"max {m['reload_pause_ms_max']:.2f} ms, p50 {m['reload_pause_ms_p50']:.2f} ms"
+                  + (f" (copying {m['reload_weight_bytes'] / 1e9:.2f} GB in at {m['reload_copy_bytes_per_s'] / 1e12:.2f} "
+                     "TB/s read + write)" if math.isfinite(m["reload_copy_bytes_per_s"]) else ""),
          m["reload_pause_ms_max"] <= MAX_PAUSE_MS),
         ("no_failed_requests", f"{m['failed_requests']:.0f} of {m['requests']:.0f} failed", m["failed_requests"] == 0),
         ("itl_p99", f"around {around:.1f} ms vs steady {steady:.1f} ms ({_change_pct(around, steady)})",
