@@ -4,7 +4,8 @@ Contract: a source answers `component_times_s(work)` with seconds per component 
 "dense_mlp", "router", "routed_experts", "shared_experts", "head", "other") for one GPU doing `work`
 (`LayerWork`: what that GPU computes in one layer of one step, shard and token counts included).
 - `RooflineLayerTime`: each component takes max(bytes / (HBM bandwidth x bandwidth_efficiency),
-  FLOPs / (tensor peak x compute_efficiency)). Both efficiencies are required inputs: a roofline at
+  FLOPs / (tensor peak x compute_efficiency)); `gemm_format` "bf16" models FP8-stored weights run as bf16 GEMMs.
+  Both efficiencies are required inputs: a roofline at
   efficiency 1 is the physical bound; any lower number must come from a measurement.
 - `MeasuredLayerTime`: interpolates a measured table (the GPU layer profile of issue 19), per component,
   over tokens (and context for attention). It answers only for the shard it was measured at and only
@@ -62,16 +63,20 @@ class RooflineLayerTime:
     kv_dtype_bytes: int
     bandwidth_efficiency: float  # achieved / peak HBM bandwidth: measured, or 1 for the bound
     compute_efficiency: float  # achieved / peak tensor FLOP/s: measured, or 1 for the bound
+    # the GEMMs' format when it differs from storage: "bf16" for FP8 weights dequantized into bf16 GEMMs
+    # (W8A16, a card without FP8 tensor cores); None: the GEMMs run in the weight format
+    gemm_format: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("bandwidth_efficiency", "compute_efficiency"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
-        self.gpu.peak_flops(self.weight_format)  # refuses FP8 GEMMs on a card without them
+        self.gpu.peak_flops(self.gemm_format or self.weight_format)  # refuses FP8 GEMMs on a card without them
 
     def _time(self, nbytes: float, gemm_flops: float, bf16_flops: float = 0.0) -> float:
         memory_s = nbytes / (self.gpu.hbm_bytes_per_s * self.bandwidth_efficiency)
-        compute_s = (gemm_flops / self.gpu.peak_flops(self.weight_format) + bf16_flops / self.gpu.bf16_flops)
+        compute_s = (gemm_flops / self.gpu.peak_flops(self.gemm_format or self.weight_format)
+                     + bf16_flops / self.gpu.bf16_flops)
         return max(memory_s, compute_s / self.compute_efficiency)
 
     def component_times_s(self, work: LayerWork) -> dict[str, float]:

@@ -1,0 +1,107 @@
+"""A layer-profile record read into the cluster model: metric names, grids, the shard transfer, the fit check."""
+from __future__ import annotations
+
+import pytest
+
+from lab.scale.cluster import layer_metrics as names
+from lab.scale.cluster.hardware import A100_80G, H100_SXM, H200_SXM
+from lab.scale.cluster.layer_profile import TransferredLayerTime, held_out_errors, measured_layer_time
+from lab.scale.cluster.layer_time import LayerWork, RooflineLayerTime
+from lab.scale.cluster.model import DEEPSEEK_V3 as V3
+
+SHARD = {names.SHARD_TP: 1, names.SHARD_EXPERTS_HELD: 256, names.SHARD_EXPERT_TP: 1, names.EXPERTS_PER_TOKEN: 8}
+
+
+def record(tokens=(1, 2, 4), contexts=(1024, 4096)) -> dict[str, float]:
+    """Attention = 1e-6 * tokens * context / 1024 s; each other component 1e-5 * tokens s; head 2e-5 * tokens."""
+    m = dict(SHARD)
+    for t in tokens:
+        for c in contexts:
+            m[names.component_s("bf16", "moe", "decode", "attention", t, c)] = 1e-6 * t * c / 1024
+        for comp in ("router", "routed_experts", "shared_experts", "other"):
+            m[names.component_s("bf16", "moe", "decode", comp, t, contexts[0])] = 1e-5 * t
+        m[names.component_s("bf16", "head", "decode", "head", t, contexts[0])] = 2e-5 * t
+    return m
+
+
+def test_metric_names_round_trip() -> None:
+    key = names.component_s("fp8", "moe", "prefill", "routed_experts", 512, 1024)
+    assert key == "layer_fp8_moe_prefill_routed_experts_t512_ctx1024_s"
+    assert names.COMPONENT_S.match(key).groups() == ("fp8", "moe", "prefill", "routed_experts", "512", "1024")
+    with pytest.raises(ValueError, match="weights must be one of"):
+        names.component_s("int4", "moe", "decode", "attention", 1, 1)
+
+
+def test_measured_layer_time_interpolates_and_keys_experts_by_rows() -> None:
+    source = measured_layer_time(record(), "bf16")
+    # 3 tokens at 2560 context: attention interpolated in both axes = 1e-6 * 3 * 2.5; experts at rows 3 * 8 = 24
+    work = LayerWork("moe", "decode", 3, 2560, 1, 256, 1, 24.0, 24.0)
+    times = source.component_times_s(work)
+    assert times["attention"] == pytest.approx(7.5e-6)
+    assert times["routed_experts"] == pytest.approx(3e-5)
+    assert times["router"] == pytest.approx(3e-5)
+    head = source.component_times_s(LayerWork("head", "prefill", 2, 0, 1, 256, 1, 0.0, 0.0))  # decode's table
+    assert head == {"head": pytest.approx(4e-5)}
+
+
+def test_a_grid_with_a_hole_names_the_missing_metric() -> None:
+    m = record()
+    del m[names.component_s("bf16", "moe", "decode", "attention", 2, 4096)]
+    with pytest.raises(ValueError, match="layer_bf16_moe_decode_attention_t2_ctx4096_s"):
+        measured_layer_time(m, "bf16")
+    with pytest.raises(ValueError, match="no fp8 layer times"):
+        measured_layer_time(record(), "fp8")
+    with pytest.raises(ValueError, match="not a layer-profile record"):
+        measured_layer_time({k: v for k, v in record().items() if k != names.SHARD_TP}, "bf16")
+
+
+def roofline(card, fmt="bf16", gemm=None) -> RooflineLayerTime:
+    return RooflineLayerTime(V3, card, fmt, 2, bandwidth_efficiency=1.0, compute_efficiency=1.0, gemm_format=gemm)
+
+
+def test_transfer_is_the_measurement_at_the_measured_shard_and_card() -> None:
+    source = TransferredLayerTime(measured_layer_time(record(), "bf16"), roofline(H100_SXM), roofline(H100_SXM))
+    work = LayerWork("moe", "decode", 2, 1024, 1, 256, 1, 16.0, 256 * (1 - (1 - 8 / 256) ** 2))
+    assert source.component_times_s(work) == pytest.approx({"attention": 2e-6, "router": 2e-5,
+                                                            "routed_experts": 2e-5, "shared_experts": 2e-5,
+                                                            "other": 2e-5})
+
+
+def test_transfer_to_a_faster_card_scales_memory_bound_parts_by_bandwidth() -> None:
+    source = TransferredLayerTime(measured_layer_time(record(), "bf16"), roofline(H100_SXM), roofline(H200_SXM))
+    work = LayerWork("moe", "decode", 1, 1024, 1, 256, 1, 8.0, 8.0)
+    # at one token every part is bound by bytes: 3.35 TB/s measured, 4.8 TB/s target
+    assert source.component_times_s(work)["router"] == pytest.approx(1e-5 * 3.35 / 4.8)
+
+
+def test_transfer_to_a_tensor_parallel_shard_scales_by_the_roofline_ratio() -> None:
+    measured, h100 = measured_layer_time(record(), "bf16"), roofline(H100_SXM)
+    source = TransferredLayerTime(measured, h100, h100)
+    work = LayerWork("moe", "decode", 1, 1024, 8, 32, 1, 8.0, 8.0)  # tp 8, 32 experts held, 8 rows
+    base = LayerWork("moe", "decode", 1, 1024, 1, 256, 1, 8.0, 8.0)  # 1 token's 8 picks, each a fresh expert
+    ratio = h100.component_times_s(work)["shared_experts"] / h100.component_times_s(base)["shared_experts"]
+    assert ratio == pytest.approx(1 / 8)  # the shared expert split 8 ways, memory bound
+    assert measured.component_times_s(base)["shared_experts"] == pytest.approx(1e-5)
+    assert source.component_times_s(work)["shared_experts"] == pytest.approx(1e-5 / 8)
+    # routed: 8 active experts in both, so the same bytes and the measurement itself
+    assert source.component_times_s(work)["routed_experts"] == pytest.approx(1e-5)
+
+
+def test_fp8_stored_weights_on_an_a100_run_bf16_gemms() -> None:
+    with pytest.raises(ValueError, match="no FP8 tensor cores"):
+        roofline(A100_80G, "fp8-block")
+    a100 = roofline(A100_80G, "fp8-block", gemm="bf16")
+    work = LayerWork("dense", "prefill", 4096, 2048, 1, 256, 1, 0.0, 0.0)
+    flops = 2 * 4096 * 3 * 18432 * 7168
+    assert a100.component_times_s(work)["dense_mlp"] == pytest.approx(flops / 312e12)
+
+
+def test_held_out_errors_compare_interpolation_with_measurement() -> None:
+    m = record(tokens=(1, 2, 4))
+    m[names.component_s("bf16", "moe", "decode", "router", 2, 1024)] = 3e-5  # 2 tokens measured off the line
+    rows = held_out_errors(m, "bf16", "moe", fit_tokens=(1, 4), check_tokens=(2,), context=1024)
+    # fit: attention 2e-6, router 2e-5 (line 1..4), experts 2e-5, shared 2e-5, other 2e-5 -> 8.2e-5
+    # measured: same with router 3e-5 -> 9.2e-5
+    ((tokens, measured, predicted, error),) = rows
+    assert (tokens, measured, predicted) == (2, pytest.approx(9.2e-5), pytest.approx(8.2e-5))
+    assert error == pytest.approx(100 * (8.2 / 9.2 - 1))
