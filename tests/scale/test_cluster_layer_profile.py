@@ -44,6 +44,13 @@ def test_measured_layer_time_interpolates_and_keys_experts_by_rows() -> None:
     assert head == {"head": pytest.approx(4e-5)}
 
 
+def test_prefill_is_one_column_over_prompt_tokens() -> None:
+    m = {**record(), names.component_s("bf16", "dense", "prefill", "attention", 100, 100): 1e-3,
+         names.component_s("bf16", "dense", "prefill", "attention", 300, 300): 3e-3}
+    work = LayerWork("dense", "prefill", 200, 100, 1, 256, 1, 0.0, 0.0)  # mean causal context: any
+    assert measured_layer_time(m, "bf16").component_times_s(work) == {"attention": pytest.approx(2e-3)}
+
+
 def test_a_grid_with_a_hole_names_the_missing_metric() -> None:
     m = record()
     del m[names.component_s("bf16", "moe", "decode", "attention", 2, 4096)]

@@ -4,6 +4,7 @@ Contract:
 - `measured_layer_time(metrics, weights, tokens_filter=None)` -> `MeasuredLayerTime`: the record's
   `layer_metrics.component_s` numbers of one weight format as grids, per (kind, phase), at the shard the record
   names. Routed-expert times are keyed by rows (tokens x k: one GPU holds every expert, each token reaches k).
+  Prefill times (one fresh prompt: its context is itself) form one column over tokens.
   The LM head's work does not depend on the phase: a record with head times for decode only serves prefill too.
   `tokens_filter` keeps only some token counts (the fit check leaves the others out). A grid with a hole is an
   error naming the missing metric.
@@ -46,7 +47,9 @@ def measured_layer_time(metrics: Mapping[str, float], weights: str, tokens_filte
     for key, value in metrics.items():
         m = names.COMPONENT_S.match(key)
         if m and m.group(1) == weights and (tokens_filter is None or int(m.group(5)) in tokens_filter):
-            points[(m.group(2), m.group(3), m.group(4))][(int(m.group(5)), int(m.group(6)))] = float(value)
+            # a prefill's context is its own prompt (ctx = tokens): one column over tokens
+            context = 0 if m.group(3) == "prefill" else int(m.group(6))
+            points[(m.group(2), m.group(3), m.group(4))][(int(m.group(5)), context)] = float(value)
     if not points:
         raise ValueError(f"the record has no {weights} layer times ({names.component_s(weights, 'moe', 'decode', 'attention', 1, 1024)}, ...)")
     tables: dict[tuple[str, str], dict[str, MeasuredComponent]] = defaultdict(dict)
