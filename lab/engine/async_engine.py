@@ -24,6 +24,7 @@ from lab.engine.args import EngineArgs
 from lab.engine.engine import LLMEngine
 from lab.engine.outputs import RequestFailedError, RequestOutput
 from lab.engine.sampling_params import SamplingParams
+from lab.engine.step_gaps import StepGaps
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class AsyncLLM:
         self._ids = itertools.count()
         self._stopping = threading.Event()
         self._last_turn = time.monotonic()  # written by the loop thread only
+        self.step_gaps = StepGaps()  # the longest gap between two steps with requests in flight (/metrics)
         self._thread = threading.Thread(target=self._loop, name="engine-loop", daemon=True)
         self._thread.start()
 
@@ -115,13 +117,14 @@ class AsyncLLM:
 
         self._submit(do_abort)
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, object]:
         """A snapshot for /metrics (reads are racy by a step at most, which is fine for gauges)."""
         sched = self.engine.scheduler
         return {
             "num_requests_running": sched.num_running,
             "num_requests_waiting": sched.num_waiting,
             "kv_cache_usage_perc": self.engine.kv_cache_usage,
+            "step_gaps": self.step_gaps.snapshot(),
         }
 
     @property
@@ -159,6 +162,7 @@ class AsyncLLM:
                 pass
             if self.engine.has_unfinished_requests():
                 self._step()
+                self.step_gaps.step_ended(self.engine.has_unfinished_requests())
 
     def _apply(self, command: Callable[[], None]) -> None:
         try:

@@ -12,7 +12,8 @@ parent side):
   taken after the step, so the parent answers `/metrics` without asking the core. An idle core
   also sends an empty `StepBatch` every `HEARTBEAT_S`: the loop itself sends it, so a parent that
   hears nothing for long knows the loop is stuck (a hung step, a stopped process), not idle.
-  `CoreStats.degraded` names why the engine serves garbage if it did (non-finite logits), else None.
+  `CoreStats.degraded` names why the engine serves garbage if it did (non-finite logits), else None;
+  `CoreStats.step_gaps` the gaps between steps with requests in flight (`lab.engine.step_gaps`).
 - fault injection (`lab serve --enable-fault-injection`, `lab.engine.faults`): parent -> core
   `ArmFault(command_id, spec)` (spec: `OomFault`, `HangStepFault`, `SlowStepFault`, `NanWeightsFault`),
   `ClearFaults`, `ShowFaults`; core -> parent one `FaultReply` per command, sent as soon as the loop
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 
 from lab.engine.outputs import TokenLogprob
 from lab.engine.sampling_params import SamplingParams
+from lab.engine.step_gaps import NO_STEP_GAPS, StepGapStats
 
 HEARTBEAT_S = 1.0  # an idle core's longest silence
 
@@ -168,6 +170,7 @@ class CoreStats:
     weights_version: str = ""
     weights_generation: int = 0  # reloads done
     reloading: bool = False  # a reload is loading its standby or draining
+    step_gaps: StepGapStats = NO_STEP_GAPS  # gaps between steps with requests in flight (`lab.engine.step_gaps`)
 
 
 IDLE_STATS = CoreStats(0, 0, 0.0)

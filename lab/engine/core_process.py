@@ -47,6 +47,7 @@ from lab.engine.core_messages import (
     HEARTBEAT_S, AbortRequest, AddRequest, ArmFault, ClearFaults, CoreLoadFailed, CoreOutput, CoreReady, CoreStats,
     FaultReply, ReloadReply, ReloadWeights, RequestFailure, ShowFaults, Shutdown, StepBatch,
 )
+from lab.engine.step_gaps import StepGaps
 
 if TYPE_CHECKING:
     import threading
@@ -114,6 +115,7 @@ class _CoreLoop:
         self.stopping = False
         self.faults: EngineFaults | None = None  # built by the first fault command
         self._deferred: list = []  # commands read while an injected hang held a step: applied after it
+        self.step_gaps = StepGaps()  # the longest gap between two steps with requests in flight (/metrics)
 
     def run(self) -> None:
         last_sent = time.monotonic()
@@ -128,6 +130,7 @@ class _CoreLoop:
             stepped = self.engine.has_unfinished_requests()
             if stepped:
                 self._step(new, failures)
+                self.step_gaps.step_ended(self.engine.has_unfinished_requests())
             elif reloading:
                 self.engine.reloader.poll()  # idle: nothing else would switch it in
             applied = self._send_reload_replies() or applied
@@ -206,10 +209,12 @@ class _CoreLoop:
     def _stats(self) -> CoreStats:
         sched = self.engine.scheduler
         reloader = getattr(self.engine, "reloader", None)  # None: a test's fake engine
+        gaps = self.step_gaps.snapshot()
         if reloader is None:
-            return CoreStats(sched.num_running, sched.num_waiting, float(self.engine.kv_cache_usage), self._degraded())
+            return CoreStats(sched.num_running, sched.num_waiting, float(self.engine.kv_cache_usage), self._degraded(),
+                             step_gaps=gaps)
         return CoreStats(sched.num_running, sched.num_waiting, float(self.engine.kv_cache_usage), self._degraded(),
-                         reloader.version.label, reloader.version.generation, reloader.busy)
+                         reloader.version.label, reloader.version.generation, reloader.busy, step_gaps=gaps)
 
     # ---- hot reload ---------------------------------------------------------------------------------------
     def _reloading(self) -> bool:

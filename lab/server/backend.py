@@ -14,7 +14,8 @@ the one over our `AsyncLLM`; a transformers `generate` baseline would be another
   resources (KV blocks) without further calls.
 - `abort(request_id)` ends a live request: its stream's last delta has finish_reason "abort".
   Unknown or finished ids are ignored. It is synchronous so it can run in `finally` blocks.
-- `stats()` is a cheap snapshot for the gauges of /metrics; `shutdown()` stops the engine.
+- `stats()` is a cheap snapshot for the gauges of /metrics (with the step-gap histogram where the engine
+  measures it: ours; transformers' engines leave it None); `shutdown()` stops the engine.
 - `dead_reason` is None while the engine can serve; once it cannot (its process or loop is gone,
   or it was shut down) it says why, and `/health` and `/ready` answer 503 with it.
 - `stall_reason` is None while the engine's step loop turns; when it has not for longer than the
@@ -37,6 +38,7 @@ from typing import Any, Protocol
 
 from lab.engine.outputs import TokenLogprob
 from lab.engine.sampling_params import SamplingParams
+from lab.engine.step_gaps import StepGapStats
 
 
 class RequestRefused(ValueError):
@@ -76,6 +78,7 @@ class BackendStats:
     num_requests_running: int
     num_requests_waiting: int
     kv_cache_usage: float  # fraction of KV blocks in use, in [0, 1]
+    step_gaps: StepGapStats | None = None  # gaps between engine steps (`lab.engine.step_gaps`); None: not measured
 
 
 class TokenizerLike(Protocol):

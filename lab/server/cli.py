@@ -37,11 +37,11 @@ from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES, ENGINE_ITERATION_TIMEOU
 ENGINE_FLAGS = ("model", "tokenizer", "dtype", "device", "seed", "max_model_len", "block_size",
                 "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens",
                 "enable_chunked_prefill", "scheduling_policy", "hf_overrides", "load_format", "cuda_graph_sizes",
-                "quantization", "kv_cache_dtype")
+                "enforce_eager", "quantization", "kv_cache_dtype")
 # EngineArgs fields that only our engine has (paged KV cache, continuous batching, scheduler, its loader, graphs)
 LAB_ONLY_FLAGS = ("block_size", "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs",
                   "max_num_batched_tokens", "enable_chunked_prefill", "scheduling_policy", "load_format",
-                  "cuda_graph_sizes", "quantization", "kv_cache_dtype")
+                  "cuda_graph_sizes", "enforce_eager", "quantization", "kv_cache_dtype")
 ENGINE_CORES = ("process", "thread")  # --engine-core choices; the first is the default (runner.ENGINE_CORES)
 ENGINES = ("lab", "hf", "hf-cb")  # --engine choices (runner.ENGINES)
 # --engine hf-cb's flags: (flag, HFCBConfig field, help), dest hf_cb_<field>; each is one of transformers'
@@ -125,6 +125,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "per-token scales, about twice the KV blocks for the same memory")
     engine.add_argument("--cuda-graph-sizes", type=int, nargs="+", metavar="N",
                         help="decode batch sizes to capture as CUDA graphs (default: 1 2 4 8, then every 16)")
+    engine.add_argument("--enforce-eager", action="store_true", default=None,
+                        help="no CUDA graphs at all: every step eager (the plain path; a CPU is always eager)")
     faults = parser.add_argument_group("fault injection (chaos drills; off by default)")
     faults.add_argument("--enable-fault-injection", action="store_true",
                         help="add POST/GET/DELETE /admin/faults: CUDA out-of-memory, a hung step, a slow step, NaN "

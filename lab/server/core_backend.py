@@ -190,7 +190,8 @@ class EngineCoreBackend:
         stats = batch.stats
         self._degraded = stats.degraded
         self.weights.update(stats.weights_version, stats.weights_generation, stats.reloading)
-        self._stats = BackendStats(stats.num_requests_running, stats.num_requests_waiting, stats.kv_cache_usage_perc)
+        self._stats = BackendStats(stats.num_requests_running, stats.num_requests_waiting, stats.kv_cache_usage_perc,
+                                   stats.step_gaps)
         if (batch.outputs or batch.failures) and self._loop is not None:
             self._call_in_loop(self._dispatch, batch)
 

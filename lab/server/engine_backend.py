@@ -93,6 +93,7 @@ class AsyncLLMBackend:
             num_requests_running=int(stats["num_requests_running"]),
             num_requests_waiting=int(stats["num_requests_waiting"]),
             kv_cache_usage=float(stats["kv_cache_usage_perc"]),
+            step_gaps=stats["step_gaps"],
         )
 
     def shutdown(self) -> None:

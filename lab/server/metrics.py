@@ -4,6 +4,11 @@ Contract: one `ServerMetrics` per app, on its own `CollectorRegistry` (several a
 one process, e.g. in tests). Every series has the label `model_name`. Exported:
 - gauges, read from `ServingBackend.stats()` at scrape time (0 while the model loads):
   `vllm:num_requests_running`, `vllm:num_requests_waiting`, `vllm:kv_cache_usage_perc` (0..1);
+- where the engine measures it (`BackendStats.step_gaps`: our engine, not transformers'), read at scrape time too:
+  `lab:engine_step_gap_seconds`, a histogram of the time from the end of one engine step to the end of the
+  next while requests were in flight (`lab.engine.step_gaps`: how long no token came out), and
+  `lab:engine_step_gap_max_seconds`, the longest such gap since the engine started (vLLM has neither; the
+  `lab:` prefix says so);
 - histograms, seconds: `vllm:time_to_first_token_seconds` (request received -> first token
   delivered), `vllm:inter_token_latency_seconds` (gap between consecutive token deliveries to the
   HTTP layer: real delivery times, one observation per token after the first; a delivery of k
@@ -22,8 +27,9 @@ import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
+from lab.engine.step_gaps import STEP_GAP_BUCKETS_S
 from lab.server.backend import BackendStats, Delta
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -54,6 +60,25 @@ class _StatsGauges:
             family = GaugeMetricFamily(name, doc, labels=["model_name"])
             family.add_metric([self._model_name], float(value))
             yield family
+        if stats.step_gaps is not None:
+            yield from self._step_gaps(stats.step_gaps)
+
+    def _step_gaps(self, gaps):
+        histogram = HistogramMetricFamily(
+            "lab:engine_step_gap_seconds", "End of one engine step to the end of the next, requests in flight.",
+            labels=["model_name"])
+        buckets = [(_le(bound), count) for bound, count in zip(STEP_GAP_BUCKETS_S, gaps.bucket_counts)]
+        histogram.add_metric([self._model_name], [*buckets, ("+Inf", gaps.count)], gaps.sum_s)
+        yield histogram
+        longest = GaugeMetricFamily("lab:engine_step_gap_max_seconds",
+                                    "Longest gap between two engine steps with requests in flight, since start.",
+                                    labels=["model_name"])
+        longest.add_metric([self._model_name], gaps.max_s)
+        yield longest
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))  # Prometheus' own rendering of a bucket bound: 0.001, 1.0
 
 
 class ServerMetrics:

@@ -71,3 +71,18 @@ def test_engine_core_flag_is_documented_and_refused_with_the_hf_engine():
     assert result.returncode == 2 and "--engine-core" in result.stderr and "--engine hf" in result.stderr
     result = run_serve("--engine-core", "fork", "--port", str(free_port()))
     assert result.returncode == 2 and "'process', 'thread'" in result.stderr
+
+
+def test_before_tuning_flags_reach_engine_args_and_the_hf_engines_refuse_eager():
+    import argparse
+
+    from lab.server.cli import ENGINE_FLAGS, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--enforce-eager", "--no-enable-chunked-prefill", "--scheduling-policy", "fcfs"])
+    given = {name: getattr(args, name) for name in ENGINE_FLAGS if getattr(args, name) is not None and name != "model"}
+    assert given == {"enforce_eager": True, "enable_chunked_prefill": False, "scheduling_policy": "fcfs"}
+    assert parser.parse_args(["serve"]).enforce_eager is None  # left out: EngineArgs' default (graphs on a GPU)
+    result = run_serve("--engine", "hf-cb", "--enforce-eager", "--port", str(free_port()))
+    assert result.returncode == 2 and "--enforce-eager" in result.stderr and "--engine hf-cb" in result.stderr
