@@ -1,5 +1,5 @@
-"""`measure_comparison` without replicas: the baseline runs first on its own rates, and full power
-then also runs at the baseline's maximum load (so the P99 E2E there is measured on both)."""
+"""`measure_comparison` without replicas: the peers run first, each on its own rates, and full power
+then also runs at each peer's maximum load (so the P99 E2E there is measured on both)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from lab.errors import LabError
 from tests.bench.helpers import bench_result
 
 
-def fake_measure(calls: list, baseline_load: tuple):
+def fake_measure(calls: list, baseline_load: tuple, hf_cb_load: tuple = ()):
     def measure(name, spec, config, plan, *, rates_per_s=None, log_dir=None, prompts=None) -> EngineRun:
         calls.append((name, tuple(rates_per_s)))
-        return EngineRun(name, load=baseline_load if name == "baseline" else ())
+        return EngineRun(name, load={"baseline": baseline_load, "hf_cb": hf_cb_load}.get(name, ()))
     return measure
 
 
@@ -33,9 +33,24 @@ def test_full_power_also_runs_at_the_baselines_max_load(monkeypatch, baseline_lo
     calls: list = []
     monkeypatch.setattr(compare, "measure_engine", fake_measure(calls, baseline_load))
     plan = ComparePlan(rates_per_s=[2.0, 4.0], baseline_rates_per_s=[0.25, 0.5], floor_rate_per_s=0.125)
-    base, full = compare.measure_comparison(ReplicaSpec("hf"), ReplicaSpec("lab"), BenchConfig(), plan)
+    base, full = compare.measure_comparison({"baseline": ReplicaSpec("hf")}, ReplicaSpec("lab"), BenchConfig(), plan)
     assert calls == [("baseline", (0.25, 0.5)), ("fullpower", fullpower_rates)]
     assert (base.name, full.name) == ("baseline", "fullpower")
+
+
+def test_every_peer_runs_first_on_its_rates_and_full_power_at_each_peers_max_load(monkeypatch):
+    calls: list = []
+    # hf generate passes at 0.25; hf-cb passes at 3 and misses at 6; before tuning runs on the shared rates.
+    monkeypatch.setattr(compare, "measure_engine", fake_measure(
+        calls, (bench_result(0.25, [0.1]),), (bench_result(3.0, [0.1]), bench_result(6.0, [2.0]))))
+    plan = ComparePlan(rates_per_s=[2.0, 4.0], baseline_rates_per_s=[0.25], peer_rates_per_s={"hf_cb": [3.0, 6.0]})
+    peers = {"hf_cb": ReplicaSpec("hf-cb"), "untuned": ReplicaSpec("lab"), "baseline": ReplicaSpec("hf")}
+    runs = compare.measure_comparison(peers, ReplicaSpec("lab"), BenchConfig(), plan)
+    assert calls == [("hf_cb", (3.0, 6.0)), ("untuned", (2.0, 4.0)), ("baseline", (0.25,)),
+                     ("fullpower", (2.0, 4.0, 3.0, 0.25))]
+    assert [run.name for run in runs] == ["hf_cb", "untuned", "baseline", "fullpower"]
+    with pytest.raises(LabError, match="fullpower"):
+        compare.measure_comparison({"fullpower": ReplicaSpec("lab")}, ReplicaSpec("lab"), BenchConfig(), plan)
 
 
 def test_the_floor_must_be_below_every_rate():

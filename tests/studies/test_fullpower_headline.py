@@ -1,5 +1,5 @@
-"""The headline table of notebook 03 from hand-made sweep results: max QPS, P99 at the baseline's
-max load, the knee, and the metric names the claims table reads."""
+"""The headline table of notebook 03 from hand-made sweep results: max QPS, P99 at each peer's max load,
+saturation, step gaps, the targets against hf-cb, the knee, and the metric names the claims table reads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import math
 
 import pytest
 
-from lab.studies.fullpower.headline import EngineRun, headline_markdown, headline_metrics, knee_metrics
+from lab.studies.fullpower.headline import EngineRun, headline_metrics, knee_metrics, target_met
+from lab.studies.fullpower.step_gaps import NOT_AVAILABLE, LongestStepGap
+from lab.studies.fullpower.table import headline_markdown
 from lab.studies.fullpower.load_sweep import requests_for_rate
 from lab.report.claims import claims_by_id
 from tests.bench.helpers import bench_result
@@ -102,6 +104,51 @@ def test_the_claims_table_reads_what_the_notebook_records():
         assert claim.experiment == "03_baseline_vs_fullpower"
         assert claim.metric in m and (claim.baseline_metric is None or claim.baseline_metric in m)
     assert claims["bench.gpu_util"].metric == "fullpower_gpu_util_pct"  # recorded when a GPU was sampled
+
+
+def three_peers() -> tuple[EngineRun, ...]:
+    baseline, fullpower = runs()
+    fullpower = dataclasses.replace(fullpower, load_step_gaps=(
+        LongestStepGap(0.004, False, 3), LongestStepGap(0.01, True, 5), LongestStepGap(1.2, False, 10), NOT_AVAILABLE))
+    hf_cb = EngineRun("hf_cb", load=(bench_result(1.0, [0.1, 0.2]), bench_result(2.0, [0.4, 2.0])))
+    untuned = EngineRun("untuned", load=(bench_result(1.0, [0.1]), bench_result(2.0, [0.1, 0.1]),
+                                         bench_result(4.0, [3.0])))
+    return hf_cb, untuned, baseline, fullpower
+
+
+def test_full_power_against_three_peers_with_hf_cb_first():
+    m = headline_metrics(*three_peers(), ttft_p99_slo_s=SLO_S, knee_concurrency=128)
+    # hf-cb: 2 req/s misses (P99 TTFT ~2 s), so its max is 1 req/s: 2 requests in 10 s; full power 0.3 (>=).
+    assert m["hf_cb_max_qps"] == pytest.approx(0.2) and m["hf_cb_max_qps_ratio"] == pytest.approx(1.5)
+    assert m["hf_cb_max_qps_ratio_is_lower_bound"] == 1.0 and m["hf_cb_load_rate_per_s"] == 1.0
+    # At 1 req/s: hf-cb's P99 E2E of 0.2 and 0.3 s is 0.2 + 0.99 * 0.1 = 0.299 s; full power's one request 0.15 s.
+    assert m["hf_cb_p99_e2e_ms"] == pytest.approx(299) and m["fullpower_p99_e2e_ms_at_hf_cb_load"] == pytest.approx(150)
+    assert m["hf_cb_p99_e2e_ratio"] == pytest.approx(299 / 150)
+    # Targets: 1.5x is a lower bound under 4.4x (cannot tell); 1.99x lower P99 misses 6.7x.
+    assert math.isnan(m["hf_cb_qps_target_met"]) and m["hf_cb_p99_e2e_target_met"] == 0.0
+    # Saturation: the most delivered at any point, SLO or not: hf-cb 0.2 req/s (2 tokens each), full power 0.3.
+    assert m["hf_cb_saturation_qps"] == pytest.approx(0.2) and m["fullpower_saturation_qps"] == pytest.approx(0.3)
+    assert m["fullpower_saturation_output_tok_per_s"] == pytest.approx(0.6)
+    assert m["hf_cb_saturation_ratio"] == pytest.approx(1.5)
+    # Before tuning: passes at 2 req/s (2 requests), misses at 4: 0.3 / 0.2.
+    assert m["untuned_max_qps"] == pytest.approx(0.2) and m["untuned_max_qps_ratio"] == pytest.approx(1.5)
+    assert m["untuned_load_rate_per_s"] == 2.0 and m["fullpower_p99_e2e_ms_at_untuned_load"] == pytest.approx(160, abs=1)
+    # The floor keeps the first records' names, and the new ones agree with them.
+    assert m["hf_max_qps_ratio"] == m["qps_ratio"] == pytest.approx(1.5)
+    assert m["hf_p99_e2e_ratio"] == m["p99_e2e_ratio"] and m["fullpower_p99_e2e_ms"] == pytest.approx(160, abs=1)
+    # Step gaps: full power's longest over its rate sweep is the exact 1.2 s; the peers export none.
+    assert m["fullpower_longest_step_gap_ms"] == pytest.approx(1200)
+    assert m["fullpower_longest_step_gap_is_upper_bound"] == 0.0 and math.isnan(m["hf_cb_longest_step_gap_ms"])
+    table = headline_markdown(m)
+    assert table.index("hf-cb") < table.index("before tuning") < table.index("hf (transformers generate")
+    assert "cannot tell" in table and "missed" in table and "not available" in table and "| 1,200 |" in table
+
+
+def test_a_target_is_met_missed_or_cannot_be_told_from_a_bound():
+    assert target_met(4.5, 4.4) == 1.0 and target_met(4.0, 4.4) == 0.0
+    assert target_met(5.0, 4.4, is_lower_bound=1.0) == 1.0 and math.isnan(target_met(4.0, 4.4, is_lower_bound=1.0))
+    assert target_met(4.0, 4.4, is_upper_bound=1.0) == 0.0 and math.isnan(target_met(5.0, 4.4, is_upper_bound=1.0))
+    assert math.isnan(target_met(math.nan, 4.4))
 
 
 def test_points_are_sized_by_duration_within_bounds():

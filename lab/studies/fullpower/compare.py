@@ -1,31 +1,35 @@
-"""Measure one engine's replica the way notebook 03 compares baseline and full power.
+"""Measure each engine's replica the way notebook 03 compares the peers with full power.
 
-Contract: `ComparePlan` is the sweep shared by both engines (same sizing, same SLO, same
-concurrency caps, the same rates unless `baseline_rates_per_s` gives the much slower baseline its
-own), validated at construction. `measure_engine(name, spec, config, plan)` starts the replica
-(`lab.studies.launcher.serve_replica`), runs the rate sweep (`lab.studies.fullpower.load_sweep.sweep_load`, probing
-down to `floor_rate_per_s` when no rate meets the SLO) then, when the plan has caps, the
-concurrency sweep (`sweep_knee`) against it with `config` (workload, seed, timeout) pointed at its
-URL and the plan's arrival process (each rate point sets its rate), stops it, and returns an
-`EngineRun`. `measure_comparison(baseline, fullpower, config, plan)` runs both, one after the other
-(the replicas never share the card, and both see the same prompts: same seed): the baseline first,
-then full power with the baseline's maximum load (`lab.studies.fullpower.headline.max_load`) added to its
-rates, so the P99 E2E at the baseline's maximum load is measured on both.
-`comparison_children(runs)` gives one child `ResultRecord` per sweep point (params name the
-engine and the sweep) and `write_requests_csvs(runs, out_dir)` one per-request CSV per point.
+Contract: `ComparePlan` is the sweep shared by every engine (same sizing, same SLO, same concurrency
+caps, the same rates unless `peer_rates_per_s` gives a much slower peer its own; `baseline_rates_per_s`
+is the older spelling for the peer named "baseline"), validated at construction.
+`measure_engine(name, spec, config, plan)` starts the replica (`lab.studies.launcher.serve_replica`),
+runs the rate sweep (`lab.studies.fullpower.load_sweep.sweep_load`, probing down to `floor_rate_per_s`
+when no rate meets the SLO) then, when the plan has caps, the concurrency sweep (`sweep_knee`) against it
+with `config` (workload, seed, timeout) pointed at its URL and the plan's arrival process (each rate point
+sets its rate), reading the longest gap between engine steps around every point from its /metrics where
+it exports one (`lab.studies.fullpower.step_gaps`: our engine), stops it, and returns an `EngineRun`.
+`measure_comparison(peers, fullpower, config, plan)` runs every peer (name -> spec, in order), then full
+power, one after the other (the replicas never share the card, and all see the same prompts: same seed),
+full power with each peer's maximum load (`lab.studies.fullpower.headline.max_load`) added to its rates,
+so the P99 E2E at each peer's maximum load is measured on both; it returns the peers' runs, then full
+power's. `comparison_children(runs)` gives one child `ResultRecord` per sweep point (params name the engine
+and the sweep; metrics add `longest_step_gap_s` where measured) and `write_requests_csvs(runs, out_dir)`
+one per-request CSV per point.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.bench.arrivals import ConstantArrivals, PoissonArrivals
-from lab.studies.fullpower.headline import EngineRun, max_load
+from lab.studies.fullpower.headline import FULLPOWER, EngineRun, max_load
 from lab.studies.fullpower.load_sweep import sweep_knee, sweep_load
+from lab.studies.fullpower.step_gaps import StepGapProbe
 from lab.bench.prompts import PromptBuilder
 from lab.bench.record import point_params, write_requests_csv
 from lab.studies.launcher import ReplicaSpec, serve_replica
@@ -51,15 +55,19 @@ class ComparePlan:
     knee_concurrencies: tuple[int, ...] = ()  # caps on requests in flight; () skips the knee sweep
     knee_requests_per_slot: float = 2.0  # requests per cap slot at each knee point
     ready_timeout_s: float = 600.0  # replica start to /ready
-    baseline_rates_per_s: tuple[float, ...] | None = None  # the baseline's own rates; None: `rates_per_s`
+    baseline_rates_per_s: tuple[float, ...] | None = None  # the "baseline" peer's own rates; None: `rates_per_s`
     floor_rate_per_s: float | None = None  # no rate met the SLO: halve the lowest down to this; None: no probing
+    peer_rates_per_s: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=dict)  # a peer's own rates
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rates_per_s", _rates("rates_per_s", self.rates_per_s))
         if self.baseline_rates_per_s is not None:
             object.__setattr__(self, "baseline_rates_per_s", _rates("baseline_rates_per_s", self.baseline_rates_per_s))
+        object.__setattr__(self, "peer_rates_per_s", {
+            name: _rates(f"peer_rates_per_s[{name!r}]", rates) for name, rates in self.peer_rates_per_s.items()})
         object.__setattr__(self, "knee_concurrencies", tuple(int(c) for c in self.knee_concurrencies))
-        lowest = min(self.rates_per_s + (self.baseline_rates_per_s or ()))
+        lowest = min(self.rates_per_s + (self.baseline_rates_per_s or ())
+                     + tuple(r for rates in self.peer_rates_per_s.values() for r in rates))
         if self.floor_rate_per_s is not None and not 0 < self.floor_rate_per_s <= lowest:
             raise LabError(f"floor_rate_per_s must be in (0, lowest rate {lowest:g}], got {self.floor_rate_per_s}")
         if any(c < 1 for c in self.knee_concurrencies):
@@ -68,6 +76,15 @@ class ComparePlan:
             raise LabError(f"arrival must be one of {sorted(ARRIVALS)}, got {self.arrival!r}")
         if self.ttft_p99_slo_s <= 0:
             raise LabError(f"ttft_p99_slo_s must be > 0, got {self.ttft_p99_slo_s}")
+
+
+    def rates_of(self, name: str) -> tuple[float, ...]:
+        """The rates an engine sweeps: its own if the plan gives them, else `rates_per_s`."""
+        if name in self.peer_rates_per_s:
+            return self.peer_rates_per_s[name]
+        if name == "baseline" and self.baseline_rates_per_s is not None:
+            return self.baseline_rates_per_s
+        return self.rates_per_s
 
 
 def _rates(name: str, rates: Sequence[float]) -> tuple[float, ...]:
@@ -87,30 +104,36 @@ def measure_engine(name: str, spec: ReplicaSpec, config: BenchConfig, plan: Comp
     with serve_replica(spec, ready_timeout_s=plan.ready_timeout_s, log_dir=replica_logs) as replica:
         target = dataclasses.replace(config, base_url=replica.url, arrivals=ARRIVALS[plan.arrival](1.0))
         floor = None if plan.floor_rate_per_s is None else min(plan.floor_rate_per_s, min(rates))
+        probe = StepGapProbe(replica.url)
         load = sweep_load(target, rates, point_duration_s=plan.point_duration_s,
                           ttft_p99_slo_s=plan.ttft_p99_slo_s, min_requests=plan.min_requests,
                           max_requests=plan.max_requests, misses_before_stop=plan.misses_before_stop,
-                          floor_rate_per_s=floor, prompts=builder)
+                          floor_rate_per_s=floor, prompts=builder, wrap=probe.run)
         knee = ()
         if plan.knee_concurrencies:
             knee = sweep_knee(target, plan.knee_concurrencies, requests_per_slot=plan.knee_requests_per_slot,
-                              min_requests=plan.min_requests, prompts=builder)
-    return EngineRun(name=name, load=load, knee=knee, ready_after_s=replica.ready_after_s)
+                              min_requests=plan.min_requests, prompts=builder, wrap=probe.run)
+    return EngineRun(name=name, load=load, knee=knee, ready_after_s=replica.ready_after_s,
+                     load_step_gaps=tuple(probe.gap_of(r) for r in load),
+                     knee_step_gaps=tuple(probe.gap_of(r) for r in knee))
 
 
-def measure_comparison(baseline: ReplicaSpec, fullpower: ReplicaSpec, config: BenchConfig, plan: ComparePlan, *,
-                       log_dir: Path | None = None,
-                       prompts: PromptBuilder | None = None) -> tuple[EngineRun, EngineRun]:
-    """See the module docstring: (baseline run, full-power run)."""
+def measure_comparison(peers: Mapping[str, ReplicaSpec], fullpower: ReplicaSpec, config: BenchConfig,
+                       plan: ComparePlan, *, log_dir: Path | None = None,
+                       prompts: PromptBuilder | None = None) -> tuple[EngineRun, ...]:
+    """See the module docstring: the peers' runs in the order given, then full power's."""
+    if FULLPOWER in peers or not peers:
+        raise LabError(f"measure_comparison needs at least one peer, none named {FULLPOWER!r}; got {list(peers)}")
     builder = prompts or PromptBuilder.deepseek()
-    base = measure_engine("baseline", baseline, config, plan, rates_per_s=plan.baseline_rates_per_s or plan.rates_per_s,
-                          log_dir=log_dir, prompts=builder)
+    runs = [measure_engine(name, spec, config, plan, rates_per_s=plan.rates_of(name), log_dir=log_dir,
+                           prompts=builder) for name, spec in peers.items()]
     rates = list(plan.rates_per_s)
-    base_max = max_load(base.load, plan.ttft_p99_slo_s)
-    if base_max is not None and not any(math.isclose(base_max.offered_per_s, r) for r in rates):
-        rates.append(base_max.offered_per_s)  # the P99 E2E comparison needs full power at this load too
-    full = measure_engine("fullpower", fullpower, config, plan, rates_per_s=rates, log_dir=log_dir, prompts=builder)
-    return base, full
+    for run in runs:
+        peer_max = max_load(run.load, plan.ttft_p99_slo_s)
+        if peer_max is not None and not any(math.isclose(peer_max.offered_per_s, r) for r in rates):
+            rates.append(peer_max.offered_per_s)  # the P99 E2E comparison needs full power at this load too
+    full = measure_engine(FULLPOWER, fullpower, config, plan, rates_per_s=rates, log_dir=log_dir, prompts=builder)
+    return (*runs, full)
 
 
 def comparison_children(runs: Sequence[EngineRun], experiment: str) -> list[ResultRecord]:
@@ -118,11 +141,19 @@ def comparison_children(runs: Sequence[EngineRun], experiment: str) -> list[Resu
 
     return [
         ResultRecord(experiment=experiment, params={"engine": run.name, "sweep": sweep, **point_params(result)},
-                     metrics=result.flat_metrics())
+                     metrics={**result.flat_metrics(), **_gap_metrics(gap)})
         for run in runs
-        for sweep, results in (("load", run.load), ("knee", run.knee))
-        for result in results
+        for sweep, results, gaps in (("load", run.load, run.load_step_gaps), ("knee", run.knee, run.knee_step_gaps))
+        for result, gap in zip(results, gaps or (None,) * len(results))
     ]
+
+
+def _gap_metrics(gap) -> dict[str, float]:
+    """A point's longest step gap, where the server measured one (our engine); peers have none."""
+    if gap is None or math.isnan(gap.longest_s):
+        return {}
+    return {"longest_step_gap_s": gap.longest_s, "longest_step_gap_is_upper_bound": float(gap.is_upper_bound),
+            "num_step_gaps": float(gap.num_gaps)}
 
 
 def write_requests_csvs(runs: Sequence[EngineRun], out_dir: Path) -> list[Path]:

@@ -21,14 +21,15 @@ comparison (notebook 03) both are bounded here:
   `min_requests`), for latency and errors against requests in flight (the article's knee).
 Both take a random or chat workload (its `num_requests` is set per point), use one seed (the
 same prompts at every point) and return the `BenchResult`s by ascending rate or cap; a Ctrl-C
-ends the sweep after the point it interrupted (marked partial).
+ends the sweep after the point it interrupted (marked partial). `wrap` (optional) wraps the function
+that runs one point, e.g. to read the server's /metrics around it (`lab.studies.fullpower.step_gaps`).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from lab.bench.arrivals import PoissonArrivals
 from lab.bench.prompts import PromptBuilder
@@ -36,6 +37,16 @@ from lab.bench.runner import BenchConfig, BenchResult, run_benchmark
 from lab.bench.sweep import find_max_qps, with_rate
 from lab.bench.workloads import ChatWorkload, RandomWorkload
 from lab.errors import LabError
+
+
+PointWrapper = Callable[[Callable[[BenchConfig], BenchResult]], Callable[[BenchConfig], BenchResult]]
+
+
+def _runner(builder: PromptBuilder, stop: threading.Event,
+            wrap: PointWrapper | None) -> Callable[[BenchConfig], BenchResult]:
+    def run(point: BenchConfig) -> BenchResult:
+        return run_benchmark(point, prompts=builder, stop=stop)  # looked up per call: tests replace it
+    return wrap(run) if wrap is not None else run
 
 
 def _sized(config: BenchConfig, num_requests: int) -> BenchConfig:
@@ -53,7 +64,7 @@ def requests_for_rate(rate_per_s: float, point_duration_s: float, min_requests: 
 def sweep_load(config: BenchConfig, rates_per_s: Sequence[float], *, point_duration_s: float, ttft_p99_slo_s: float,
                min_requests: int = 8, max_requests: int | None = None, misses_before_stop: int = 2,
                floor_rate_per_s: float | None = None, prompts: PromptBuilder | None = None,
-               stop: threading.Event | None = None) -> tuple[BenchResult, ...]:
+               stop: threading.Event | None = None, wrap: PointWrapper | None = None) -> tuple[BenchResult, ...]:
     """See the module docstring."""
     if point_duration_s <= 0 or min_requests < 1 or misses_before_stop < 1:
         raise LabError("point_duration_s must be > 0, min_requests and misses_before_stop >= 1")
@@ -66,10 +77,11 @@ def sweep_load(config: BenchConfig, rates_per_s: Sequence[float], *, point_durat
     builder = prompts or PromptBuilder.deepseek()
     stop = stop or threading.Event()
     results: list[BenchResult] = []
+    run = _runner(builder, stop, wrap)
 
     def run_point(rate: float) -> BenchResult:
         point = _sized(with_rate(config, rate), requests_for_rate(rate, point_duration_s, min_requests, max_requests))
-        result = run_benchmark(point, prompts=builder, stop=stop)
+        result = run(point)
         results.append(result)
         return result
 
@@ -102,18 +114,19 @@ def rates_below(lowest_per_s: float, floor_per_s: float) -> list[float]:
 
 def sweep_knee(config: BenchConfig, max_concurrencies: Sequence[int], *, requests_per_slot: float = 2.0,
                min_requests: int = 8, prompts: PromptBuilder | None = None,
-               stop: threading.Event | None = None) -> tuple[BenchResult, ...]:
+               stop: threading.Event | None = None, wrap: PointWrapper | None = None) -> tuple[BenchResult, ...]:
     """See the module docstring."""
     if requests_per_slot <= 0:
         raise LabError(f"requests_per_slot must be > 0, got {requests_per_slot}")
     builder = prompts or PromptBuilder.deepseek()
     stop = stop or threading.Event()
     at_once = dataclasses.replace(config, arrivals=PoissonArrivals(math.inf))
+    run = _runner(builder, stop, wrap)
     results = []
     for cap in sorted(max_concurrencies):
         point = dataclasses.replace(_sized(at_once, max(min_requests, math.ceil(cap * requests_per_slot))),
                                     max_concurrency=cap)
-        result = run_benchmark(point, prompts=builder, stop=stop)
+        result = run(point)
         results.append(result)
         if result.partial:
             break

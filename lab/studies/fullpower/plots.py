@@ -1,4 +1,4 @@
-"""Plots that put the baseline and full power on the same axes (notebook 03).
+"""Plots that put full power and its peers on the same axes (notebook 03).
 
 Contract: each function takes `EngineRun`s (`lab.studies.fullpower.headline`) and returns a new matplotlib
 `Figure` (never pyplot's global one), one line per engine:
@@ -20,7 +20,8 @@ from matplotlib.ticker import ScalarFormatter
 
 from lab.studies.fullpower.headline import EngineRun, failed_pct
 
-LABELS = {"baseline": "baseline (transformers generate)", "fullpower": "full power (lab engine)"}
+LABELS = {"hf_cb": "hf-cb (transformers continuous batching)", "untuned": "before tuning (lab engine, plain)",
+          "baseline": "hf (transformers generate, the floor)", "fullpower": "full power (lab engine)"}
 
 
 def _label(run: EngineRun) -> str:
