@@ -1,7 +1,8 @@
 """`EngineCoreClient`: the parent's side of the engine core process (`core_process.py`).
 
 Contract:
-- `spawn(engine_args)` starts the core (multiprocessing's *spawn* context: safe with CUDA, and the
+- `spawn(engine_args, emulate_mig=None)` starts the core (`emulate_mig`: a MIG profile the core emulates, see
+  `core_process.py`) (multiprocessing's *spawn* context: safe with CUDA, and the
   child imports torch, not the parent's state) and returns at once; `wait_ready()` waits while it
   builds the engine and returns its `CoreReady` (`start` = both). A core that cannot build the
   engine raises `EngineCoreLoadError` naming the original error ("ValueError: ..."); a core that
@@ -56,15 +57,15 @@ class EngineCoreClient:
         return None if self._process is None else self._process.pid
 
     # ---- start-up ----------------------------------------------------------------------------------
-    def start(self, engine_args) -> CoreReady:
-        self.spawn(engine_args)
+    def start(self, engine_args, emulate_mig: str | None = None) -> CoreReady:
+        self.spawn(engine_args, emulate_mig)
         return self.wait_ready()
 
-    def spawn(self, engine_args) -> None:
+    def spawn(self, engine_args, emulate_mig: str | None = None) -> None:
         ctx = multiprocessing.get_context("spawn")
         commands_in, self._commands = ctx.Pipe(duplex=False)
         self._outputs, outputs_out = ctx.Pipe(duplex=False)
-        self._process = ctx.Process(target=run_engine_core, args=(commands_in, outputs_out, engine_args),
+        self._process = ctx.Process(target=run_engine_core, args=(commands_in, outputs_out, engine_args, emulate_mig),
                                     name="lab-engine-core", daemon=True)
         self._process.start()
         # Only the core holds these ends now, so its exit is an EOF here and ours is one there.

@@ -131,6 +131,7 @@ class CoreReady:
     device: str
     vocab_size: int  # token ids the model has logits for: what prompts and stop_token_ids may name
     weights_version: str = ""  # the live weights: a preset@seed or a checkpoint path
+    partition: str | None = None  # "emulated 1g.10gb" under `lab serve --emulate-mig` (lab.gpu.mig_emulation)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ Here the core only schedules, runs the model, detokenizes and checks stops; the 
 
 Contract of `run_engine_core(commands, outputs, engine_args)` (the target of a *spawn* process,
 started by `core_client.EngineCoreClient`; messages are the records of `core_messages.py`):
-- Builds `LLMEngine(engine_args)`, then sends `CoreReady`, or `CoreLoadFailed` and returns.
+- Builds `LLMEngine(engine_args)`, then sends `CoreReady`, or `CoreLoadFailed` and returns. With `emulate_mig`
+  (`lab serve --emulate-mig`) it first makes a green context of that MIG profile's SMs current on this thread,
+  the one that loads, captures and steps (`lab.gpu.mig_emulation`), and sizes the engine with the profile's
+  memory share as `gpu_memory_utilization`; `CoreReady.partition` then says "emulated <profile>".
 - Loops: applies the pending commands between steps (adds, aborts, shutdown; at most
   `MAX_COMMAND_MESSAGES_PER_STEP` messages, so a flood cannot starve running requests); blocks on the
   command pipe while idle (in waits of at most `IDLE_POLL_S`); steps
@@ -65,12 +68,13 @@ RELOAD_POLL_S = 0.005  # idle while a reload loads: look at it this often, so th
 MAX_COMMAND_MESSAGES_PER_STEP = 64  # a flood of commands must not starve the requests already running
 
 
-def run_engine_core(commands: Connection, outputs: Connection, engine_args: EngineArgs) -> None:
+def run_engine_core(commands: Connection, outputs: Connection, engine_args: EngineArgs,
+                    emulate_mig: str | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     exit_code = 0
     try:
-        _serve(commands, outputs, engine_args)
+        _serve(commands, outputs, engine_args, emulate_mig)
     except (EOFError, OSError):  # BrokenPipeError included: the parent is gone, nobody to serve
         pass
     except BaseException:  # a bug in the loop itself: say so; the parent fails the live requests
@@ -83,10 +87,13 @@ def run_engine_core(commands: Connection, outputs: Connection, engine_args: Engi
     os._exit(exit_code)
 
 
-def _serve(commands: Connection, outputs: Connection, engine_args: EngineArgs) -> None:
+def _serve(commands: Connection, outputs: Connection, engine_args: EngineArgs, emulate_mig: str | None) -> None:
+    emulation = None  # referenced until the process exits: the green context dies with its object
     try:
         from lab.engine.engine import LLMEngine  # torch: in this process only
 
+        if emulate_mig is not None:  # before any CUDA work of the engine, on the thread that steps
+            emulation, engine_args = _emulate(emulate_mig, engine_args)
         engine = LLMEngine(engine_args)
     except Exception as exc:  # the parent says why the replica cannot serve
         logger.exception("engine core: building the engine failed")
@@ -100,8 +107,27 @@ def _serve(commands: Connection, outputs: Connection, engine_args: EngineArgs) -
         device=str(engine.device),
         vocab_size=int(engine.model_config.vocab_size),
         weights_version=engine.weights_version,
+        partition=None if emulation is None else emulation.slice.label,
     ))
     _CoreLoop(engine, commands, outputs, engine.runner.logits_health).run()
+
+
+def _emulate(token: str, engine_args: EngineArgs):
+    """`lab.gpu.mig_emulation`: a green context of the profile's SMs on this (the stepping) thread, and the
+    engine's memory budget set to the profile's share of the card."""
+    import dataclasses
+
+    import torch
+
+    from lab.gpu.mig_emulation import enter_green_context
+
+    device = engine_args.resolve_device()
+    if device.type != "cuda":
+        raise ValueError(f"--emulate-mig needs a CUDA device; the engine resolved {device}")
+    emulation = enter_green_context(token, torch.cuda.current_device() if device.index is None else device.index)
+    logger.info("engine core: %s (%d SMs, %.3f of the card's memory)", emulation.slice.label,
+                emulation.slice.sm_count, emulation.slice.memory_fraction)
+    return emulation, dataclasses.replace(engine_args, gpu_memory_utilization=emulation.slice.memory_fraction)
 
 
 class _CoreLoop:

@@ -15,6 +15,8 @@ Contract of `build_app(served_model_name, load_backend, on_load_failed)`:
 - `fault_injection` (`lab serve --enable-fault-injection`): mounts `/admin/faults` (`faults.py`);
   without it those routes do not exist. `admin_key` (`lab serve --admin-key-hash`; fault injection's key too)
   mounts `/admin/reload` (`reload.py`: hot reload); `/v1/models` carries the live weights' `version`.
+  `partition` ("MIG <profile>" from the environment) or the backend's own ("emulated <profile>") is the
+  model card's `partition` and `lab:partition_info` in /metrics; neither appears on a whole device.
 - Request bodies over `max_request_bytes` are refused with 413 before they are read whole;
   large ones are parsed and tokenized off the event loop (`request_body.py`, `prompt_ids.py`).
 - Every error is OpenAI-shaped JSON (`errors.py`), unknown routes and unexpected exceptions
@@ -41,7 +43,7 @@ from lab.server.backend import ServingBackend
 from lab.server.errors import APIError, error_body
 from lab.server.faults import AdminKey, FaultInjection, fault_router
 from lab.server.lifecycle import Lifecycle
-from lab.server.metrics import CONTENT_TYPE, ServerMetrics
+from lab.server.metrics import CONTENT_TYPE, PartitionInfo, ServerMetrics
 from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES
 from lab.server.reload import ReloadMetrics, reload_router
 from lab.server.responses import CHAT, COMPLETION, ResponseBuilder, Shape
@@ -55,12 +57,14 @@ logger = logging.getLogger(__name__)
 def build_app(served_model_name: str, load_backend: Callable[[], ServingBackend],
               on_load_failed: Callable[[], None] | None = None, *,
               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-              fault_injection: FaultInjection | None = None, admin_key: AdminKey | None = None) -> FastAPI:
+              fault_injection: FaultInjection | None = None, admin_key: AdminKey | None = None,
+              partition: str | None = None) -> FastAPI:
     if max_request_bytes < 1:
         raise ValueError(f"max_request_bytes must be >= 1, got {max_request_bytes}")
     lifecycle = Lifecycle()
     metrics = ServerMetrics(served_model_name, lambda: lifecycle.backend.stats() if lifecycle.backend else None)
     metrics.registry.register(ReloadMetrics(served_model_name, lambda: getattr(lifecycle.backend, "weights", None)))
+    metrics.registry.register(PartitionInfo(served_model_name, lambda: _partition(lifecycle, partition)))
     ctx = ServingContext(lifecycle, metrics)
     started = int(time.time())
 
@@ -126,6 +130,9 @@ def build_app(served_model_name: str, load_backend: Callable[[], ServingBackend]
             weights = getattr(lifecycle.backend, "weights", None)  # the engine core's: hot reload changes it
             if weights is not None and weights.version:
                 card["version"], card["generation"] = weights.version, weights.generation
+        label = _partition(lifecycle, partition)
+        if label is not None:
+            card["partition"] = label
         return {"object": "list", "data": [card]}
 
     @app.get("/health")
@@ -156,6 +163,11 @@ def build_app(served_model_name: str, load_backend: Callable[[], ServingBackend]
     if admin_key is not None:
         app.include_router(reload_router(lifecycle, admin_key))
     return app
+
+
+def _partition(lifecycle: Lifecycle, started_on: str | None) -> str | None:
+    """"emulated <profile>" (the engine core emulates a slice), "MIG <profile>" (started on one), or None."""
+    return getattr(lifecycle.backend, "partition", None) or started_on
 
 
 def _engine_dead(lifecycle: Lifecycle) -> APIError | None:

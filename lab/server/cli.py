@@ -18,6 +18,9 @@ it on a thread of the server process (the plain path and the reference).
 hung step, a slow step, NaN weights, armed in the engine core) for chaos drills; off by default, and
 without it the routes do not exist. The hash is what `lab gateway hash-key` prints for the admin key.
 
+`--emulate-mig PROFILE` (MIG off, CUDA only): the engine core holds itself to the profile's SMs through a CUDA
+green context and sizes its memory as the profile's share; see `lab.gpu.mig_emulation` for what that cannot show.
+
 `--engine hf` serves the same model (same weights for a preset) with transformers' own model
 class and `generate()`, FCFS in static batches; the paging and scheduling flags of our engine
 mean nothing there and are refused (`--engine-core` too), as `--hf-batch-size` is with `--engine lab`.
@@ -82,6 +85,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="--engine lab only: where the step loop runs. process (the default, as vLLM V1): "
                         "its own process, so HTTP/SSE work does not share the GIL with the steps; "
                         "thread: a thread of the server process (the plain path)")
+    parser.add_argument("--emulate-mig", metavar="PROFILE",
+                        help="where MIG is off: hold the replica to a MIG profile's SMs (a CUDA green context in the "
+                        "engine core) and memory share (gpu_memory_utilization = memory slices / 8), e.g. 1g.10gb or "
+                        "the shorthand 1g; CUDA only, --engine lab with its engine core process. Records say "
+                        "'emulated <profile>'. Emulation shares L2 and memory bandwidth, which real MIG splits "
+                        "(lab.gpu.mig_emulation)")
     parser.add_argument("--served-model-name", help="the name clients pass as `model` (default: --model)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -160,6 +169,8 @@ def _serve(args: argparse.Namespace) -> int:
     _check_engine_flags(args.engine, given, args.hf_batch_size, args.engine_core,  # before torch loads: fail fast
                         args.engine_iteration_timeout_s, hf_cb)
     admin_key, fault_injection = _admin(args)
+    if args.emulate_mig is not None:
+        _check_emulate_mig(args, given)
 
     from lab.engine.args import EngineArgs  # torch: only when a replica really starts
     from lab.server.runner import ServerConfig, serve
@@ -175,6 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_request_bytes=args.max_request_bytes,
             engine_iteration_timeout_s=(ENGINE_ITERATION_TIMEOUT_S if args.engine_iteration_timeout_s is None
                                         else args.engine_iteration_timeout_s),
+            emulate_mig=args.emulate_mig,
             **({} if fault_injection is None else {"fault_injection": fault_injection}),  # default: none
             **({} if admin_key is None else {"admin_key": admin_key}),
         )
@@ -182,6 +194,27 @@ def _serve(args: argparse.Namespace) -> int:
         raise LabError(str(exc)) from None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(config)
+
+
+def _check_emulate_mig(args: argparse.Namespace, given: dict) -> None:
+    """Refuse --emulate-mig where it cannot hold: flags first (no torch), then the device and PyTorch."""
+    from lab.gpu.mig_emulation import check_emulation_possible, check_profile_token
+
+    check_profile_token(args.emulate_mig)
+    if args.engine != "lab" or args.engine_core == "thread":
+        raise LabError("--emulate-mig needs --engine lab with its engine core process (the default): a green context "
+                       "is current on one thread, and only the core process loads and steps on one thread")
+    if args.admin_key_hash is not None:
+        raise LabError("--emulate-mig cannot be combined with --admin-key-hash: a hot reload copies on its own thread, "
+                       "outside the green context")
+    if "gpu_memory_utilization" in given:
+        raise LabError("--emulate-mig sets gpu_memory_utilization to the profile's memory share; leave out "
+                       "--gpu-memory-utilization")
+    import torch  # only now: the checks above need none
+
+    from torch.cuda import green_contexts
+
+    check_emulation_possible(args.device or "auto", torch.cuda.is_available(), green_contexts.SUPPORTED)
 
 
 def _admin(args: argparse.Namespace):

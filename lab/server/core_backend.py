@@ -1,7 +1,8 @@
 """`EngineCoreBackend`: the `ServingBackend` over an engine core in its own process (`--engine-core process`).
 
 Contract (beyond `backend.py`'s):
-- `load(engine_args, served_model_name)` spawns the core (`lab.engine.core_client`), waits until
+- `load(engine_args, served_model_name, ..., emulate_mig)` spawns the core (`emulate_mig`: a MIG profile it
+  emulates; `partition` is then "emulated <profile>") (`lab.engine.core_client`), waits until
   it has built the engine and loads the same tokenizer here, for prompts and chat templates.
   A core that cannot load raises `EngineCoreLoadError` naming the original error.
 - The reader thread hands each whole `StepBatch` to the event loop with one
@@ -89,13 +90,15 @@ class EngineCoreBackend:
         self.reload_control = FaultControl(client.send, RELOAD_REPLY_TIMEOUT_S, "a reload reads and checks a "
                                            "whole checkpoint before it answers; GET /admin/reload shows its progress")
         self.weights = WeightsStatus(weights_version)
+        self.partition: str | None = None  # set by load(): the core's CoreReady.partition
         client.listen(self._on_batch, self._on_exit)
 
     @classmethod
     def load(cls, engine_args: EngineArgs, served_model_name: str,
-             iteration_timeout_s: float = ENGINE_ITERATION_TIMEOUT_S) -> EngineCoreBackend:
+             iteration_timeout_s: float = ENGINE_ITERATION_TIMEOUT_S,
+             emulate_mig: str | None = None) -> EngineCoreBackend:
         client = EngineCoreClient()
-        client.spawn(engine_args)
+        client.spawn(engine_args, emulate_mig)
         try:
             # The tokenizer loads here while the core builds the engine (a second or so saved).
             guess = None if engine_args.model in PRESETS else str(Path(engine_args.model))
@@ -107,8 +110,10 @@ class EngineCoreBackend:
         except BaseException:
             client.shutdown()
             raise
-        return cls(client, ready.max_model_len, tokenizer, served_model_name, vocab_size=ready.vocab_size,
-                   iteration_timeout_s=iteration_timeout_s, weights_version=ready.weights_version)
+        backend = cls(client, ready.max_model_len, tokenizer, served_model_name, vocab_size=ready.vocab_size,
+                      iteration_timeout_s=iteration_timeout_s, weights_version=ready.weights_version)
+        backend.partition = ready.partition  # "emulated 1g.10gb" (--emulate-mig), else None
+        return backend
 
     @property
     def core_pid(self) -> int | None:

@@ -19,6 +19,7 @@ one process, e.g. in tests). Every series has the label `model_name`. Exported:
   `vllm:generation_tokens_total` (as tokens are delivered), `vllm:num_preemptions_total`,
   `vllm:request_success_total{finished_reason}` with the engine's reason (stop, length, deadline,
   abort; a client that disconnects counts as abort), once per admitted request.
+- `lab:partition_info{partition}` (`PartitionInfo`, registered by the app): "emulated <profile>" or "MIG <profile>".
 A `RequestRecorder` follows one request; `close()` is idempotent and safe in `finally` blocks.
 """
 from __future__ import annotations
@@ -79,6 +80,23 @@ class _StatsGauges:
 
 def _le(bound: float) -> str:
     return repr(float(bound))  # Prometheus' own rendering of a bucket bound: 0.001, 1.0
+
+
+class PartitionInfo:
+    """`lab:partition_info{model_name, partition} 1` while the replica serves a GPU partition ("emulated 1g.10gb",
+    "MIG 1g.10gb"; `lab.gpu.mig_emulation.partition_label`); no series on a whole device."""
+
+    def __init__(self, model_name: str, read_label: Callable[[], str | None]) -> None:
+        self._model_name = model_name
+        self._read_label = read_label
+
+    def collect(self):
+        label = self._read_label()
+        if label:
+            family = GaugeMetricFamily("lab:partition_info", "The GPU partition this replica serves on.",
+                                       labels=["model_name", "partition"])
+            family.add_metric([self._model_name, label], 1.0)
+            yield family
 
 
 class ServerMetrics:

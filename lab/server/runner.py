@@ -16,6 +16,9 @@ Contract:
   picks where its step loop runs: "process" (the default, `EngineCoreBackend`: the engine core in
   its own process, so HTTP work and steps do not share a GIL, as in vLLM V1) or "thread"
   (`AsyncLLMBackend`: a thread of this process; the plain path and the reference).
+- `emulate_mig` (`--emulate-mig PROFILE`, engine "lab" with its core process only) holds the engine core to
+  the profile's SMs and memory share (`lab.gpu.mig_emulation`); a replica on a MIG device (LAB_MIG_PROFILE or
+  CUDA_VISIBLE_DEVICES=MIG-...) says "MIG <profile>". Either label is in /v1/models and /metrics.
 uvicorn's own SIGTERM handling would stop listening immediately and re-raise the signal after
 shutdown (exit status -15); `DrainingServer.handle_exit` replaces it.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from lab.gpu.mig_emulation import partition_label
 from lab.server.app import build_app
 from lab.server.backend import ServingBackend
 from lab.server.core_backend import EngineCoreBackend
@@ -70,6 +75,7 @@ class ServerConfig:
     engine_iteration_timeout_s: float = ENGINE_ITERATION_TIMEOUT_S  # a silent step loop this long: 503
     fault_injection: FaultInjection | None = None  # --enable-fault-injection: /admin/faults (lab.server.faults)
     admin_key: AdminKey | None = None  # --admin-key-hash: /admin/reload (lab.server.reload); faults' key too
+    emulate_mig: str | None = None  # --emulate-mig: a MIG profile the engine core emulates (lab.gpu.mig_emulation)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -93,6 +99,13 @@ class ServerConfig:
         if self.admin_key is not None and (self.engine, self.engine_core) != ("lab", "process"):
             raise ValueError("hot reload (--admin-key-hash) needs engine 'lab' with engine_core 'process': the "
                              "weights are swapped where the steps run")
+        if self.emulate_mig is not None:
+            if (self.engine, self.engine_core) != ("lab", "process"):
+                raise ValueError("--emulate-mig needs --engine lab with its engine core process (the default): a green "
+                                 "context is current on one thread, and only there does one thread load and step")
+            if self.admin_key is not None:
+                raise ValueError("--emulate-mig cannot be combined with --admin-key-hash: a hot reload copies on its own "
+                                 "thread, outside the green context")
 
 
 class DrainingServer(uvicorn.Server):
@@ -143,7 +156,8 @@ def backend_loader(config: ServerConfig) -> Callable[[], ServingBackend]:
         return partial(HFCBBackend.load, config.engine_args, config.served_model_name, config.hf_cb)
     timeout_s = config.engine_iteration_timeout_s
     if config.engine_core == "process":
-        return partial(EngineCoreBackend.load, config.engine_args, config.served_model_name, timeout_s)
+        return partial(EngineCoreBackend.load, config.engine_args, config.served_model_name, timeout_s,
+                       config.emulate_mig)
     return partial(AsyncLLMBackend.load, config.engine_args, config.served_model_name, timeout_s)
 
 
@@ -156,7 +170,8 @@ def serve(config: ServerConfig) -> int:
             server.stop()
 
     app = build_app(config.served_model_name, load, on_load_failed, max_request_bytes=config.max_request_bytes,
-                    fault_injection=config.fault_injection, admin_key=config.admin_key)
+                    fault_injection=config.fault_injection, admin_key=config.admin_key,
+                    partition=partition_label(None, dict(os.environ)))
     lifecycle: Lifecycle = app.state.lifecycle
     uv_config = uvicorn.Config(
         app, host=config.host, port=config.port, log_level=config.log_level, access_log=config.access_log,
