@@ -103,6 +103,7 @@ def run_metrics(run: HotReloadRun) -> dict[str, float]:
 
 
 KINDS = ("switch", "drain", "corrupt")
+PLURALS = {"switch": "switches", "drain": "drains"}
 
 
 def _windows_of(run: HotReloadRun, kind: str) -> list:
@@ -176,7 +177,7 @@ def target_rows(run: HotReloadRun) -> list[TargetRow]:
     for kind in ("switch", "drain"):  # the same bar per policy: which one costs what
         value = m[f"itl_p99_around_{kind}_ms"]
         if math.isfinite(value):
-            rows.append((f"itl_p99_{kind}", f"around {kind}es {value:.1f} ms vs steady {steady:.1f} ms "
+            rows.append((f"itl_p99_{kind}", f"around {PLURALS[kind]} {value:.1f} ms vs steady {steady:.1f} ms "
                          f"({_change_pct(value, steady)})", value <= steady * (1 + MAX_ITL_P99_INCREASE)))
     if any(r.step.kind == "corrupt" for r in run.reloads):
         refusal = run.refusal
