@@ -77,9 +77,10 @@ def test_a_stream_that_stalls_mid_way_ends_with_an_error_event_within_the_stall_
 
 @pytest.mark.parametrize("upstream_client", ["lab", "aiohttp"])
 def test_consecutive_upstream_timeouts_eject_a_replica_before_any_probe(upstream_client):
+    # The health loop is off; the probe timeout only bounds the admin check below (default 10 s: a hung wait).
     with UpstreamThread(hang=True) as a, UpstreamThread() as b, running_gateway(
             {"a": a.url, "b": b.url}, tiers=tiers(first_byte_timeout_ms=300),
-            proxy={"client": upstream_client}) as (client, gw):
+            health={"probe_timeout_s": PROBE_TIMEOUT_S}, proxy={"client": upstream_client}) as (client, gw):
         replies = [client.post("/v1/completions", json=COMPLETION, headers=auth("vip")) for _ in range(3)]
         assert [(r.status_code, r.headers["x-lab-replica"]) for r in replies] == [(200, "b")] * 3
         assert not gw.traffic.replicas["a"].healthy  # 3 timeouts in a row; no probe round ran (health loop off)
