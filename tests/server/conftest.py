@@ -2,8 +2,9 @@
 
 `server` is one replica shared by the whole package (the tiny model is loaded once), on the
 default engine core (its own process); `thread_server` is the same replica with `--engine-core
-thread` (the reference the process core is compared with); the two load in parallel when the
-collected tests use both;
+thread` (the reference the process core is compared with); `hf_server` is the transformers baseline
+(`--engine hf`, static batches of `HF_BATCH_SIZE`) on the same model, shared by the baseline's test modules;
+the shared replicas the collected tests use load in parallel;
 `launch(*flags, tmp_dir=...)` starts another (the drain tests need their own, since they end it);
 `base_flags=HF_MODEL_FLAGS` starts the transformers baseline (`--engine hf`) on the same model, and
 `base_flags=HF_CB_MODEL_FLAGS` transformers' continuous batching (`--engine hf-cb`).
@@ -92,7 +93,10 @@ def launch(*flags: str, tmp_dir: Path, base_flags: tuple[str, ...] = SMALL_MODEL
     return ServerProcess(proc, port, log_path)
 
 
-SHARED_SERVERS = {"server": (), "thread_server": ("--engine-core", "thread")}  # fixture -> its flags
+HF_BATCH_SIZE = 2
+# fixture -> (its flags, its base flags)
+SHARED_SERVERS = {"server": ((), SMALL_MODEL_FLAGS), "thread_server": (("--engine-core", "thread"), SMALL_MODEL_FLAGS),
+                  "hf_server": (("--hf-batch-size", str(HF_BATCH_SIZE)), HF_MODEL_FLAGS)}
 
 
 class _SharedServers:
@@ -114,7 +118,8 @@ class _SharedServers:
 
     def _launch(self, name: str) -> ServerProcess:
         if name not in self._servers:
-            self._servers[name] = launch(*SHARED_SERVERS[name], tmp_dir=self._tmp.mktemp(name))
+            flags, base_flags = SHARED_SERVERS[name]
+            self._servers[name] = launch(*flags, tmp_dir=self._tmp.mktemp(name), base_flags=base_flags)
         return self._servers[name]
 
     def stop(self) -> None:
@@ -128,7 +133,7 @@ def _shared_servers(request: pytest.FixtureRequest,
     shared = _SharedServers(tmp_path_factory)
     # Launch every shared replica the collected tests use at once: they load in parallel.
     used = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
-    shared.prelaunch(set(SHARED_SERVERS) if "any_core_server" in used else used)
+    shared.prelaunch({"server", "thread_server"} | used if "any_core_server" in used else used)
     try:
         yield shared
     finally:
@@ -143,6 +148,11 @@ def server(_shared_servers: _SharedServers) -> ServerProcess:
 @pytest.fixture(scope="session")
 def thread_server(_shared_servers: _SharedServers) -> ServerProcess:
     return _shared_servers.ready("thread_server")
+
+
+@pytest.fixture(scope="session")
+def hf_server(_shared_servers: _SharedServers) -> ServerProcess:
+    return _shared_servers.ready("hf_server")
 
 
 def engine_core_pids(srv: ServerProcess) -> list[int]:

@@ -19,26 +19,13 @@ import httpx
 import openai
 import pytest
 
-from tests.server.conftest import HF_MODEL_FLAGS, MODEL, launch
+from tests.server.conftest import HF_BATCH_SIZE, MODEL
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three GPUs."}]
 PROMPTS = ["The fastest way to serve a large language model is", "Paged attention", "1 2 3 4 5 6 7 8 9 10 11"]
 GREEDY = {"temperature": 0.0, "extra_body": {"ignore_eos": True}}
 MAX_TOKENS = 12
-HF_BATCH_SIZE = 2
 SEEDED = {"temperature": 0.8, "top_p": 0.9, "seed": 7, "extra_body": {"ignore_eos": True}}
-
-
-@pytest.fixture(scope="module")
-def hf_server(tmp_path_factory, request):
-    srv = launch("--hf-batch-size", str(HF_BATCH_SIZE), tmp_dir=tmp_path_factory.mktemp("serve-hf"),
-                 base_flags=HF_MODEL_FLAGS)
-    try:
-        request.getfixturevalue("server")  # our engine's replica loads meanwhile: the comparisons need both
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
 
 
 def _client(srv) -> openai.OpenAI:

@@ -1,7 +1,7 @@
 """The transformers baseline (`--engine hf`) answers logprobs, `n` and lists of prompts as our engine does.
 
-Both replicas serve the same tiny weights; the baseline's logprobs come from transformers' own
-forward pass. For a list of prompts with n=2 and `logprobs=3` (tokens as ids), every choice's
+Both replicas serve the same tiny weights (the session's `server` and `hf_server`, which runs requests in
+left-padded static batches of 2); the baseline's logprobs come from transformers' own forward pass. For a list of prompts with n=2 and `logprobs=3` (tokens as ids), every choice's
 tokens must be our engine's and every logprob and top-k entry within float32 tolerance of ours.
 """
 from __future__ import annotations
@@ -9,23 +9,12 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.server.conftest import HF_MODEL_FLAGS, MODEL, launch
+from tests.server.conftest import MODEL
 
 PROMPTS = ["The fastest way to serve", "Paged attention is"]
 ATOL = 1e-3
 KWARGS = dict(model=MODEL, prompt=PROMPTS, n=2, max_tokens=5, logprobs=3, temperature=0.0,
               extra_body={"ignore_eos": True, "return_tokens_as_token_ids": True})
-
-
-@pytest.fixture(scope="module")
-def hf_server(tmp_path_factory, request):
-    srv = launch(tmp_dir=tmp_path_factory.mktemp("serve-hf-logprobs"), base_flags=HF_MODEL_FLAGS)
-    try:
-        request.getfixturevalue("server")  # our engine's replica loads meanwhile
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
 
 
 def _answer(url: str):
