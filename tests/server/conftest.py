@@ -4,6 +4,8 @@
 default engine core (its own process); `thread_server` is the same replica with `--engine-core
 thread` (the reference the process core is compared with); `hf_server` is the transformers baseline
 (`--engine hf`, static batches of `HF_BATCH_SIZE`) on the same model, shared by the baseline's test modules;
+`fault_server` serves with `--enable-fault-injection` (admin key `FAULT_ADMIN_KEY`) and
+`--engine-iteration-timeout-s 2`, for the fault and hung-core tests (each leaves it healthy, faults cleared);
 the shared replicas the collected tests use load in parallel;
 `launch(*flags, tmp_dir=...)` starts another (the drain tests need their own, since they end it);
 `base_flags=HF_MODEL_FLAGS` starts the transformers baseline (`--engine hf`) on the same model, and
@@ -13,6 +15,7 @@ Replicas use a 2-layer tiny model and a small KV cache so the suite stays fast o
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -94,9 +97,15 @@ def launch(*flags: str, tmp_dir: Path, base_flags: tuple[str, ...] = SMALL_MODEL
 
 
 HF_BATCH_SIZE = 2
+FAULT_ADMIN_KEY = "sk-test-fault-admin"
+ENGINE_ITERATION_TIMEOUT_S = 2.0
+FAULT_FLAGS = ("--device", "cpu", "--engine-iteration-timeout-s", str(ENGINE_ITERATION_TIMEOUT_S),
+               "--enable-fault-injection",
+               "--admin-key-hash", "sha256:" + hashlib.sha256(FAULT_ADMIN_KEY.encode()).hexdigest())
 # fixture -> (its flags, its base flags)
 SHARED_SERVERS = {"server": ((), SMALL_MODEL_FLAGS), "thread_server": (("--engine-core", "thread"), SMALL_MODEL_FLAGS),
-                  "hf_server": (("--hf-batch-size", str(HF_BATCH_SIZE)), HF_MODEL_FLAGS)}
+                  "hf_server": (("--hf-batch-size", str(HF_BATCH_SIZE)), HF_MODEL_FLAGS),
+                  "fault_server": (FAULT_FLAGS, SMALL_MODEL_FLAGS)}
 
 
 class _SharedServers:
@@ -153,6 +162,11 @@ def thread_server(_shared_servers: _SharedServers) -> ServerProcess:
 @pytest.fixture(scope="session")
 def hf_server(_shared_servers: _SharedServers) -> ServerProcess:
     return _shared_servers.ready("hf_server")
+
+
+@pytest.fixture(scope="session")
+def fault_server(_shared_servers: _SharedServers) -> ServerProcess:
+    return _shared_servers.ready("fault_server")
 
 
 def engine_core_pids(srv: ServerProcess) -> list[int]:

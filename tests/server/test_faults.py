@@ -1,7 +1,7 @@
 """`lab serve --enable-fault-injection`: /admin/faults arms real faults in the engine core of a real replica.
 
-One replica (tiny, 2 layers, CPU, `--engine-iteration-timeout-s 2`) serves the module; every test clears its
-faults when it ends. Each fault has the effect it claims: oom raise fails the requests of its step with an
+One replica (the session's `fault_server`: tiny, 2 layers, CPU, `--engine-iteration-timeout-s 2`, also the
+hung-core tests' replica) serves the module; every test clears its faults when it ends. Each fault has the effect it claims: oom raise fails the requests of its step with an
 explicit error and the next request succeeds; a hung step turns /health 503 `engine_unresponsive` within
 the iteration timeout and clear brings it back to 200 (the hung request then completes); a slow step adds
 about its delay to TTFT; NaN weights fail requests with an error naming non-finite logits, turn /health
@@ -10,32 +10,24 @@ not exist; a wrong admin key is refused.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 
 import httpx
 import pytest
 
-from tests.server.conftest import launch
+from tests.server.conftest import ENGINE_ITERATION_TIMEOUT_S, FAULT_ADMIN_KEY
 
-ADMIN_KEY = "sk-test-fault-admin"
+ADMIN_KEY = FAULT_ADMIN_KEY
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-TIMEOUT_S = 2.0  # --engine-iteration-timeout-s
+TIMEOUT_S = ENGINE_ITERATION_TIMEOUT_S  # --engine-iteration-timeout-s
 DETECT_WITHIN_S = 15.0  # the timeout, plus a heartbeat, plus slack for two shared cores
 GREEDY = {"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0.0, "ignore_eos": True}
 
 
 @pytest.fixture(scope="module")
-def replica(tmp_path_factory):
-    admin_hash = "sha256:" + hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
-    srv = launch("--device", "cpu", "--engine-iteration-timeout-s", str(TIMEOUT_S), "--enable-fault-injection",
-                 "--admin-key-hash", admin_hash, tmp_dir=tmp_path_factory.mktemp("faults"))
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
+def replica(fault_server):
+    return fault_server
 
 
 @pytest.fixture

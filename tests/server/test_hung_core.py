@@ -14,22 +14,17 @@ import time
 import httpx
 import pytest
 
-from tests.server.conftest import engine_core_pids, launch
+from tests.server.conftest import ENGINE_ITERATION_TIMEOUT_S, engine_core_pids
 
-TIMEOUT_S = 2.0
+TIMEOUT_S = ENGINE_ITERATION_TIMEOUT_S  # the shared fault_server's --engine-iteration-timeout-s
 DETECT_WITHIN_S = 15.0  # the timeout, plus a heartbeat, plus slack for two shared cores
 RECOVER_WITHIN_S = 15.0
 
 
 @pytest.fixture(scope="module")
-def replica(tmp_path_factory):
-    srv = launch("--device", "cpu", "--engine-iteration-timeout-s", str(TIMEOUT_S),
-                 tmp_dir=tmp_path_factory.mktemp("hung"))
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
+def replica(fault_server):
+    """The session's replica started with `--engine-iteration-timeout-s 2` (the fault tests' one, faults cleared)."""
+    return fault_server
 
 
 def _wait_for(url: str, status: int, within_s: float) -> tuple[float, httpx.Response]:
