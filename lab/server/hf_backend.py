@@ -25,7 +25,6 @@ This module is torch-free: `load` imports the torch side (`hf_model`, `hf_genera
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections import deque
@@ -33,11 +32,10 @@ from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from lab.engine.detokenizer import IncrementalDetokenizer
 from lab.engine.sampling_params import SamplingParams
 from lab.engine.sequence import FinishReason
 from lab.server.backend import BackendError, BackendStats, Delta, RequestRefused, TokenizerLike
-from lab.server.hf_request import HFRequest
+from lab.server.hf_request import HFRequest, stream
 from lab.engine.prompt_checks import check_prompt_ids, check_sampling_ids
 
 if TYPE_CHECKING:
@@ -85,20 +83,10 @@ class HFBackend:
             check_sampling_ids(params, self.vocab_size)
         except ValueError as exc:
             raise RequestRefused(str(exc)) from None
-        detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_token_ids,
-                                             skip_special_tokens=params.skip_special_tokens, stop=params.stop)
-        request = HFRequest(request_id, prompt_token_ids, params, detokenizer, asyncio.get_running_loop())
+        request = HFRequest.start(request_id, prompt_token_ids, params, self.tokenizer)
         self._submit(request)
-        try:
-            while True:
-                item = await request.deltas.get()
-                if isinstance(item, BackendError):
-                    raise item
-                yield item
-                if item.finished:
-                    return
-        finally:
-            self.abort(request_id)  # a consumer that left: drop it from the queue or its batch
+        async for item in stream(request, self.abort):  # a consumer that left: drop it from the queue or its batch
+            yield item
 
     def abort(self, request_id: str) -> None:
         with self._cond:

@@ -24,20 +24,18 @@ This module is torch-free: `load` imports the torch side (`hf_model`, `hf_cb_man
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from lab.engine.detokenizer import IncrementalDetokenizer
 from lab.engine.prompt_checks import check_prompt_ids, check_sampling_ids
 from lab.engine.sampling_params import InvalidParam, SamplingParams
 from lab.engine.sequence import FinishReason
 from lab.server.backend import BackendError, BackendStats, Delta, RequestRefused, TokenizerLike
 from lab.server.hf_cb_config import HFCBConfig
 from lab.server.hf_cb_params import manager_request
-from lab.server.hf_request import HFRequest
+from lab.server.hf_request import HFRequest, stream
 
 if TYPE_CHECKING:
     from lab.engine.args import EngineArgs
@@ -88,20 +86,10 @@ class HFCBBackend:
         except ValueError as exc:
             raise RequestRefused(str(exc)) from None
         asks = manager_request(params, len(prompt_token_ids), self._eos, self.max_model_len)
-        detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_token_ids,
-                                             skip_special_tokens=params.skip_special_tokens, stop=params.stop)
-        request = HFRequest(request_id, prompt_token_ids, params, detokenizer, asyncio.get_running_loop())
+        request = HFRequest.start(request_id, prompt_token_ids, params, self.tokenizer)
         self._submit(request, asks)
-        try:
-            while True:
-                item = await request.deltas.get()
-                if isinstance(item, BackendError):
-                    raise item
-                yield item
-                if item.finished:
-                    return
-        finally:
-            self.abort(request_id)  # a consumer that left: cancel it in the manager
+        async for item in stream(request, self.abort):  # a consumer that left: cancel it in the manager
+            yield item
 
     def abort(self, request_id: str) -> None:
         with self._lock:

@@ -7,6 +7,10 @@ both engines end a request, and cut its text, at the same token. Every change is
 asyncio queue of the coroutine serving the request (`deltas`), thread-safely, as a `Delta`; a
 failure is pushed as a `BackendError`.
 
+`HFRequest.start(request_id, prompt_token_ids, params, tokenizer)` makes one on the running event loop with its
+detokenizer; `stream(request, abort)` yields its deltas up to the finished one and calls `abort(request_id)` when
+the consumer leaves first (both transformers backends serve a request this way).
+
 Thread contract: `on_token`/`fail` run on the worker thread, `finish(ABORT)` (an abort) on the
 event loop; a lock makes the first finish win and everything after it a no-op, so exactly one
 delta carries a finish_reason and nothing follows it.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
 
 from lab.engine.detokenizer import IncrementalDetokenizer
 from lab.engine.outputs import TokenLogprob
@@ -26,6 +31,12 @@ from lab.server.backend import BackendError, Delta
 
 
 class HFRequest:
+    @classmethod
+    def start(cls, request_id: str, prompt_token_ids: list[int], params: SamplingParams, tokenizer) -> HFRequest:
+        detokenizer = IncrementalDetokenizer(tokenizer, prompt_token_ids,
+                                             skip_special_tokens=params.skip_special_tokens, stop=params.stop)
+        return cls(request_id, prompt_token_ids, params, detokenizer, asyncio.get_running_loop())
+
     def __init__(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams,
                  detokenizer: IncrementalDetokenizer, loop: asyncio.AbstractEventLoop) -> None:
         self.seq = Sequence(request_id, list(prompt_token_ids), params, arrival_time=time.monotonic())
@@ -122,3 +133,17 @@ class HFRequest:
             self._loop.call_soon_threadsafe(self.deltas.put_nowait, item)
         except RuntimeError:
             pass  # the event loop is closed: the server is gone, nobody is listening
+
+
+async def stream(request: HFRequest, abort: Callable[[str], None]) -> AsyncIterator[Delta]:
+    """The request's deltas up to the finished one; a `BackendError` raises; a consumer that leaves aborts it."""
+    try:
+        while True:
+            item = await request.deltas.get()
+            if isinstance(item, BackendError):
+                raise item
+            yield item
+            if item.finished:
+                return
+    finally:
+        abort(request.seq.request_id)
