@@ -20,60 +20,31 @@ import openai
 import pytest
 
 from tests.server.conftest import HF_BATCH_SIZE, MODEL
+from tests.server.peer_checks import (GREEDY, MAX_TOKENS, PROMPTS, check_greedy_chat, check_greedy_completions, client)
 
-MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three GPUs."}]
-PROMPTS = ["The fastest way to serve a large language model is", "Paged attention", "1 2 3 4 5 6 7 8 9 10 11"]
-GREEDY = {"temperature": 0.0, "extra_body": {"ignore_eos": True}}
-MAX_TOKENS = 12
 SEEDED = {"temperature": 0.8, "top_p": 0.9, "seed": 7, "extra_body": {"ignore_eos": True}}
 
 
-def _client(srv) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{srv.url}/v1", api_key="unused", max_retries=0, timeout=60)
-
-
-def _streamed_text(stream, chat: bool) -> tuple[str, str | None]:
-    parts, finish = [], None
-    for chunk in stream:
-        for choice in chunk.choices:
-            parts.append((choice.delta.content or "") if chat else choice.text)
-            finish = choice.finish_reason or finish
-    return "".join(parts), finish
-
-
 def test_greedy_completions_equal_our_engine_streamed_or_not(hf_server, server):
-    hf, lab = _client(hf_server), _client(server)
-    for prompt in PROMPTS:
-        ours = lab.completions.create(model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, **GREEDY)
-        base = hf.completions.create(model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, **GREEDY)
-        assert base.choices[0].text == ours.choices[0].text != ""
-        assert base.usage == ours.usage and base.choices[0].finish_reason == "length"
-        stream = hf.completions.create(model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, stream=True, **GREEDY)
-        assert _streamed_text(stream, chat=False) == (ours.choices[0].text, "length")
+    check_greedy_completions(hf_server, server, MODEL)
 
 
 def test_greedy_chat_equals_our_engine_streamed_or_not(hf_server, server):
-    hf, lab = _client(hf_server), _client(server)
-    ours = lab.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, **GREEDY)
-    base = hf.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, **GREEDY)
-    assert base.choices[0].message.content == ours.choices[0].message.content != ""
-    assert base.usage == ours.usage
-    stream = hf.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, stream=True, **GREEDY)
-    assert _streamed_text(stream, chat=True) == (ours.choices[0].message.content, "length")
+    check_greedy_chat(hf_server, server, MODEL)
 
 
 def test_stop_string_cuts_like_our_engine(hf_server, server):
-    full = _client(server).completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, **GREEDY)
+    full = client(server).completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, **GREEDY)
     stop = full.choices[0].text[4:7]  # a piece of the greedy answer: both must cut right before it
     answers = [c.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, stop=[stop], **GREEDY)
-               for c in (_client(hf_server), _client(server))]
+               for c in (client(hf_server), client(server))]
     cut = full.choices[0].text.find(stop)
     assert answers[0].choices[0].text == answers[1].choices[0].text == full.choices[0].text[:cut]
     assert answers[0].choices[0].finish_reason == "stop"
 
 
 def test_batched_greedy_and_seeded_answers_equal_our_engine(hf_server, server):
-    lab = _client(server)
+    lab = client(server)
     requests = [(PROMPTS[0], GREEDY), (PROMPTS[1], SEEDED), (PROMPTS[2], GREEDY), (PROMPTS[2], SEEDED)]
     expected = [lab.completions.create(model=MODEL, prompt=p, max_tokens=MAX_TOKENS, **kw).choices[0].text
                 for p, kw in requests]

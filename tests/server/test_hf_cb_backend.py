@@ -18,11 +18,7 @@ import openai
 import pytest
 
 from tests.server.conftest import HF_CB_MODEL_FLAGS, MODEL, launch
-
-MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name three GPUs."}]
-PROMPTS = ["The fastest way to serve a large language model is", "Paged attention", "1 2 3 4 5 6 7 8 9 10 11"]
-GREEDY = {"temperature": 0.0, "extra_body": {"ignore_eos": True}}
-MAX_TOKENS = 12
+from tests.server.peer_checks import (GREEDY, MAX_TOKENS, PROMPTS, check_greedy_chat, check_greedy_completions, client)
 
 
 @pytest.fixture(scope="module")
@@ -36,19 +32,6 @@ def hf_cb_server(tmp_path_factory, request):
         srv.stop()
 
 
-def _client(srv) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{srv.url}/v1", api_key="unused", max_retries=0, timeout=60)
-
-
-def _streamed_text(stream, chat: bool) -> tuple[str, str | None]:
-    parts, finish = [], None
-    for chunk in stream:
-        for choice in chunk.choices:
-            parts.append((choice.delta.content or "") if chat else choice.text)
-            finish = choice.finish_reason or finish
-    return "".join(parts), finish
-
-
 def _gauges(srv) -> dict[str, float]:
     values = {}
     for line in httpx.get(f"{srv.url}/metrics", timeout=5).text.splitlines():
@@ -59,28 +42,15 @@ def _gauges(srv) -> dict[str, float]:
 
 
 def test_greedy_completions_equal_our_engine_streamed_or_not(hf_cb_server, server):
-    cb, lab = _client(hf_cb_server), _client(server)
-    for prompt in PROMPTS:
-        ours = lab.completions.create(model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, **GREEDY)
-        base = cb.completions.create(model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, **GREEDY)
-        assert base.choices[0].text == ours.choices[0].text != ""
-        assert base.usage == ours.usage and base.choices[0].finish_reason == "length"
-        stream = cb.completions.create(model=MODEL, prompt=prompt, max_tokens=MAX_TOKENS, stream=True, **GREEDY)
-        assert _streamed_text(stream, chat=False) == (ours.choices[0].text, "length")
+    check_greedy_completions(hf_cb_server, server, MODEL)
 
 
 def test_greedy_chat_equals_our_engine_streamed_or_not(hf_cb_server, server):
-    cb, lab = _client(hf_cb_server), _client(server)
-    ours = lab.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, **GREEDY)
-    base = cb.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, **GREEDY)
-    assert base.choices[0].message.content == ours.choices[0].message.content != ""
-    assert base.usage == ours.usage
-    stream = cb.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, stream=True, **GREEDY)
-    assert _streamed_text(stream, chat=True) == (ours.choices[0].message.content, "length")
+    check_greedy_chat(hf_cb_server, server, MODEL)
 
 
 def test_requests_batched_together_equal_our_engine_and_each_gets_its_max_tokens(hf_cb_server, server):
-    lab = _client(server)
+    lab = client(server)
     requests = [(PROMPTS[0], 5), (PROMPTS[1], 17), (PROMPTS[2], 9), (PROMPTS[2], 1)]
     expected = [lab.completions.create(model=MODEL, prompt=p, max_tokens=n, **GREEDY).choices[0].text
                 for p, n in requests]
@@ -97,10 +67,10 @@ def test_requests_batched_together_equal_our_engine_and_each_gets_its_max_tokens
 
 
 def test_stop_string_cuts_like_our_engine_and_the_manager_lets_the_request_go(hf_cb_server, server):
-    full = _client(server).completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, **GREEDY)
+    full = client(server).completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, **GREEDY)
     stop = full.choices[0].text[4:7]  # a piece of the greedy answer: both must cut right before it
     answers = [c.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, stop=[stop], **GREEDY)
-               for c in (_client(hf_cb_server), _client(server))]
+               for c in (client(hf_cb_server), client(server))]
     cut = full.choices[0].text.find(stop)
     assert answers[0].choices[0].text == answers[1].choices[0].text == full.choices[0].text[:cut]
     assert answers[0].choices[0].finish_reason == "stop"
@@ -125,7 +95,7 @@ def test_a_client_that_leaves_mid_stream_has_its_request_cancelled_in_the_manage
         assert time.monotonic() - left < 3.0, "the manager still runs the request of a client that left"
         time.sleep(0.05)
     assert _gauges(hf_cb_server) == {"num_requests_running": 0.0, "num_requests_waiting": 0.0}
-    again = _client(hf_cb_server).completions.create(model=MODEL, prompt=PROMPTS[1], max_tokens=3, **GREEDY)
+    again = client(hf_cb_server).completions.create(model=MODEL, prompt=PROMPTS[1], max_tokens=3, **GREEDY)
     assert again.usage.completion_tokens == 3  # and it serves on
 
 
