@@ -59,9 +59,11 @@ def test_counters_move_by_what_the_requests_did(server, tokenizer):
     assert delta("vllm:inter_token_latency_seconds_count") == n * (max_tokens - 1)
     assert delta("vllm:e2e_request_latency_seconds_count") == n
     # One request at a time, each max_tokens steps: a gap ends each of its steps after the first; none spans
-    # the idle time between two requests.
-    assert delta("lab:engine_step_gap_seconds_count") == n * (max_tokens - 1)
-    assert delta("lab:engine_step_gap_seconds_bucket", le="+Inf") == n * (max_tokens - 1)
+    # the idle time between two requests. With async scheduling the loop may already have launched one more step
+    # when a request's last token comes out (seen once in CI: 13 of 12): at most one more gap per request.
+    gaps = delta("lab:engine_step_gap_seconds_count")
+    assert n * (max_tokens - 1) <= gaps <= n * max_tokens
+    assert delta("lab:engine_step_gap_seconds_bucket", le="+Inf") == gaps
     assert 0 < value(after, "lab:engine_step_gap_max_seconds") < 60
     assert delta("vllm:request_queue_time_seconds_count") == n
     # Latencies are real durations: the e2e sum covers at least the TTFT and ITL sums.
