@@ -119,15 +119,15 @@ class MLAttention(nn.Module):
         c_kv, k_pe = kv_a.split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
         c_kv = self.kv_a_layernorm(c_kv)  # (T, R)
         k_pe = rot.apply(k_pe.unsqueeze(1)).squeeze(1)  # (T, rope): one key rotation shared by all heads
-        cache_write(cache, meta.slot_mapping, torch.cat([c_kv, k_pe], dim=-1), meta)
+        latent = torch.cat([c_kv, k_pe], dim=-1)  # (T, R + rope): the cache row
+        cache_write(cache, meta.slot_mapping, latent, meta)
         if absorbed:
             out = self._absorbed(q_nope, q_pe, cache, meta)
         elif self.mode == "expanded" or meta.backend == "reference":
             out = self._expanded(q_nope, q_pe, cache, meta)  # the oracle
         elif meta.no_cached_context:
             # the step's own latents are every sequence's whole context, read as the cache holds them
-            c_kv, k_pe = as_cached(torch.cat([c_kv, k_pe], dim=-1), cache).split([self.kv_lora_rank,
-                                                                                  self.qk_rope_head_dim], dim=-1)
+            c_kv, k_pe = as_cached(latent, cache).split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
             k, v = self._expand(c_kv, k_pe)
             out = prefill_attention_sdpa(torch.cat([q_nope, q_pe], dim=-1), k, v, meta, self.scale)
         else:
