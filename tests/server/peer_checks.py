@@ -1,7 +1,8 @@
 """What every transformers peer (`--engine hf`, `--engine hf-cb`) must answer like our engine, through `openai`.
 
 `check_greedy_completions(peer, ours)` and `check_greedy_chat(peer, ours)` take two running servers of the same
-model and seed: greedy text, usage and finish reason equal, streamed or not.
+model and seed: greedy text, usage and finish reason equal, streamed or not; `check_stop_string(peer, ours)`: a
+stop string cuts both answers at the same place.
 """
 from __future__ import annotations
 
@@ -45,3 +46,13 @@ def check_greedy_chat(peer_srv, our_srv, model: str) -> None:
     assert base.usage == ours.usage
     stream = peer.chat.completions.create(model=model, messages=MESSAGES, max_tokens=MAX_TOKENS, stream=True, **GREEDY)
     assert streamed_text(stream, chat=True) == (ours.choices[0].message.content, "length")
+
+
+def check_stop_string(peer_srv, our_srv, model: str) -> None:
+    full = client(our_srv).completions.create(model=model, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, **GREEDY)
+    stop = full.choices[0].text[4:7]  # a piece of the greedy answer: both must cut right before it
+    answers = [c.completions.create(model=model, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, stop=[stop], **GREEDY)
+               for c in (client(peer_srv), client(our_srv))]
+    cut = full.choices[0].text.find(stop)
+    assert answers[0].choices[0].text == answers[1].choices[0].text == full.choices[0].text[:cut]
+    assert answers[0].choices[0].finish_reason == "stop"

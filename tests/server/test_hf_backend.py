@@ -20,7 +20,8 @@ import openai
 import pytest
 
 from tests.server.conftest import HF_BATCH_SIZE, MODEL
-from tests.server.peer_checks import (GREEDY, MAX_TOKENS, PROMPTS, check_greedy_chat, check_greedy_completions, client)
+from tests.server.peer_checks import (GREEDY, MAX_TOKENS, PROMPTS, check_greedy_chat,
+                                       check_greedy_completions, check_stop_string, client)
 
 SEEDED = {"temperature": 0.8, "top_p": 0.9, "seed": 7, "extra_body": {"ignore_eos": True}}
 
@@ -34,13 +35,7 @@ def test_greedy_chat_equals_our_engine_streamed_or_not(hf_server, server):
 
 
 def test_stop_string_cuts_like_our_engine(hf_server, server):
-    full = client(server).completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, **GREEDY)
-    stop = full.choices[0].text[4:7]  # a piece of the greedy answer: both must cut right before it
-    answers = [c.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, stop=[stop], **GREEDY)
-               for c in (client(hf_server), client(server))]
-    cut = full.choices[0].text.find(stop)
-    assert answers[0].choices[0].text == answers[1].choices[0].text == full.choices[0].text[:cut]
-    assert answers[0].choices[0].finish_reason == "stop"
+    check_stop_string(hf_server, server, MODEL)
 
 
 def test_batched_greedy_and_seeded_answers_equal_our_engine(hf_server, server):

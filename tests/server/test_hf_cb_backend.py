@@ -18,7 +18,8 @@ import openai
 import pytest
 
 from tests.server.conftest import HF_CB_MODEL_FLAGS, MODEL, launch
-from tests.server.peer_checks import (GREEDY, MAX_TOKENS, PROMPTS, check_greedy_chat, check_greedy_completions, client)
+from tests.server.peer_checks import (GREEDY, PROMPTS, check_greedy_chat, check_greedy_completions,
+                                       check_stop_string, client)
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +68,7 @@ def test_requests_batched_together_equal_our_engine_and_each_gets_its_max_tokens
 
 
 def test_stop_string_cuts_like_our_engine_and_the_manager_lets_the_request_go(hf_cb_server, server):
-    full = client(server).completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, **GREEDY)
-    stop = full.choices[0].text[4:7]  # a piece of the greedy answer: both must cut right before it
-    answers = [c.completions.create(model=MODEL, prompt=PROMPTS[0], max_tokens=MAX_TOKENS, stop=[stop], **GREEDY)
-               for c in (client(hf_cb_server), client(server))]
-    cut = full.choices[0].text.find(stop)
-    assert answers[0].choices[0].text == answers[1].choices[0].text == full.choices[0].text[:cut]
-    assert answers[0].choices[0].finish_reason == "stop"
+    check_stop_string(hf_cb_server, server, MODEL)
     deadline = time.monotonic() + 5  # the stop string is ours: the manager's request is cancelled
     while _gauges(hf_cb_server)["num_requests_running"] != 0.0:
         assert time.monotonic() < deadline, "the manager still runs the request a stop string ended"
