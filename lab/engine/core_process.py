@@ -8,7 +8,8 @@ Contract of `run_engine_core(commands, outputs, engine_args)` (the target of a *
 started by `core_client.EngineCoreClient`; messages are the records of `core_messages.py`):
 - Builds `LLMEngine(engine_args)`, then sends `CoreReady`, or `CoreLoadFailed` and returns. With `emulate_mig`
   (`lab serve --emulate-mig`) it first makes a green context of that MIG profile's SMs current on this thread,
-  the one that loads, captures and steps (`lab.gpu.mig_emulation`), and sizes the engine with the profile's
+  the one that loads, captures and steps (`lab.gpu.mig_emulation`), or with `--emulate-mig-with mps` sets this
+  process's MPS share before any CUDA work, and sizes the engine with the profile's
   memory share as `gpu_memory_utilization`; `CoreReady.partition` then says "emulated <profile>".
 - Loops: applies the pending commands between steps (adds, aborts, shutdown; at most
   `MAX_COMMAND_MESSAGES_PER_STEP` messages, so a flood cannot starve running requests); blocks on the
@@ -69,7 +70,7 @@ MAX_COMMAND_MESSAGES_PER_STEP = 64  # a flood of commands must not starve the re
 
 
 def run_engine_core(commands: Connection, outputs: Connection, engine_args: EngineArgs,
-                    emulate_mig: str | None = None) -> None:
+                    emulate_mig=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     exit_code = 0
@@ -87,7 +88,7 @@ def run_engine_core(commands: Connection, outputs: Connection, engine_args: Engi
     os._exit(exit_code)
 
 
-def _serve(commands: Connection, outputs: Connection, engine_args: EngineArgs, emulate_mig: str | None) -> None:
+def _serve(commands: Connection, outputs: Connection, engine_args: EngineArgs, emulate_mig) -> None:
     emulation = None  # referenced until the process exits: the green context dies with its object
     try:
         from lab.engine.engine import LLMEngine  # torch: in this process only
@@ -112,19 +113,26 @@ def _serve(commands: Connection, outputs: Connection, engine_args: EngineArgs, e
     _CoreLoop(engine, commands, outputs, engine.runner.logits_health).run()
 
 
-def _emulate(token: str, engine_args: EngineArgs):
-    """`lab.gpu.mig_emulation`: a green context of the profile's SMs on this (the stepping) thread, and the
-    engine's memory budget set to the profile's share of the card."""
+def _emulate(request, engine_args: EngineArgs):
+    """`lab.gpu.mig_emulation`: the profile's SMs (a green context on this, the stepping, thread; or this
+    process's MPS share, set before its CUDA context exists), and the engine's memory budget set to the profile's
+    share of the card. `request`: a `MigEmulation`, or a profile name (green context)."""
     import dataclasses
+    import os
 
-    import torch
+    from lab.gpu.mig_emulation import MigEmulation, enter_green_context, enter_mps_share
 
-    from lab.gpu.mig_emulation import enter_green_context
-
+    request = MigEmulation(request) if isinstance(request, str) else request
+    if request.mechanism == "mps":
+        emulation = enter_mps_share(request.profile, os.environ)  # no torch CUDA call before this line
     device = engine_args.resolve_device()
     if device.type != "cuda":
         raise ValueError(f"--emulate-mig needs a CUDA device; the engine resolved {device}")
-    emulation = enter_green_context(token, torch.cuda.current_device() if device.index is None else device.index)
+    if request.mechanism != "mps":
+        import torch
+
+        emulation = enter_green_context(request.profile,
+                                        torch.cuda.current_device() if device.index is None else device.index)
     logger.info("engine core: %s (%d SMs, %.3f of the card's memory)", emulation.slice.label,
                 emulation.slice.sm_count, emulation.slice.memory_fraction)
     return emulation, dataclasses.replace(engine_args, gpu_memory_utilization=emulation.slice.memory_fraction)

@@ -8,6 +8,9 @@ Contract:
 - `check_emulation_possible(device, green_contexts_supported)` refuses what cannot be emulated, naming why:
   a CPU device (no emulation without CUDA), a PyTorch without green contexts (`torch.cuda.green_contexts`, 2.9+
   built with CUDA 12.8+). `check_profile_token(token)` refuses a profile no table knows, before anything starts.
+- `MigEmulation(profile, mechanism)` is what the server hands its engine core; `MECHANISMS`: "green-context" (the
+  default) or "mps" (`lab.gpu.mps`: the process is an MPS client whose share of the SMs is the profile's;
+  `enter_mps_share` sets it before the CUDA context exists, so it needs no thread rule and hot reload works).
 - `enter_green_context(token, device_index)` (torch, CUDA) runs in the engine core process before the engine
   is built: it resolves the profile against this card's table, creates a green context of the profile's SMs,
   makes it current on the calling thread (PyTorch's `set_context`: the thread's current stream becomes the
@@ -38,8 +41,9 @@ from lab.errors import LabError
 from lab.gpu.mig_profiles import TABLES, MigProfileTable, table_for_device
 
 CANNOT_SHOW = ("emulated slices share the card's L2 cache and HBM bandwidth (MIG splits both by memory slices) "
-               "and are not fault-isolated; a green context restricts SMs only and the memory cap is the engine's "
-               "own budget, not a hardware fence")
+               "and are not fault-isolated (MPS clients share one server: a fatal fault in one reaches the others); a "
+               "green context or an MPS share restricts SMs only and the memory cap is the engine's own budget, not a "
+               "hardware fence")
 
 
 @dataclass(frozen=True)
@@ -48,15 +52,29 @@ class EmulatedSlice:
     gpu: str  # the profile table's GPU model, "H100-80GB"
     sm_count: int  # SMs of the green context
     memory_fraction: float  # of the card's memory: the replica's gpu_memory_utilization
+    mechanism: str = "green-context"  # or "mps" (`lab.gpu.mps`)
 
     @property
     def label(self) -> str:
-        return f"emulated {self.profile}"
+        return f"emulated {self.profile}" + ("" if self.mechanism == "green-context" else f" ({self.mechanism})")
 
 
-def emulated_slice(token: str, table: MigProfileTable) -> EmulatedSlice:
+MECHANISMS = ("green-context", "mps")
+
+
+@dataclass(frozen=True)
+class MigEmulation:
+    """What `lab serve --emulate-mig PROFILE --emulate-mig-with MECHANISM` asks the engine core for."""
+
+    profile: str
+    mechanism: str = "green-context"
+
+
+def emulated_slice(token: str, table: MigProfileTable, mechanism: str = "green-context") -> EmulatedSlice:
+    if mechanism not in MECHANISMS:
+        raise LabError(f"--emulate-mig-with must be one of {', '.join(MECHANISMS)}, got {mechanism!r}")
     profile = table.profile(token)
-    return EmulatedSlice(profile.name, table.gpu, profile.sm_count, profile.memory_share)
+    return EmulatedSlice(profile.name, table.gpu, profile.sm_count, profile.memory_share, mechanism)
 
 
 def check_profile_token(token: str) -> None:
@@ -100,7 +118,7 @@ def partition_label(emulated: str | None, environ: dict[str, str]) -> str | None
 @dataclass
 class ActiveEmulation:
     slice: EmulatedSlice
-    green_context: Any  # torch.cuda.green_contexts.GreenContext: keep it alive while the engine runs
+    green_context: Any  # torch.cuda.green_contexts.GreenContext: keep it alive while the engine runs (None: MPS)
 
 
 def enter_green_context(token: str, device_index: int) -> ActiveEmulation:
@@ -121,3 +139,17 @@ def enter_green_context(token: str, device_index: int) -> ActiveEmulation:
     context = green_contexts.GreenContext.create(num_sms=emulated.sm_count, device_id=device_index)
     context.set_context()
     return ActiveEmulation(emulated, context)
+
+
+def enter_mps_share(token: str, environ: dict[str, str], gpus=None) -> ActiveEmulation:
+    """Set this process's MPS share to the profile's SMs (call before any CUDA work: the share is read when the
+    CUDA context is created). The process must be a client of a running daemon (`lab.gpu.mps`). `gpus`:
+    NVML's `GpuInfo`s, read when None."""
+    from lab.gpu.mps import PERCENTAGE_ENV, active_thread_percentage, check_mps_client, gpu_model_before_cuda
+
+    check_mps_client(environ)
+    name, memory_mib = gpu_model_before_cuda(environ, gpus)
+    table = table_for_device(name, memory_mib)
+    emulated = emulated_slice(token, table, "mps")
+    environ[PERCENTAGE_ENV] = str(active_thread_percentage(emulated.sm_count, table.full_sm_count))
+    return ActiveEmulation(emulated, None)

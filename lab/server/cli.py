@@ -19,7 +19,8 @@ hung step, a slow step, NaN weights, armed in the engine core) for chaos drills;
 without it the routes do not exist. The hash is what `lab gateway hash-key` prints for the admin key.
 
 `--emulate-mig PROFILE` (MIG off, CUDA only): the engine core holds itself to the profile's SMs through a CUDA
-green context and sizes its memory as the profile's share; see `lab.gpu.mig_emulation` for what that cannot show.
+green context (or, with `--emulate-mig-with mps`, as an MPS client with the profile's share of the SMs) and sizes
+its memory as the profile's share; see `lab.gpu.mig_emulation` for what that cannot show.
 
 `--engine hf` serves the same model (same weights for a preset) with transformers' own model
 class and `generate()`, FCFS in static batches; the paging and scheduling flags of our engine
@@ -33,6 +34,7 @@ import argparse
 import json
 
 from lab.errors import LabError
+from lab.gpu.mig_emulation import MECHANISMS as MIG_EMULATIONS
 from lab.server.hf_cb_config import HFCBConfig
 from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES, ENGINE_ITERATION_TIMEOUT_S
 
@@ -91,6 +93,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "the shorthand 1g; CUDA only, --engine lab with its engine core process. Records say "
                         "'emulated <profile>'. Emulation shares L2 and memory bandwidth, which real MIG splits "
                         "(lab.gpu.mig_emulation)")
+    parser.add_argument("--emulate-mig-with", choices=MIG_EMULATIONS, default=MIG_EMULATIONS[0],
+                        help="how --emulate-mig holds the SMs: green-context (the default: one thread of the engine "
+                        "core) or mps (the whole process is an MPS client with the profile's share of the SMs; needs "
+                        "a running MPS daemon named by CUDA_MPS_PIPE_DIRECTORY, lab.gpu.mps; hot reload works)")
     parser.add_argument("--served-model-name", help="the name clients pass as `model` (default: --model)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
@@ -186,7 +192,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_request_bytes=args.max_request_bytes,
             engine_iteration_timeout_s=(ENGINE_ITERATION_TIMEOUT_S if args.engine_iteration_timeout_s is None
                                         else args.engine_iteration_timeout_s),
-            emulate_mig=args.emulate_mig,
+            emulate_mig=args.emulate_mig, emulate_mig_with=args.emulate_mig_with,
             **({} if fault_injection is None else {"fault_injection": fault_injection}),  # default: none
             **({} if admin_key is None else {"admin_key": admin_key}),
         )
@@ -197,24 +203,32 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_emulate_mig(args: argparse.Namespace, given: dict) -> None:
-    """Refuse --emulate-mig where it cannot hold: flags first (no torch), then the device and PyTorch."""
+    """Refuse --emulate-mig where it cannot hold: flags first (no torch), then the device and PyTorch or MPS."""
     from lab.gpu.mig_emulation import check_emulation_possible, check_profile_token
 
     check_profile_token(args.emulate_mig)
+    mps = args.emulate_mig_with == "mps"
     if args.engine != "lab" or args.engine_core == "thread":
-        raise LabError("--emulate-mig needs --engine lab with its engine core process (the default): a green context "
-                       "is current on one thread, and only the core process loads and steps on one thread")
-    if args.admin_key_hash is not None:
+        raise LabError("--emulate-mig needs --engine lab with its engine core process (the default): the core sets "
+                       "up the slice before its CUDA work and sizes its memory as the profile's")
+    if args.admin_key_hash is not None and not mps:
         raise LabError("--emulate-mig cannot be combined with --admin-key-hash: a hot reload copies on its own thread, "
-                       "outside the green context")
+                       "outside the green context (--emulate-mig-with mps holds the whole process)")
     if "gpu_memory_utilization" in given:
         raise LabError("--emulate-mig sets gpu_memory_utilization to the profile's memory share; leave out "
                        "--gpu-memory-utilization")
+    if mps:
+        import os
+
+        from lab.gpu.mps import check_mps_client
+
+        check_mps_client(dict(os.environ))
     import torch  # only now: the checks above need none
 
     from torch.cuda import green_contexts
 
-    check_emulation_possible(args.device or "auto", torch.cuda.is_available(), green_contexts.SUPPORTED)
+    # cudaGetDeviceCount only: no CUDA context here, so the MPS share the core sets still applies
+    check_emulation_possible(args.device or "auto", torch.cuda.is_available(), mps or green_contexts.SUPPORTED)
 
 
 def _admin(args: argparse.Namespace):

@@ -17,7 +17,8 @@ Contract:
   its own process, so HTTP work and steps do not share a GIL, as in vLLM V1) or "thread"
   (`AsyncLLMBackend`: a thread of this process; the plain path and the reference).
 - `emulate_mig` (`--emulate-mig PROFILE`, engine "lab" with its core process only) holds the engine core to
-  the profile's SMs and memory share (`lab.gpu.mig_emulation`); a replica on a MIG device (LAB_MIG_PROFILE or
+  the profile's SMs and memory share (`lab.gpu.mig_emulation`; `emulate_mig_with`: a green context, or the
+  process's MPS share, `lab.gpu.mps`); a replica on a MIG device (LAB_MIG_PROFILE or
   CUDA_VISIBLE_DEVICES=MIG-...) says "MIG <profile>". Either label is in /v1/models and /metrics.
 uvicorn's own SIGTERM handling would stop listening immediately and re-raise the signal after
 shutdown (exit status -15); `DrainingServer.handle_exit` replaces it.
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from lab.gpu.mig_emulation import partition_label
+from lab.gpu.mig_emulation import MigEmulation, partition_label
 from lab.server.app import build_app
 from lab.server.backend import ServingBackend
 from lab.server.core_backend import EngineCoreBackend
@@ -76,6 +77,7 @@ class ServerConfig:
     fault_injection: FaultInjection | None = None  # --enable-fault-injection: /admin/faults (lab.server.faults)
     admin_key: AdminKey | None = None  # --admin-key-hash: /admin/reload (lab.server.reload); faults' key too
     emulate_mig: str | None = None  # --emulate-mig: a MIG profile the engine core emulates (lab.gpu.mig_emulation)
+    emulate_mig_with: str = "green-context"  # --emulate-mig-with: or "mps" (lab.gpu.mps)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -101,11 +103,11 @@ class ServerConfig:
                              "weights are swapped where the steps run")
         if self.emulate_mig is not None:
             if (self.engine, self.engine_core) != ("lab", "process"):
-                raise ValueError("--emulate-mig needs --engine lab with its engine core process (the default): a green "
-                                 "context is current on one thread, and only there does one thread load and step")
-            if self.admin_key is not None:
+                raise ValueError("--emulate-mig needs --engine lab with its engine core process (the default): the "
+                                 "core sets up the slice before its CUDA work, and sizes its memory as the profile's")
+            if self.admin_key is not None and self.emulate_mig_with != "mps":
                 raise ValueError("--emulate-mig cannot be combined with --admin-key-hash: a hot reload copies on its own "
-                                 "thread, outside the green context")
+                                 "thread, outside the green context (--emulate-mig-with mps holds the whole process)")
 
 
 class DrainingServer(uvicorn.Server):
@@ -156,8 +158,8 @@ def backend_loader(config: ServerConfig) -> Callable[[], ServingBackend]:
         return partial(HFCBBackend.load, config.engine_args, config.served_model_name, config.hf_cb)
     timeout_s = config.engine_iteration_timeout_s
     if config.engine_core == "process":
-        return partial(EngineCoreBackend.load, config.engine_args, config.served_model_name, timeout_s,
-                       config.emulate_mig)
+        emulation = None if config.emulate_mig is None else MigEmulation(config.emulate_mig, config.emulate_mig_with)
+        return partial(EngineCoreBackend.load, config.engine_args, config.served_model_name, timeout_s, emulation)
     return partial(AsyncLLMBackend.load, config.engine_args, config.served_model_name, timeout_s)
 
 

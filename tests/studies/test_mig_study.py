@@ -35,6 +35,16 @@ def test_emulated_slices_carry_the_flag_and_cpu_stand_ins_say_no_partition():
     assert len({r.name for r in cpu}) == 4
 
 
+def test_mps_slices_join_the_daemon_and_say_so():
+    env = {"CUDA_MPS_PIPE_DIRECTORY": "/run/lab-mps/pipe", "CUDA_MPS_LOG_DIRECTORY": "/run/lab-mps/log"}
+    replicas = slice_replicas("3x2g+1x1g", H100, "emulated-mps", ReplicaSpec(device="cuda"), mps_env=env)
+    assert [r.label for r in replicas] == ["emulated 2g.20gb (mps)"] * 3 + ["emulated 1g.10gb (mps)"]
+    assert all(r.process.command[-4:-2] == ("--emulate-mig", r.profile.name) for r in replicas)
+    assert all(r.process.command[-2:] == ("--emulate-mig-with", "mps") and r.process.env == env for r in replicas)
+    with pytest.raises(LabError, match="needs the environment of a running MPS daemon"):
+        slice_replicas("2x3g", H100, "emulated-mps", ReplicaSpec(device="cuda"))
+
+
 def test_mig_slices_come_from_the_inventory_and_a_missing_layout_is_refused():
     inventory = read_mig_inventory(FakeNvml([FakeGpu("H100-80GB", "2x3g")]))
     replicas = slice_replicas("2x3g", H100, "mig", ReplicaSpec(device="cuda"), inventory)

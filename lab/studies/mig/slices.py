@@ -9,6 +9,8 @@ and the `ReplicaProcess` that serves it (a `lab serve` command from `base`, a `l
   partitions a card: `lab mig plan LAYOUT` prints the commands);
 - "emulated": every slice on the one visible card with `lab serve --emulate-mig <profile>` (green context SMs,
   memory share; `lab.gpu.mig_emulation` says what that cannot show);
+- "emulated-mps": the same with `--emulate-mig-with mps`: each replica an MPS client of the daemon whose
+  environment `mps_env` gives (`lab.gpu.mps`; the study starts that daemon), its share of the SMs the profile's;
 - "cpu": plain CPU replicas, labelled "cpu stand-in, no partition": the road, no partition at all.
 `FULL_CARD` is the calibration replica's label: the whole device, no partition.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lab.errors import LabError
@@ -27,7 +29,7 @@ from lab.service.mig_slices import select_slices, slice_env
 from lab.service.spec import ReplicaProcess
 from lab.studies.launcher import ReplicaSpec
 
-MODES = ("mig", "emulated", "cpu")
+MODES = ("mig", "emulated", "emulated-mps", "cpu")
 CPU_LABEL = "cpu stand-in, no partition"
 FULL_CARD = "full card, no partition"
 
@@ -45,21 +47,27 @@ def layout_profiles(layout: str, table: MigProfileTable) -> tuple[MigProfile, ..
 
 
 def slice_replicas(layout: str, table: MigProfileTable, mode: str, base: ReplicaSpec,
-                   inventory: Sequence[GpuMig] = ()) -> tuple[SliceReplica, ...]:
+                   inventory: Sequence[GpuMig] = (), mps_env: Mapping[str, str] | None = None) -> tuple[SliceReplica, ...]:
     if mode not in MODES:
         raise LabError(f"mode must be one of {MODES}, got {mode!r}")
     profiles = layout_profiles(layout, table)
     if mode == "mig":
         return _mig_replicas(layout, profiles, base, inventory)
+    if mode == "emulated-mps" and not mps_env:
+        raise LabError("mode emulated-mps needs the environment of a running MPS daemon (lab.gpu.mps.MpsDaemon)")
     replicas = []
     for i, profile in enumerate(profiles):
-        name = f"s{i}-{profile.name}"
+        name, env = f"s{i}-{profile.name}", {}
         if mode == "emulated":
             spec = dataclasses.replace(base, extra_flags=(*base.extra_flags, "--emulate-mig", profile.name))
             label = f"emulated {profile.name}"
+        elif mode == "emulated-mps":
+            spec = dataclasses.replace(base, extra_flags=(*base.extra_flags, "--emulate-mig", profile.name,
+                                                          "--emulate-mig-with", "mps"))
+            label, env = f"emulated {profile.name} (mps)", dict(mps_env)
         else:
             spec, label = base, CPU_LABEL
-        replicas.append(SliceReplica(name, profile, label, ReplicaProcess(name, spec.command())))
+        replicas.append(SliceReplica(name, profile, label, ReplicaProcess(name, spec.command(), env=env)))
     return tuple(replicas)
 
 

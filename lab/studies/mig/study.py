@@ -23,6 +23,7 @@ from lab.errors import LabError
 from lab.gpu.mig import mig_inventory
 from lab.gpu.mig_model import slice_share
 from lab.gpu.mig_profiles import MigProfileTable, profile_table, table_for_device
+from lab.gpu.mps import MpsDaemon
 from lab.service.spec import PrometheusSpec, ReplicaProcess, RestartPolicy, ServiceSpec
 from lab.service.supervisor import Service
 from lab.studies.launcher import ReplicaSpec
@@ -34,7 +35,7 @@ from lab.studies.mig.slices import FULL_CARD, MODES, SliceReplica, slice_replica
 @dataclass(frozen=True)
 class StudyConfig:
     layouts: tuple[str, ...] = ("1x7g", "7x1g", "3x2g+1x1g", "2x3g")
-    mode: str = "cpu"  # mig | emulated | cpu (see slices.py)
+    mode: str = "cpu"  # mig | emulated | emulated-mps | cpu (see slices.py)
     gpu_model: str | None = None  # the profile table; None: the first GPU NVML sees
     replica: ReplicaSpec = field(default_factory=ReplicaSpec)
     workload: Workload = field(default_factory=Workload)
@@ -111,9 +112,23 @@ def run_study(config: StudyConfig, log_dir: Path) -> StudyResult:
         url = service.replica("full").url
         full = numbers(run_on(load, {url: SliceLoad()})[url], load.chat_input_tokens)
     card = calibrate(full, table.gpu, config.decode_overhead_fraction)
+    # MPS only after the calibration: the full card is measured as a plain process, as every other mode does
+    daemon = MpsDaemon.start(Path(log_dir) / "mps") if config.mode == "emulated-mps" else None
+    try:
+        rows, outcomes, isolation = _layouts(config, table, full, card, inventory, log_dir,
+                                             None if daemon is None else daemon.client_env())
+    finally:
+        if daemon is not None:
+            daemon.stop()
+    return StudyResult(config, table.gpu, full, tuple(rows), tuple(outcomes), tuple(isolation))
+
+
+def _layouts(config: StudyConfig, table: MigProfileTable, full: SliceNumbers, card, inventory, log_dir: Path,
+             mps_env: dict[str, str] | None):
+    load = config.workload
     rows, outcomes, isolation = [], [], []
     for layout in config.layouts:
-        replicas = slice_replicas(layout, table, config.mode, config.replica, inventory)
+        replicas = slice_replicas(layout, table, config.mode, config.replica, inventory, mps_env)
         folder = Path(log_dir) / layout.replace("+", "_")
         with _service(layout.replace("+", "_"), tuple(r.process for r in replicas), folder,
                       config.ready_timeout_s) as service:
@@ -134,7 +149,7 @@ def run_study(config: StudyConfig, log_dir: Path) -> StudyResult:
         outcomes.append(LayoutOutcome(layout, sum(r.measured.output_tok_per_s for r in layout_rows),
                                       sum(r.predicted.output_tok_per_s for r in layout_rows), chat_all.ttft.p99_s,
                                       max(r.predicted.chat_ttft_p99_s for r in layout_rows)))
-    return StudyResult(config, table.gpu, full, tuple(rows), tuple(outcomes), tuple(isolation))
+    return rows, outcomes, isolation
 
 
 def layout_key(layout: str) -> str:
@@ -186,7 +201,7 @@ def record_note(result: StudyResult) -> str:
 
     labels = sorted({row.label for row in result.rows})
     note = f"07_mig_partitions on {', '.join(labels)} ({result.config.mode}); calibration: {FULL_CARD}."
-    if result.config.mode == "emulated":
+    if result.config.mode.startswith("emulated"):
         note += f" EMULATED slices: {CANNOT_SHOW}."
     if result.config.mode == "cpu":
         note += " CPU stand-ins: no partition at all; the numbers check the road, never the targets."
