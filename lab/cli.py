@@ -3,8 +3,9 @@
 Contract: every module in `COMMAND_MODULES` exposes `register(subparsers)`, which adds its
 subcommand parser and sets `handler=<function(args) -> exit code>` as a default; a command with
 subcommands of its own returns their subparsers. A study that a product command runs
-(`lab bench offline`, `lab gateway bench-latency`) registers under that command from its own
-module (`STUDY_COMMANDS`), so no product package imports a study. Adding a command is one new
+(`lab bench offline`, `lab gateway bench-latency`), or a product whose command sits under another's
+(`lab bench comm`), registers under that command from its own module (`NESTED_COMMANDS`), so no product
+package imports a study or another product. Adding a command is one new
 module plus one line here; nothing else changes. Command modules import only argparse-level code at the
 top and the heavy libraries (torch, mlflow, papermill) inside their handlers, so `lab --help`
 stays fast. A `LabError` from a handler is printed as `lab: error: ...` with exit status 2.
@@ -33,9 +34,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "lab.gpu.mig_cli",  # lab mig show|plan: MIG inventory (read-only) and the nvidia-smi lines for a layout
     # Later issues register here, each from its own module (e.g. "lab.up" -> lab up).
 )
-# (product command, study module whose `register(command_subparsers)` adds a subcommand under it)
-STUDY_COMMANDS: tuple[tuple[str, str], ...] = (
+# (product command, module whose `register(command_subparsers)` adds a subcommand under it)
+NESTED_COMMANDS: tuple[tuple[str, str], ...] = (
     ("bench", "lab.studies.roofline.cli"),  # lab bench offline: the engine against its roofline
+    ("bench", "lab.comm.cli"),  # lab bench comm: collective bandwidth and latency (nccl-tests style), NCCL knobs
     ("gateway", "lab.studies.gateway_latency.cli"),  # lab gateway bench-latency: what the gateway adds
 )
 
@@ -51,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands = importlib.import_module(module_name).register(subparsers)
         if commands is not None:
             nested[module_name.split(".")[1]] = commands
-    for command, module_name in STUDY_COMMANDS:
+    for command, module_name in NESTED_COMMANDS:
         importlib.import_module(module_name).register(nested[command])
     return parser
 

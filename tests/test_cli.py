@@ -11,7 +11,7 @@ import pytest
 
 from lab.cli import COMMAND_MODULES, build_parser, main
 
-SUBCOMMANDS = [[], ["reproduce"], ["report"], ["track"], ["track", "import"], ["track", "list"], ["ui"], ["notebooks"], ["up"], ["down"], ["bench", "offline"], ["gateway", "bench-latency"]]
+SUBCOMMANDS = [[], ["reproduce"], ["report"], ["track"], ["track", "import"], ["track", "list"], ["ui"], ["notebooks"], ["up"], ["down"], ["bench", "offline"], ["bench", "comm"], ["gateway", "bench-latency"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w) or "lab")

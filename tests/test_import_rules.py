@@ -2,7 +2,7 @@
 
 Rules (DESIGN.md, "Layers"):
 - no product package imports a study (`lab.studies`);
-- the product packages engine, server, gateway, bench and scale import none of each other, except
+- the product packages engine, server, gateway, bench, scale and comm import none of each other, except
   server -> engine;
 - the lab plane below them (track, gpu, tiers, errors, paths) imports no product package and no study;
 - `lab.tiers` imports nothing (it is the one dependency-free tier table);
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 LAB = Path(__file__).resolve().parents[1] / "lab"
-PRODUCTS = ("engine", "server", "gateway", "bench", "scale")
+PRODUCTS = ("engine", "server", "gateway", "bench", "scale", "comm")
 ALLOWED_BETWEEN_PRODUCTS = {("server", "engine")}
 LOWER = ("track", "gpu", "tiers", "errors", "paths")
 COMPOSITION = ("service", "chaos")

@@ -143,7 +143,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     out.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(handler=_serve)
     coldstart_cli.register(commands)
-    return commands  # `lab bench offline` (lab.studies.roofline.cli) is added here by lab/cli.py
+    return commands  # `lab bench offline` (lab.studies.roofline.cli) and `lab bench comm` (lab.comm.cli): lab/cli.py
 
 
 def _arrivals(args: argparse.Namespace):
