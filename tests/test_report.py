@@ -209,7 +209,7 @@ def test_claims_cover_the_article_once_each_and_name_their_notebooks() -> None:
         "native.reactive_delay": ("15-30", "s", "04_predictive_scaling"),
         "memory.activation": ("-62", "%", "06_memory_compression"),
         "mig.instances": ("7", "instances", "07_mig_partitions"),
-        "nccl.allreduce": ("12 -> 3.2", "ms", "08_nccl_allreduce"),
+        "nccl.allreduce": ("12 -> 3.2", "ms", "08_nccl_tp"),
         "sched.vip": ("<= 500", "ms", "02_priority_scheduling"),
         "sched.realtime": ("<= 2000", "ms", "02_priority_scheduling"),
         "reload.impact": ("< 10", "ms", "05_hot_reload"),

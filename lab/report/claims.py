@@ -9,7 +9,7 @@ result record measures it, and the `rule` (`lab.report.rules`) that says when ou
 "before -> after" claims `baseline_metric` names the plain-path value measured in the same run.
 A notebook measures a claim by recording a metric with that name; until a full-scale record of it exists
 the report shows "not measured" and names the notebook, also one still to be written (this wave's
-05_hot_reload, 06_memory_compression, 07_mig_partitions, 08_nccl_allreduce, 09_chaos_drills;
+05_hot_reload, 06_memory_compression, 07_mig_partitions, 08_nccl_tp, 09_chaos_drills;
 10_deepseek_v3_full runs the article's model at full size and owns no claim of its own).
 Notebook authors: keep metric names here and in `record_notebook(...)` identical; percentages of a saving
 are signed changes (negative = less), so "-62 %" is met by a change <= -62.
@@ -42,7 +42,7 @@ SCALING = "04_predictive_scaling"
 HOT_RELOAD = "05_hot_reload"
 MEMORY = "06_memory_compression"
 MIG = "07_mig_partitions"
-NCCL = "08_nccl_allreduce"
+NCCL = "08_nccl_tp"
 CHAOS = "09_chaos_drills"
 
 A100_CLUSTER = "16× A100 (benchmark section)"
