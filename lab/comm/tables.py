@@ -30,8 +30,9 @@ def _ratio(value: float | None) -> str:
 
 
 def knob_table(rows: Sequence[KnobRow]) -> str:
-    lines = [f"{'variant':>14} {'collective':>15} {'time<=64K':>9} {'busbw>=256M':>11}  env  (ratios to the default: "
-             "time < 1 and busbw > 1 are better; '-': size band not run)"]
+    lines = ["ratios to the default: time at decode sizes (up to the latency limit), busbw at >= 256 MiB; time < 1 "
+             "and busbw > 1 are better; '-': that size band was not run",
+             f"{'variant':>14} {'collective':>15} {'time':>9} {'busbw':>11}  env"]
     for r in rows:
         if r.error:
             lines.append(f"{r.variant:>14} {'FAILED':>15}  {r.env}: {r.error}")

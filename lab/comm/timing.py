@@ -42,7 +42,9 @@ def graph_time_per_op(run: Callable[[], None], ops: int, replays: int) -> float:
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    # thread_local: the process group's watchdog thread keeps querying CUDA events while this thread captures;
+    # under the default ("global") mode such a call from another thread invalidates the capture.
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         for _ in range(ops):
             run()
     graph.replay()  # the first replay uploads the graph; not timed
