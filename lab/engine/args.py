@@ -54,6 +54,7 @@ class EngineArgs:
     fused_ops: bool = True  # Triton RMSNorm / RoPE / SiLU-mul on CUDA (False: the torch ops; CPU always torch)
     async_scheduling: bool | None = None  # schedule step N+1 while step N runs (None: on for CUDA; False: the plain loop)
     moe_backend: str = "auto"  # "loop" (per-expert GEMMs, host sync), "grouped" (torch._grouped_mm) or "triton" (fused decode kernels, grouped/loop for large steps); auto: triton on CUDA
+    tensor_parallel_size: int = 1  # ranks (processes, one GPU each) the model is split over (lab.engine.parallel): heads, MLP widths, experts and vocabulary; 1: the plain single-device path
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in _DTYPES:
@@ -71,6 +72,7 @@ class EngineArgs:
         if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format must be one of {LOAD_FORMATS}, got {self.load_format!r}")
         check_quantization(self.quantization)
+        self._check_tensor_parallel()
         kv_storage_dtype(self.kv_cache_dtype)  # ValueError naming the allowed values
         self._check_cuda_graph_sizes()
         # Build the sub-configs now so their validation errors surface at construction.
@@ -86,6 +88,14 @@ class EngineArgs:
         bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= self.max_num_seqs]
         if bad:
             raise ValueError(f"cuda_graph_sizes must be integers in [1, max_num_seqs={self.max_num_seqs}], got {bad}")
+
+    def _check_tensor_parallel(self) -> None:
+        """What can be refused without the model's shape (parallel/plan.py checks the shape when the engine starts)."""
+        size = self.tensor_parallel_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"tensor_parallel_size must be an integer >= 1, got {size!r}")
+        if size > 1 and self.quantization is not None:
+            raise ValueError(f"quantization={self.quantization!r} is not supported with tensor_parallel_size > 1 yet")
 
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(

@@ -143,6 +143,8 @@ class AsyncLLM:
         self._stopping.set()
         self._commands.put(lambda: None)  # wake the loop
         self._thread.join(timeout_s)
+        if not self._thread.is_alive():  # the loop no longer steps: tensor-parallel workers may stop
+            self.engine.shutdown()
 
     # ---- engine thread ----------------------------------------------------------------------
     def _submit(self, command: Callable[[], None]) -> None:

@@ -110,7 +110,10 @@ def _serve(commands: Connection, outputs: Connection, engine_args: EngineArgs, e
         weights_version=engine.weights_version,
         partition=None if emulation is None else emulation.slice.label,
     ))
-    _CoreLoop(engine, commands, outputs, engine.runner.logits_health).run()
+    try:
+        _CoreLoop(engine, commands, outputs, engine.runner.logits_health).run()
+    finally:
+        engine.shutdown()  # tensor parallelism: stop the workers (nothing to do on one device)
 
 
 def _emulate(request, engine_args: EngineArgs):

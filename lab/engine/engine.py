@@ -12,6 +12,8 @@ raises ends alone (finish reason "abort", the error in `RequestOutput.error`), a
 this step's tokens as if nothing had happened. One poison request never fails its batch.
 Non-finite logits (`launched_step.NonFiniteLogitsError`, seen without a host sync) take the same road: each
 request they hit ends with an error naming them, never with garbage tokens.
+With `tensor_parallel_size > 1` this engine is rank 0 of a group (`lab.engine.parallel`): the model is split over
+one worker process per other rank, each step's inputs go to them from the runner, and `shutdown()` stops them.
 Fault injection (`lab.engine.faults`) acts through `fault_hook`, the first thing `step()` checks; a hot
 reload (`update_weights`, `lab.engine.weight_reload`) acts right after it, between two steps.
 """
@@ -64,9 +66,37 @@ class _Request:
 
 
 class LLMEngine:
-    def __init__(self, args: EngineArgs, memory_timeline=None) -> None:
+    def __init__(self, args: EngineArgs, memory_timeline=None, parallel=None) -> None:
+        """`parallel`: a tensor-parallel worker's `TensorParallel` (`parallel/worker.py`); the leader starts its
+        own group here when `args.tensor_parallel_size > 1` (`parallel/launch.py`)."""
         self.args = args
-        self.device = args.resolve_device()
+        self.parallel = parallel
+        self.device = args.resolve_device() if parallel is None else parallel.device
+        tp_init_s = 0.0
+        if parallel is None and args.tensor_parallel_size > 1:
+            start = time.perf_counter()
+            self._start_tensor_parallel()
+            tp_init_s = time.perf_counter() - start
+        try:
+            self._build(args, memory_timeline, tp_init_s)
+        except BaseException as exc:
+            if self.parallel is not None and self.parallel.is_leader:
+                self.parallel.mark_broken(exc)  # the workers may be anywhere in their own construction
+                self.parallel.shutdown()
+            raise
+
+    def _start_tensor_parallel(self) -> None:
+        """Check that the model splits (before any process starts), then start the workers and join them."""
+        from lab.engine.loader import model_config
+        from lab.engine.parallel.launch import rank_device, start_tensor_parallel
+        from lab.engine.parallel.plan import check_tensor_parallel
+
+        check_tensor_parallel(model_config(self.args.model, self.args.hf_overrides or None),
+                              self.args.tensor_parallel_size)
+        self.parallel = start_tensor_parallel(self.args, self.device)
+        self.device = rank_device(self.device, 0)
+
+    def _build(self, args: EngineArgs, memory_timeline, tp_init_s: float) -> None:
         self.dtype = args.resolve_dtype(self.device)
         # Seconds per phase of this constructor (`lab bench coldstart` reads them), synced on CUDA at each boundary.
         # `memory_timeline` (a lab.gpu.memory_timeline.MemoryTimeline, optional) books the allocator's bytes to the same phases.
@@ -74,8 +104,11 @@ class LLMEngine:
                                                      memory_timeline.phase if memory_timeline is not None else None)
         with phases.phase("device_init"):
             pass  # its sync creates the CUDA context, which would otherwise land in the first weight phase
+        if tp_init_s:  # the leader's: its workers started and every rank joined the group
+            phases.add("tensor_parallel_init", tp_init_s)
         loaded = load_model(args.model, self.dtype, self.device, seed=args.seed, hf_overrides=args.hf_overrides or None,
-                            load_format=args.load_format, phases=phases, quantization=args.quantization)
+                            load_format=args.load_format, phases=phases, quantization=args.quantization,
+                            tp=self.parallel)
         self.model = loaded.module
         self.model_config = loaded.config
         self.checkpoint_dir = loaded.checkpoint_dir  # None for a preset (dummy weights)
@@ -97,7 +130,7 @@ class LLMEngine:
             self.graphs, self.mixed_graphs = self._capture_graphs(kv_caches) if args.use_cuda_graphs(self.device) else (None, None)
         self.runner = ModelRunner(
             self.model, kv_caches, args.block_size, self.device, self.eos_token_id, self.attention_backend, self.graphs,
-            self.mixed_graphs,
+            self.mixed_graphs, self.parallel if self.parallel is not None and self.parallel.is_leader else None,
         )
         self._requests: dict[str, _Request] = {}
         self.async_scheduling = args.use_async_scheduling(self.device)
@@ -260,6 +293,11 @@ class LLMEngine:
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
 
+    def shutdown(self) -> None:
+        """Stop the tensor-parallel workers and leave their group (nothing to do on one device). Idempotent."""
+        if self.parallel is not None and self.parallel.is_leader:
+            self.parallel.shutdown()
+
     def _process_tokens(self, seqs: list[Sequence], final_only: bool = False,
                         logprobs: dict[str, TokenLogprob] | None = None) -> list[RequestOutput]:
         """Stop rules and text for each request that just received a token (one tokenizer call)."""
@@ -381,6 +419,10 @@ class LLMEngine:
         return decode, mixed
 
     def _size_kv_cache(self) -> int:
+        blocks = self._size_rank_kv_cache()
+        return blocks if self.parallel is None else self.parallel.min_int(blocks)  # every rank holds every block
+
+    def _size_rank_kv_cache(self) -> int:
         args = self.args
         if args.num_gpu_blocks is not None:
             return args.num_gpu_blocks

@@ -69,6 +69,10 @@ class LLM:
         """Hot reload (`LLMEngine.update_weights`): the reload's record; `ReloadError` if refused."""
         return self.engine.update_weights(source, seed=seed, policy=policy, staging=staging)
 
+    def shutdown(self) -> None:
+        """Stop the tensor-parallel workers (`tensor_parallel_size > 1`); nothing to do on one device."""
+        self.engine.shutdown()
+
     def _run(self, request_ids: list[str], use_tqdm: bool) -> list[RequestOutput]:
         finished: dict[str, RequestOutput] = {}
         bar = None

@@ -28,6 +28,9 @@ Contract: `load_model(model, dtype, device, seed, hf_overrides, *, load_format, 
     kept out of `ModelConfig`). A hot reload keeps the live engine's weight format (`weight_standby`).
   `LoadedModel.quantization` says which block-FP8 config the weights went through (None for none or int8);
   `LoadedModel.weight_format` how the Linear weights are stored (None: in `dtype`).
+`tp` (a `parallel.state.TensorParallel`, None for one device) builds rank tp.rank's shard (`parallel/shard.py`)
+and loads only its slice of each tensor: a checkpoint's tensors, or a preset's dummy weights drawn whole as TP=1
+draws them (`dummy_checkpoint`), so every tensor_parallel_size serves the same model. 8-bit weights are refused.
 `hf_overrides` patch the HF config dict before parsing (e.g. {"num_hidden_layers": 2}).
 `load_format` (`LOAD_FORMATS`) picks how a checkpoint's bytes reach the device; every one gives the
 same bits (presets ignore it):
@@ -61,6 +64,7 @@ from lab.engine.fp8 import (
 )
 from lab.engine.model_config import ModelConfig
 from lab.engine.models import get_model_class
+from lab.engine.models.weights import collect_targets
 from lab.engine.presets import PRESETS, get_preset
 from lab.engine.quant_config import WeightFormat, weight_format_for
 from lab.engine.safetensors_stream import iter_overlapped
@@ -92,10 +96,14 @@ def load_model(
     load_format: str = "auto",
     phases: StartupPhases | None = None,
     quantization: str | None = None,
+    tp=None,
 ) -> LoadedModel:
     device = torch.device(device)
     _check_load_format(load_format)
     check_quantization(quantization)
+    if tp is not None and quantization is not None:
+        raise ValueError(f"quantization={quantization!r} is not supported with tensor parallelism yet: a block-fp8 "
+                         "or int8 weight would have to be split on its scale tiles")
     phases = phases if phases is not None else StartupPhases()
     name = str(model)
     if name in PRESETS:
@@ -103,9 +111,12 @@ def load_model(
             config = ModelConfig.from_hf_dict({**get_preset(name), **(hf_overrides or {})})
             stored, fmt = None, weight_format_for(quantization, None)
         with phases.phase("model_build"):
-            module = build_model(config, dtype, device, fmt)
+            module = build_model(config, dtype, device, fmt, tp)
         with phases.phase("weight_init"):
-            init_dummy_weights(module, seed)
+            if tp is None:
+                init_dummy_weights(module, seed)
+            else:  # the TP=1 model's tensors, drawn whole, each rank keeping its slice
+                module.load_weights(module.shard_plan.stream(dummy_checkpoint(config, dtype, device, seed)))
         checkpoint_dir, preset = None, name
     elif Path(name).is_dir():
         checkpoint_dir, preset = Path(name), None
@@ -113,11 +124,14 @@ def load_model(
             config = ModelConfig.from_pretrained_dir(checkpoint_dir, hf_overrides)
             stored = checkpoint_quantization(checkpoint_dir)
             fmt = weight_format_for(quantization, stored)
+            if tp is not None and fmt is not None:
+                raise ValueError(f"{checkpoint_dir} stores 8-bit weights, which tensor parallelism does not load yet")
         with phases.phase("model_build"):
-            module = build_model(config, dtype, device, fmt)
+            module = build_model(config, dtype, device, fmt, tp)
         with phases.phase("weight_transfer") as phase:  # what is left of loading once the reads are carved out
-            module.load_weights(checkpoint_weights(checkpoint_dir, module, device, load_format, dtype,
-                                                   carve=lambda t: phase.carve("weight_read", t)))
+            weights = checkpoint_weights(checkpoint_dir, module, device, load_format, dtype,
+                                         carve=lambda t: phase.carve("weight_read", t))
+            module.load_weights(weights if tp is None else module.shard_plan.stream(weights))
     else:
         raise ValueError(
             f"model {name!r} is neither a preset ({', '.join(PRESETS)}) nor an existing checkpoint "
@@ -129,6 +143,17 @@ def load_model(
             module.process_weights_after_loading()
     went_through = BlockFP8Config(fmt.block) if fmt is not None and fmt.method == "fp8" else None
     return LoadedModel(module.eval(), config, checkpoint_dir, preset, went_through, fmt)
+
+
+def model_config(model: str | Path, hf_overrides: dict | None = None) -> ModelConfig:
+    """The `ModelConfig` `load_model(model, ...)` would build (no weights touched); ValueError as it would raise."""
+    name = str(model)
+    if name in PRESETS:
+        return ModelConfig.from_hf_dict({**get_preset(name), **(hf_overrides or {})})
+    if Path(name).is_dir():
+        return ModelConfig.from_pretrained_dir(Path(name), hf_overrides)
+    raise ValueError(f"model {name!r} is neither a preset ({', '.join(PRESETS)}) nor an existing checkpoint "
+                     "directory: the path does not exist")
 
 
 def round_dense_fp8_(module: nn.Module, fmt: WeightFormat | None, stored: BlockFP8Config | None) -> None:
@@ -170,13 +195,18 @@ def checkpoint_quantization(checkpoint_dir: Path) -> BlockFP8Config | None:
 
 
 def build_model(config: ModelConfig, dtype: torch.dtype, device: torch.device,
-                weight_format: WeightFormat | None = None) -> nn.Module:
+                weight_format: WeightFormat | None = None, tp=None) -> nn.Module:
     """The model with uninitialized parameters on `device`: constructed on meta, its Linear layers swapped for
-    8-bit ones when `weight_format` says so (`weight_quant`), then materialized."""
+    8-bit ones when `weight_format` says so (`weight_quant`), or rewritten into rank `tp.rank`'s shard when `tp`
+    (a `parallel.state.TensorParallel`) is given (`parallel.shard.shard_model_`), then materialized."""
     with torch.device("meta"):
         module = get_model_class(config)(config)
         if weight_format is not None:
             quantize_linears_(module, weight_format, dtype)
+        if tp is not None:
+            from lab.engine.parallel.shard import shard_model_
+
+            shard_model_(module, tp)
     for mod in module.modules():
         keep_fp32 = getattr(mod, "fp32_params", ())
         own = getattr(mod, "param_dtypes", {})  # 8-bit codes keep their dtype
@@ -213,6 +243,24 @@ def init_dummy_weights(module: nn.Module, seed: int, std: float = DUMMY_STD,
             drawn = torch.empty(param.shape, dtype=param.dtype, device=device)
             fill_dummy(name, drawn, seed, std)
             param.copy_(drawn)
+
+
+@torch.no_grad()
+def dummy_checkpoint(config: ModelConfig, dtype: torch.dtype, device: torch.device,
+                     seed: int) -> Iterator[tuple[str, torch.Tensor]]:
+    """The preset's dummy weights as a checkpoint stream (HF name, full tensor): each parameter of the unsharded
+    model drawn whole as `init_dummy_weights` draws it (same seed, name, shape, dtype, device type: same values),
+    then cut into the HF tensors its targets name. A tensor-parallel rank narrows them to its slice
+    (`ShardPlan.stream`), so TP=N and TP=1 serve the same model. Peak memory: one full parameter at a time."""
+    full = build_model(config, dtype, torch.device("meta"))
+    parts: dict[str, list[tuple[str, tuple]]] = {}
+    for hf_name, (param_name, index) in collect_targets(full).items():
+        parts.setdefault(param_name, []).append((hf_name, index))
+    for name, param in full.named_parameters():
+        drawn = torch.empty(param.shape, dtype=param.dtype, device=device)
+        fill_dummy(name, drawn, seed)
+        for hf_name, index in parts[name]:
+            yield hf_name, drawn[index] if index else drawn
 
 
 @torch.no_grad()

@@ -18,6 +18,12 @@ on the device until `tokens()` is asked for them (`execute` = launch + tokens, t
 Non-finite logits are caught without a sync (`lab.engine.launched_step`); `logits_health` says whether
 the runner is degraded.
 
+Tensor parallelism (`lab.engine.parallel`): a leader's runner (`parallel` given) sends each step's host arrays
+(`StepArrays`) to the workers as soon as they are complete, and its chained input ids after them; a worker
+runs `device_inputs` and `step_logits` on what it receives (`parallel/worker.py`), so both take one code path.
+A failure inside `step_logits` on the leader marks the group broken (the workers may wait in a collective);
+a failure in sampling, after the last collective, is isolated as on one device.
+
 A hot reload's drain (`lab.engine.weight_reload`): between `begin_drain(module, generation)` and
 `end_drain()`, chunks of requests admitted on `generation` run on that standby module (eager, its own
 weights, the same paged cache) and the others on the live model (graphs as usual); one step launches both
@@ -46,6 +52,28 @@ class ModelInputs:
     meta: AttentionMetadata
     sample_rows: list[int]  # rows of the flat batch whose hidden state is sampled from
     sample_chunks: list[ScheduledChunk]  # the chunk each sample row belongs to
+
+
+@dataclass
+class StepArrays:
+    """One step's inputs on the host, before they cross to the device: what a tensor-parallel worker receives
+    from the leader in place of a `SchedulerOutput` (numpy arrays and a few flags: small to pickle)."""
+
+    ids: np.ndarray  # (T,) int64; a row chained from the previous step's sampled token holds 0 here
+    positions: np.ndarray  # (T,) int64
+    slots: np.ndarray  # (T,) int64 flat cache rows
+    table: np.ndarray  # (B, W) int32 block table, padded with block 0 past each sequence's needed blocks
+    needed: np.ndarray  # (B,) int64 blocks each sequence needs this step
+    seq_lens: np.ndarray  # (B,) int64
+    query_start_loc: np.ndarray  # (B + 1,) int64
+    pure_decode: bool
+    no_cached_context: bool
+    sample_rows: list[int]
+    chained: bool  # some input ids are the previous step's sampled tokens, filled in on the device
+
+    def block_table_lists(self) -> list[list[int]]:
+        """Each sequence's needed blocks as a list (what `AttentionMetadata.block_tables` readers use)."""
+        return [row[:n].tolist() for row, n in zip(self.table, self.needed.tolist())]
 
 
 class BlockTableRows:
@@ -103,6 +131,7 @@ class ModelRunner:
         attention_backend: str = "reference",
         graphs=None,  # lab.engine.cuda_graphs.DecodeGraphs, captured, or None for eager
         mixed_graphs=None,  # lab.engine.cuda_graphs.MixedGraphs (steps with prefill chunks), or None
+        parallel=None,  # lab.engine.parallel.state.TensorParallel of a leader (rank 0), or None
     ) -> None:
         self.model = model
         self.kv_caches = kv_caches
@@ -118,6 +147,7 @@ class ModelRunner:
         self._block_rows = BlockTableRows()
         self.standby: torch.nn.Module | None = None  # a drain's new weights, and the generation they serve
         self.standby_generation: int | None = None
+        self.parallel = parallel  # tensor parallelism: each step's inputs go to the workers (parallel/worker.py)
 
     def begin_drain(self, module: torch.nn.Module, generation: int) -> None:
         self.standby, self.standby_generation = module, generation
@@ -126,7 +156,21 @@ class ModelRunner:
         self.standby, self.standby_generation = None, None
 
     def prepare_inputs(self, output: SchedulerOutput, previous: LaunchedStep | None = None) -> ModelInputs:
-        """The step's flat inputs. A pending token (async scheduling) is read from `previous` on the device."""
+        """The step's flat inputs. A pending token (async scheduling) is read from `previous` on the device.
+        A tensor-parallel leader sends them to its workers once they are complete (nothing after this can fail
+        on the host before the model's first collective)."""
+        step, block_tables, sample_chunks, chained = self._host_step(output)
+        inputs = self.device_inputs(step, block_tables, sample_chunks)
+        if chained:
+            inputs.input_ids = self._chain(inputs.input_ids, chained, previous)
+        if self.parallel is not None:
+            self.parallel.send_step(step)
+            if chained:  # the chained ids exist on this rank's device only
+                self.parallel.broadcast(inputs.input_ids)
+        return inputs
+
+    def _host_step(self, output: SchedulerOutput):
+        """(StepArrays, block tables, sample chunks, chained rows) of a step, built on the host."""
         chunks = output.scheduled
         bs = self.block_size
         ids: list[int] = []
@@ -179,27 +223,31 @@ class ModelRunner:
         table = self._block_rows.array[rows, :width]  # fancy indexing: a copy
         table[np.arange(width)[None, :] >= needed[:, None]] = 0
         slots = table[token_rows, positions // bs].astype(np.int64) * bs + positions % bs
+        step = StepArrays(np.array(ids, dtype=np.int64), positions, slots, table, needed, seq_lens, query_start_loc,
+                          pure_decode, not start_arr.any(), sample_rows, bool(chained))
+        return step, block_tables, sample_chunks, chained
 
-        longs = self._to_device([np.array(ids, dtype=np.int64), positions, slots], np.int64)
+    def device_inputs(self, step: StepArrays, block_tables: list[list[int]],
+                      sample_chunks: list[ScheduledChunk]) -> ModelInputs:
+        """The step's tensors on the device (two packed copies) and its attention metadata."""
+        longs = self._to_device([step.ids, step.positions, step.slots], np.int64)
         meta = AttentionMetadata(
-            query_start_loc=query_start_loc.tolist(),
-            seq_lens=seq_lens.tolist(),
+            query_start_loc=step.query_start_loc.tolist(),
+            seq_lens=step.seq_lens.tolist(),
             block_tables=block_tables,
             slot_mapping=longs[2],
-            block_size=bs,
+            block_size=self.block_size,
             backend=self.attention_backend,
-            no_cached_context=not start_arr.any(),
-            pure_decode=pure_decode,
+            no_cached_context=step.no_cached_context,
+            pure_decode=step.pure_decode,
         )
         if self.attention_backend != "reference":
-            ints = self._to_device([table.reshape(-1), seq_lens, query_start_loc], np.int32)
-            meta.block_tables_tensor = ints[0].view(B, width)
+            table = step.table
+            ints = self._to_device([table.reshape(-1), step.seq_lens, step.query_start_loc], np.int32)
+            meta.block_tables_tensor = ints[0].view(*table.shape)
             meta.seq_lens_tensor = ints[1]
             meta.query_start_loc_tensor = ints[2]
-        input_ids = longs[0]
-        if chained:
-            input_ids = self._chain(input_ids, chained, previous)
-        return ModelInputs(input_ids, longs[1], meta, sample_rows, sample_chunks)
+        return ModelInputs(longs[0], longs[1], meta, step.sample_rows, sample_chunks)
 
     def _chain(self, input_ids: torch.Tensor, chained: list[tuple[int, str]], previous: LaunchedStep | None) -> torch.Tensor:
         """Write previous step's sampled tokens (still on the device) into their rows of input_ids."""
@@ -254,6 +302,20 @@ class ModelRunner:
 
     def _launch(self, output: SchedulerOutput, previous, model: torch.nn.Module) -> LaunchedStep:
         inputs = self.prepare_inputs(output, previous)
+        if self.parallel is None:
+            logits = self.step_logits(inputs, model)
+        else:
+            try:
+                logits = self.step_logits(inputs, model)
+            except BaseException as exc:  # the workers got this step: they may now wait in a collective
+                self.parallel.mark_broken(exc)
+                raise
+        if logits is None:
+            return LaunchedStep([], None)
+        return self._sample(inputs, logits)  # this rank only: a failure here leaves the ranks in step
+
+    def run_model(self, inputs: ModelInputs, model: torch.nn.Module) -> torch.Tensor:
+        """The model's hidden states for the step (a graph replay where one fits), then only the sampled rows."""
         if model is not self.model:  # a drain's standby: the graphs hold the live weights' addresses
             hidden = model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         elif self.graphs is not None and self.graphs.can_run(inputs.meta):
@@ -262,12 +324,17 @@ class ModelRunner:
             hidden = self.mixed_graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
         else:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
-        if not inputs.sample_rows:
-            return LaunchedStep([], None)
-        if len(inputs.sample_rows) != hidden.shape[0]:  # else every row samples (a decode step): no gather
+        if inputs.sample_rows and len(inputs.sample_rows) != hidden.shape[0]:  # else every row samples: no gather
             rows = self._to_device([np.array(inputs.sample_rows, dtype=np.int64)], np.int64)[0]
             hidden = hidden.index_select(0, rows)
-        logits = model.compute_logits(hidden)  # (N, V)
+        return hidden
+
+    def step_logits(self, inputs: ModelInputs, model: torch.nn.Module) -> torch.Tensor | None:
+        """(N, V) logits of the sampled rows (None: nothing samples this step); every collective of a step."""
+        hidden = self.run_model(inputs, model)
+        return model.compute_logits(hidden) if inputs.sample_rows else None
+
+    def _sample(self, inputs: ModelInputs, logits: torch.Tensor) -> LaunchedStep:
         # Before the sampler writes -inf bans into `logits`: a row summing to NaN or inf had a non-finite logit.
         finite = logits.sum(dim=-1).isfinite()  # (N,) bool, read back with the tokens
         seqs = [c.seq for c in inputs.sample_chunks]

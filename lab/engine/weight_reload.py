@@ -160,6 +160,9 @@ class WeightReloader:
             raise ReloadError(f"policy must be one of {POLICIES}, got {policy!r}")
         if staging not in STAGINGS:
             raise ReloadError(f"staging must be one of {STAGINGS}, got {staging!r}")
+        if getattr(self.engine, "parallel", None) is not None:
+            raise ReloadError("hot reload is not supported with tensor_parallel_size > 1 yet: every rank would have "
+                              "to load, check and switch its shard in the same step")
         if self.busy:
             raise ReloadError(f"a reload is already in progress (to generation {self.version.generation + 1}); "
                               "wait for it to finish")

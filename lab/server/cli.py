@@ -18,6 +18,9 @@ it on a thread of the server process (the plain path and the reference).
 hung step, a slow step, NaN weights, armed in the engine core) for chaos drills; off by default, and
 without it the routes do not exist. The hash is what `lab gateway hash-key` prints for the admin key.
 
+`--tensor-parallel-size N` splits the model over N GPUs (`lab.engine.parallel`): the engine core is rank 0 and
+starts one worker process per other rank; CPU runs use gloo (a correctness check, not a speed-up).
+
 `--emulate-mig PROFILE` (MIG off, CUDA only): the engine core holds itself to the profile's SMs through a CUDA
 green context (or, with `--emulate-mig-with mps`, as an MPS client with the profile's share of the SMs) and sizes
 its memory as the profile's share; see `lab.gpu.mig_emulation` for what that cannot show.
@@ -42,11 +45,11 @@ from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES, ENGINE_ITERATION_TIMEOU
 ENGINE_FLAGS = ("model", "tokenizer", "dtype", "device", "seed", "max_model_len", "block_size",
                 "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens",
                 "enable_chunked_prefill", "scheduling_policy", "hf_overrides", "load_format", "cuda_graph_sizes",
-                "enforce_eager", "quantization", "kv_cache_dtype")
+                "enforce_eager", "quantization", "kv_cache_dtype", "tensor_parallel_size")
 # EngineArgs fields that only our engine has (paged KV cache, continuous batching, scheduler, its loader, graphs)
 LAB_ONLY_FLAGS = ("block_size", "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs",
                   "max_num_batched_tokens", "enable_chunked_prefill", "scheduling_policy", "load_format",
-                  "cuda_graph_sizes", "enforce_eager", "quantization", "kv_cache_dtype")
+                  "cuda_graph_sizes", "enforce_eager", "quantization", "kv_cache_dtype", "tensor_parallel_size")
 ENGINE_CORES = ("process", "thread")  # --engine-core choices; the first is the default (runner.ENGINE_CORES)
 ENGINES = ("lab", "hf", "hf-cb")  # --engine choices (runner.ENGINES)
 # --engine hf-cb's flags: (flag, HFCBConfig field, help), dest hf_cb_<field>; each is one of transformers'
@@ -142,6 +145,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="decode batch sizes to capture as CUDA graphs (default: 1 2 4 8, then every 16)")
     engine.add_argument("--enforce-eager", action="store_true", default=None,
                         help="no CUDA graphs at all: every step eager (the plain path; a CPU is always eager)")
+    engine.add_argument("--tensor-parallel-size", "-tp", type=int, metavar="N",
+                        help="split the model over N GPUs, one worker process per extra rank (lab.engine.parallel; "
+                        "default 1)")
     faults = parser.add_argument_group("fault injection (chaos drills; off by default)")
     faults.add_argument("--enable-fault-injection", action="store_true",
                         help="add POST/GET/DELETE /admin/faults: CUDA out-of-memory, a hung step, a slow step, NaN "
@@ -177,6 +183,9 @@ def _serve(args: argparse.Namespace) -> int:
     admin_key, fault_injection = _admin(args)
     if args.emulate_mig is not None:
         _check_emulate_mig(args, given)
+    if given.get("tensor_parallel_size", 1) > 1 and (args.admin_key_hash is not None or args.emulate_mig is not None):
+        raise LabError("--tensor-parallel-size > 1 cannot be combined with --admin-key-hash (hot reload, fault "
+                       "injection) or --emulate-mig yet: those act on one engine process, not on every rank")
 
     from lab.engine.args import EngineArgs  # torch: only when a replica really starts
     from lab.server.runner import ServerConfig, serve

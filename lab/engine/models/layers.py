@@ -122,9 +122,11 @@ class GatedMLP(nn.Module):
         """HF names of this MLP (separate gate/up) -> (our parameter, index into it)."""
         i = self.intermediate_size
         targets = {}
-        for kind in ("weight", "bias") if self.down_proj.bias is not None else ("weight",):
+        for kind in ("weight", "bias") if self.gate_up_proj.bias is not None else ("weight",):
             targets[f"{prefix}.gate_proj.{kind}"] = (f"{prefix}.gate_up_proj.{kind}", (slice(0, i),))
             targets[f"{prefix}.up_proj.{kind}"] = (f"{prefix}.gate_up_proj.{kind}", (slice(i, 2 * i),))
+        # down's bias apart: a tensor-parallel rank other than 0 holds none (parallel/layers.py RowParallelLinear)
+        for kind in ("weight", "bias") if self.down_proj.bias is not None else ("weight",):
             targets[f"{prefix}.down_proj.{kind}"] = (f"{prefix}.down_proj.{kind}", ())
         return targets
 

@@ -100,6 +100,12 @@ class LlamaForCausalLM(CausalLM):
         super().__init__(config, DecoderStack(config, layers, rope))
 
     @classmethod
-    def kv_cache_spec_from_config(cls, config: ModelConfig, dtype: torch.dtype) -> KVCacheSpec:
-        kv = (config.num_key_value_heads, config.head_dim)
+    def kv_cache_spec_from_config(cls, config: ModelConfig, dtype: torch.dtype,
+                                  num_kv_heads: int | None = None) -> KVCacheSpec:
+        kv = (num_kv_heads or config.num_key_value_heads, config.head_dim)
         return KVCacheSpec(num_layers=config.num_hidden_layers, per_token_shapes=(kv, kv), dtype=dtype)
+
+    def kv_cache_spec(self, dtype: torch.dtype) -> KVCacheSpec:
+        """The KV heads this instance holds: all of them, or a tensor-parallel rank's share (parallel/plan.py)."""
+        layers = self.model.layers
+        return self.kv_cache_spec_from_config(self.config, dtype, layers[0].self_attn.num_kv_heads if layers else None)
