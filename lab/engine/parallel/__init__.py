@@ -15,8 +15,8 @@ server's engine core); each step it broadcasts its host-side inputs, and every r
 them. Megatron-style splits: column-parallel q/k/v and gate/up (no communication), row-parallel o_proj and
 down_proj (one all-reduce each), so a dense layer costs two all-reduces of (tokens, hidden); the embedding is
 vocab-parallel (one all-reduce), the LM head gathers its logits. DeepSeek: attention heads split and MLA's
-latent projection replicated (every rank caches the whole latent: MLA's cache is already 1/heads of a GQA
-cache, and splitting the latent would need a collective inside attention); MoE layers shard the routed
+latent projection replicated (every rank caches the whole latent row: 576 values a token at V2/V3 shapes,
+shared by all heads; splitting it would put a collective inside attention); MoE layers shard the routed
 experts (expert parallelism: each rank runs only its experts and one all-reduce combines them with the
 tensor-parallel shared experts); the dense first layers are tensor-parallel MLPs. Dummy weights are drawn
 full-size and sliced, so TP=N and TP=1 serve the same model (`loader.dummy_checkpoint`).
