@@ -1,4 +1,4 @@
-"""Study 08: the TP decode stub says plainly that it is not built, its metrics, the article's claim, the note."""
+"""Study 08: TP decode on the engine (CPU, gloo), its metrics, the article's claim, the note."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,10 +13,14 @@ from lab.studies.nccl_tp.tp_decode import TPDecodeRow
 from tests.comm.fakes import result, row
 
 
-def test_tp_decode_is_not_built_yet_and_says_so(tmp_path: Path) -> None:
-    config = nccl_tp.TPDecodeConfig(("r1-distill-qwen-7b",))
-    with pytest.raises(NotImplementedError, match="tensor parallelism lands with the engine's tensor_parallel_size"):
-        nccl_tp.compare_tp_decode(config, tmp_path)
+def test_tp_decode_times_both_sizes_and_only_tp2_has_collectives(tmp_path: Path) -> None:
+    engine = {"device": "cpu", "dtype": "float32", "num_gpu_blocks": 32, "hf_overrides": {"num_hidden_layers": 2}}
+    config = nccl_tp.TPDecodeConfig(("tiny",), (1, 2), (1, 2), decode_steps=2, prompt_len=8, engine_kwargs=engine)
+    rows = nccl_tp.compare_tp_decode(config, tmp_path)
+    assert [(r.tp_size, r.batch) for r in rows] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(r.step_time_ms > 0 and r.tokens_per_s == pytest.approx(r.batch / r.step_time_ms * 1e3) for r in rows)
+    assert [r.all_reduce_share for r in rows[:2]] == [0.0, 0.0]  # one process: nothing to reduce
+    assert all(0 < r.all_reduce_share < 1 and r.share_of == "eager step" for r in rows[2:])
 
 
 def test_tp_metrics_speedup_over_tp1() -> None:
