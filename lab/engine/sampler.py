@@ -2,7 +2,10 @@
 
 Greedy rows take the argmax (the reference path). Random rows apply temperature, then top-k,
 then top-p, and draw with the request's own generator when it has a seed, so a seeded request
-yields the same tokens whatever else shares its batch.
+yields the same tokens whatever else shares its batch. Unseeded rows on CUDA draw from the sampler's own
+generator, never the device's default one: every CUDA graph capture puts the default generator in capture
+mode, and a draw from it outside that capture then raises, which a hot reload's capture on another thread
+(`lab.engine.weight_rebind`) would make of every unseeded step meanwhile.
 
 Logprobs: rows whose params ask for them (`SamplingParams.logprobs`) get the log_softmax of their
 raw logits (vLLM's default, before temperature, top-k/top-p and bans), the sampled token's entry
@@ -64,6 +67,16 @@ def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Te
 class Sampler:
     def __init__(self) -> None:
         self._logprobs: SampledLogprobs | None = None  # the last call's, until taken
+        self._unseeded: dict[torch.device, torch.Generator] = {}  # CUDA device -> the generator of unseeded rows
+
+    def _unseeded_generator(self, device: torch.device) -> torch.Generator | None:
+        if device.type != "cuda":
+            return None  # the CPU's default generator: no graph ever captures it
+        gen = self._unseeded.get(device)
+        if gen is None:
+            gen = self._unseeded[device] = torch.Generator(device=device)
+            gen.seed()  # nondeterministic, as the default generator's draws were
+        return gen
 
     def take_logprobs(self) -> SampledLogprobs | None:
         """The logprobs of the last call (None when no row asked), once: taking them clears them."""
@@ -114,7 +127,7 @@ class Sampler:
         probs = logits.softmax(dim=-1)
         # Exponential-race sampling: argmax(p / E) with E ~ Exp(1) draws from p and lets every row
         # use its own generator without a per-row multinomial call.
-        noise = torch.empty_like(probs).exponential_()
+        noise = torch.empty_like(probs).exponential_(generator=self._unseeded_generator(device))
         for row, gen in enumerate(generators):
             if gen is not None:
                 noise[row].exponential_(generator=gen)
