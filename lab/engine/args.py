@@ -16,6 +16,7 @@ from lab.engine.config import CacheConfig, SchedulerConfig
 from lab.engine.kv_quant import kv_storage_dtype
 from lab.engine.loader import LOAD_FORMATS, check_quantization
 from lab.engine.models.moe import MOE_BACKENDS
+from lab.engine.weight_rebind import REBINDS
 
 _DTYPES = {
     "float32": torch.float32,
@@ -55,6 +56,7 @@ class EngineArgs:
     async_scheduling: bool | None = None  # schedule step N+1 while step N runs (None: on for CUDA; False: the plain loop)
     moe_backend: str = "auto"  # "loop" (per-expert GEMMs, host sync), "grouped" (torch._grouped_mm) or "triton" (fused decode kernels, grouped/loop for large steps); auto: triton on CUDA
     tensor_parallel_size: int = 1  # ranks (processes, one GPU each) the model is split over (lab.engine.parallel): heads, MLP widths, experts and vocabulary; 1: the plain single-device path
+    reload_rebind: str = "auto"  # a hot reload's switch: "pointer" (swap to the standby module and a graph set captured over it), "copy" (the standby copied into the live tensors: the plain path), "auto" (pointer where it fits, else copy; lab.engine.weight_rebind)
 
     def __post_init__(self) -> None:
         if self.dtype != "auto" and self.dtype not in _DTYPES:
@@ -69,6 +71,8 @@ class EngineArgs:
             raise ValueError(f"attention_backend must be 'auto' or one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
         if self.moe_backend not in ("auto", *MOE_BACKENDS):
             raise ValueError(f"moe_backend must be 'auto' or one of {MOE_BACKENDS}, got {self.moe_backend!r}")
+        if self.reload_rebind not in REBINDS:
+            raise ValueError(f"reload_rebind must be one of {REBINDS}, got {self.reload_rebind!r}")
         if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format must be one of {LOAD_FORMATS}, got {self.load_format!r}")
         check_quantization(self.quantization)

@@ -12,6 +12,9 @@ attend to nothing), replays, and returns hidden (B, hidden) — a view of the gr
 until the next replay. The eager forward with the same backend is the reference (`enforce_eager`).
 Only the Triton backend is captured: its cost follows each sequence's own length while the block
 table is padded to the full `max_model_len` width, and its cache write skips padding rows.
+`twin(model)` is the same graphs' shape (buckets, buffer sizes, the same KV cache) over another module, with
+its own buffers and nothing captured: a hot reload captures it beside the serving step loop
+(`capture(side_stream=...)`, `lab.engine.weight_rebind`) so that its switch is a pointer swap.
 
 `MixedGraphs(...)` does the same for steps that are not pure decode (prefill chunks, alone or
 mixed with decode rows), in buckets of *tokens* up to `MAX_MIXED_GRAPH_TOKENS`, for models whose
@@ -26,7 +29,9 @@ more than the GPU work of a few hundred tokens.
 """
 from __future__ import annotations
 
+import copy
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -82,20 +87,43 @@ class _StepGraphs:
         self.slot_mapping.fill_(-1)
         self.seq_lens.zero_()
 
+    def twin(self, model: torch.nn.Module) -> _StepGraphs:
+        """These graphs' shape over `model`: the same buckets and KV cache, new static buffers (allocated on the
+        current stream), nothing captured yet."""
+        twin = copy.copy(self)
+        twin.model, twin.graphs, twin.outputs, twin.capture_s = model, {}, {}, 0.0
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):  # the static step buffers: the twin's own, never the live ones
+                setattr(twin, name, torch.zeros_like(value))
+            elif callable(value) and name != "model":  # a wrapper patched onto the live graphs (a test's counter)
+                delattr(twin, name)
+        return twin
+
     @torch.inference_mode()
-    def capture(self, pool=None):
-        """Capture every bucket, largest first, into `pool` (a new one if None); returns the pool."""
+    def capture(self, pool=None, side_stream: torch.cuda.Stream | None = None):
+        """Capture every bucket, largest first, into `pool` (a new one if None); returns the pool.
+
+        `side_stream`: capture beside a serving step loop (a hot reload's standby, from its background thread):
+        warm-ups and captures on that stream, in thread_local capture mode (`_capture_beside_serving`)."""
         start = time.perf_counter()
-        self._clear()
-        for bucket in reversed(self.buckets):
-            args = (self.input_ids[:bucket], self.positions[:bucket], self.kv_caches, self._meta(bucket))
-            self.model(*args)  # warm-up: Triton compiles, cuBLAS picks its kernels, outside the graph
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self.outputs[bucket] = self.model(*args)
-            pool = graph.pool() if pool is None else pool
-            self.graphs[bucket] = graph
-        torch.cuda.synchronize()
+        with torch.cuda.stream(side_stream) if side_stream is not None else _no_stream():
+            self._clear()
+            for bucket in reversed(self.buckets):
+                args = (self.input_ids[:bucket], self.positions[:bucket], self.kv_caches, self._meta(bucket))
+                self.model(*args)  # warm-up: Triton compiles, cuBLAS picks its kernels, outside the graph
+                graph = torch.cuda.CUDAGraph()
+                if side_stream is None:
+                    with torch.cuda.graph(graph, pool=pool):
+                        self.outputs[bucket] = self.model(*args)
+                else:
+                    with _capture_beside_serving(graph, pool, side_stream):
+                        self.outputs[bucket] = self.model(*args)
+                pool = graph.pool() if pool is None else pool
+                self.graphs[bucket] = graph
+        if side_stream is None:
+            torch.cuda.synchronize()
+        else:
+            side_stream.synchronize()  # this thread waits for its own stream only, never for the step loop's
         self.capture_s = time.perf_counter() - start
         return pool
 
@@ -114,6 +142,56 @@ class _StepGraphs:
         self.block_tables[:seqs, : meta.block_tables_tensor.shape[1]].copy_(meta.block_tables_tensor)  # columns past: never read
         self.seq_lens[:seqs].copy_(meta.seq_lens_tensor)
         self.seq_lens[seqs:seq_bucket].zero_()
+
+
+class _no_stream:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+@contextmanager
+def _capture_beside_serving(graph: torch.cuda.CUDAGraph, pool, stream: torch.cuda.Stream):
+    """Capture into `graph` on `stream` while another thread keeps launching steps on its own stream.
+
+    thread_local, not PyTorch's default "global": under cudaStreamCaptureModeGlobal a capture forbids
+    "potentially unsafe" CUDA calls (cudaMalloc, a synchronize, an event query) in *every* thread of the process,
+    so the step loop's next allocation or token read would fail and invalidate the capture. Under
+    cudaStreamCaptureModeThreadLocal only the capturing thread is held to those rules; "concurrent capture
+    sequences in other threads are ignored", so the step loop may allocate, sync and query events meanwhile
+    (CUDA runtime API, cudaThreadExchangeStreamCaptureMode / cudaStreamCaptureMode:
+    https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__STREAM.html; PyTorch's `capture_error_mode`:
+    https://docs.pytorch.org/docs/stable/generated/torch.cuda.graph.html). The capturing thread itself keeps the
+    same rules as the startup capture (which runs this very forward in global mode), and it never synchronizes
+    while capturing: `capture()` waits for its own stream only after the last capture has ended.
+    Why the step loop's work cannot leak into this capture: it runs on another stream, and PyTorch's side streams
+    are created non-blocking (c10/cuda/CUDAStream.cpp: `kDefaultFlags = cudaStreamNonBlocking`), so even the
+    legacy default stream takes no implicit dependency on this capturing stream; the caching allocator routes to
+    the graph's private pool only the allocations of the stream under this capture (its filter compares the
+    stream's capture id), so the step loop's tensors stay in the ordinary pool.
+    One process-wide state a capture still changes: PyTorch registers the default CUDA generator with every graph
+    and puts it in capture mode, so the step loop samples from a generator of its own (`lab.engine.sampler`).
+    Why not `torch.cuda.graph(..., capture_error_mode="thread_local")` itself: its `__enter__` synchronizes the
+    device and empties the caching allocator and the pinned host cache before each capture; from a background
+    thread that would return the step loop's cached blocks to the driver (cudaFree synchronizes the device, under
+    the allocator's lock) once per bucket and stall every step meanwhile. This is the rest of what it does:
+    `capture_begin` on the current stream, the forward, `capture_end`."""
+    with torch.cuda.stream(stream):
+        if pool is None:
+            graph.capture_begin(capture_error_mode="thread_local")
+        else:
+            graph.capture_begin(pool, capture_error_mode="thread_local")
+        try:
+            yield
+        except BaseException:
+            try:
+                graph.capture_end()  # ends the broken capture (the stream and the allocator leave capture mode)
+            except Exception:  # an invalidated capture also fails to end: the first error is the one to report
+                pass
+            raise
+        graph.capture_end()
 
 
 class DecodeGraphs(_StepGraphs):

@@ -47,6 +47,7 @@ from lab.engine.sequence import FinishReason, Sequence
 from lab.engine.startup import StartupPhases, device_sync
 from lab.engine.stop_checker import check_stop
 from lab.engine.tokenizer_loading import load_tokenizer
+from lab.engine.weight_rebind import reserved_bytes
 from lab.engine.weight_reload import WeightReloader, source_label
 from lab.engine.weight_standby import ReloadError
 
@@ -127,7 +128,9 @@ class LLMEngine:
         set_moe_backend(self.model, args.resolve_moe_backend(self.device))
         set_fused_ops(self.model, args.use_fused_ops(self.device))
         with phases.phase("graph_capture"):  # ~0 when eager
+            reserved = reserved_bytes(self.device)
             self.graphs, self.mixed_graphs = self._capture_graphs(kv_caches) if args.use_cuda_graphs(self.device) else (None, None)
+            self.graph_pool_bytes = reserved_bytes(self.device) - reserved  # a reload's second graph set needs as much
         self.runner = ModelRunner(
             self.model, kv_caches, args.block_size, self.device, self.eos_token_id, self.attention_backend, self.graphs,
             self.mixed_graphs, self.parallel if self.parallel is not None and self.parallel.is_leader else None,
@@ -285,6 +288,13 @@ class LLMEngine:
         if record["outcome"] == "refused":
             raise ReloadError(record["error"])
         return record
+
+    def rebind_weights(self, module: torch.nn.Module, graphs: DecodeGraphs | None,
+                       mixed_graphs: MixedGraphs | None) -> None:
+        """A hot reload's pointer switch (`lab.engine.weight_rebind`): `module`, and the graphs captured over it (None:
+        eager), replace the live ones wherever the engine holds them; the caller drops the retired ones."""
+        self.model, self.graphs, self.mixed_graphs = module, graphs, mixed_graphs
+        self.runner.rebind(module, graphs, mixed_graphs)
 
     @property
     def weights_version(self) -> str:

@@ -24,10 +24,12 @@ runs `device_inputs` and `step_logits` on what it receives (`parallel/worker.py`
 A failure inside `step_logits` on the leader marks the group broken (the workers may wait in a collective);
 a failure in sampling, after the last collective, is isolated as on one device.
 
-A hot reload's drain (`lab.engine.weight_reload`): between `begin_drain(module, generation)` and
-`end_drain()`, chunks of requests admitted on `generation` run on that standby module (eager, its own
-weights, the same paged cache) and the others on the live model (graphs as usual); one step launches both
-halves and hands back one `MergedStep`.
+A hot reload's drain (`lab.engine.weight_reload`): between `begin_drain(module, generation, graphs,
+mixed_graphs)` and `end_drain()`, chunks of requests admitted on `generation` run on that standby module (on
+its own CUDA graph set when the reload captured one, else eager; the same paged cache) and the others on the
+live model (graphs as usual); one step launches both halves and hands back one `MergedStep`.
+`rebind(model, graphs, mixed_graphs)` is a reload's pointer switch: from the next step on, everything runs on
+that module and its graphs (`LLMEngine.rebind_weights`).
 """
 from __future__ import annotations
 
@@ -148,12 +150,18 @@ class ModelRunner:
         self.standby: torch.nn.Module | None = None  # a drain's new weights, and the generation they serve
         self.standby_generation: int | None = None
         self.parallel = parallel  # tensor parallelism: each step's inputs go to the workers (parallel/worker.py)
+        self.standby_graphs: tuple = (None, None)  # the standby's (DecodeGraphs, MixedGraphs), None where eager
 
-    def begin_drain(self, module: torch.nn.Module, generation: int) -> None:
+    def begin_drain(self, module: torch.nn.Module, generation: int, graphs=None, mixed_graphs=None) -> None:
         self.standby, self.standby_generation = module, generation
+        self.standby_graphs = (graphs, mixed_graphs)
 
     def end_drain(self) -> None:
-        self.standby, self.standby_generation = None, None
+        self.standby, self.standby_generation, self.standby_graphs = None, None, (None, None)
+
+    def rebind(self, model: torch.nn.Module, graphs, mixed_graphs) -> None:
+        """Run every later step on `model` and its graphs (captured over it on this runner's KV cache)."""
+        self.model, self.graphs, self.mixed_graphs = model, graphs, mixed_graphs
 
     def prepare_inputs(self, output: SchedulerOutput, previous: LaunchedStep | None = None) -> ModelInputs:
         """The step's flat inputs. A pending token (async scheduling) is read from `previous` on the device.
@@ -291,22 +299,24 @@ class ModelRunner:
             return LaunchedStep([], None)
         if self.standby is not None:
             return self._launch_drain(output, previous)
-        return self._launch(output, previous, self.model)
+        return self._launch(output, previous, self.model, self.graphs, self.mixed_graphs)
 
     def _launch_drain(self, output: SchedulerOutput, previous) -> LaunchedStep | MergedStep:
         new = [c for c in output.scheduled if c.seq.weights_generation == self.standby_generation]
         old = [c for c in output.scheduled if c.seq.weights_generation != self.standby_generation]
-        parts = [self._launch(SchedulerOutput(chunks, [], [], sum(c.num_new_tokens for c in chunks)), previous, model)
-                 for chunks, model in ((old, self.model), (new, self.standby)) if chunks]
+        halves = ((old, self.model, (self.graphs, self.mixed_graphs)), (new, self.standby, self.standby_graphs))
+        parts = [self._launch(SchedulerOutput(chunks, [], [], sum(c.num_new_tokens for c in chunks)), previous, model,
+                              *graphs) for chunks, model, graphs in halves if chunks]
         return parts[0] if len(parts) == 1 else MergedStep(parts)
 
-    def _launch(self, output: SchedulerOutput, previous, model: torch.nn.Module) -> LaunchedStep:
+    def _launch(self, output: SchedulerOutput, previous, model: torch.nn.Module, graphs, mixed_graphs) -> LaunchedStep:
+        """`graphs` and `mixed_graphs` were captured over `model` (each None: eager)."""
         inputs = self.prepare_inputs(output, previous)
         if self.parallel is None:
-            logits = self.step_logits(inputs, model)
+            logits = self.step_logits(inputs, model, (graphs, mixed_graphs))
         else:
             try:
-                logits = self.step_logits(inputs, model)
+                logits = self.step_logits(inputs, model, (graphs, mixed_graphs))
             except BaseException as exc:  # the workers got this step: they may now wait in a collective
                 self.parallel.mark_broken(exc)
                 raise
@@ -314,24 +324,28 @@ class ModelRunner:
             return LaunchedStep([], None)
         return self._sample(inputs, logits)  # this rank only: a failure here leaves the ranks in step
 
-    def run_model(self, inputs: ModelInputs, model: torch.nn.Module) -> torch.Tensor:
-        """The model's hidden states for the step (a graph replay where one fits), then only the sampled rows."""
-        if model is not self.model:  # a drain's standby: the graphs hold the live weights' addresses
-            hidden = model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
-        elif self.graphs is not None and self.graphs.can_run(inputs.meta):
-            hidden = self.graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
-        elif self.mixed_graphs is not None and self.mixed_graphs.can_run(inputs.meta, inputs.input_ids.shape[0]):
-            hidden = self.mixed_graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
+    def run_model(self, inputs: ModelInputs, model: torch.nn.Module, graph_sets: tuple | None = None) -> torch.Tensor:
+        """The model's hidden states for the step (a replay of a graph captured over `model` where one fits), then
+        only the sampled rows. `graph_sets`: (DecodeGraphs, MixedGraphs) captured over `model`, each None for eager;
+        None: the runner's own when `model` is the live one, else eager."""
+        if graph_sets is None:
+            graph_sets = (self.graphs, self.mixed_graphs) if model is self.model else (None, None)
+        graphs, mixed_graphs = graph_sets
+        if graphs is not None and graphs.can_run(inputs.meta):
+            hidden = graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
+        elif mixed_graphs is not None and mixed_graphs.can_run(inputs.meta, inputs.input_ids.shape[0]):
+            hidden = mixed_graphs.run(inputs.input_ids, inputs.positions, inputs.meta)
         else:
-            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+            hidden = model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         if inputs.sample_rows and len(inputs.sample_rows) != hidden.shape[0]:  # else every row samples: no gather
             rows = self._to_device([np.array(inputs.sample_rows, dtype=np.int64)], np.int64)[0]
             hidden = hidden.index_select(0, rows)
         return hidden
 
-    def step_logits(self, inputs: ModelInputs, model: torch.nn.Module) -> torch.Tensor | None:
+    def step_logits(self, inputs: ModelInputs, model: torch.nn.Module,
+                    graph_sets: tuple | None = None) -> torch.Tensor | None:
         """(N, V) logits of the sampled rows (None: nothing samples this step); every collective of a step."""
-        hidden = self.run_model(inputs, model)
+        hidden = self.run_model(inputs, model, graph_sets)
         return model.compute_logits(hidden) if inputs.sample_rows else None
 
     def _sample(self, inputs: ModelInputs, logits: torch.Tensor) -> LaunchedStep:

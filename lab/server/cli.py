@@ -45,11 +45,11 @@ from lab.server.limits import DEFAULT_MAX_REQUEST_BYTES, ENGINE_ITERATION_TIMEOU
 ENGINE_FLAGS = ("model", "tokenizer", "dtype", "device", "seed", "max_model_len", "block_size",
                 "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens",
                 "enable_chunked_prefill", "scheduling_policy", "hf_overrides", "load_format", "cuda_graph_sizes",
-                "enforce_eager", "quantization", "kv_cache_dtype", "tensor_parallel_size")
+                "enforce_eager", "quantization", "kv_cache_dtype", "tensor_parallel_size", "reload_rebind")
 # EngineArgs fields that only our engine has (paged KV cache, continuous batching, scheduler, its loader, graphs)
 LAB_ONLY_FLAGS = ("block_size", "gpu_memory_utilization", "num_gpu_blocks", "max_num_seqs",
                   "max_num_batched_tokens", "enable_chunked_prefill", "scheduling_policy", "load_format",
-                  "cuda_graph_sizes", "enforce_eager", "quantization", "kv_cache_dtype", "tensor_parallel_size")
+                  "cuda_graph_sizes", "enforce_eager", "quantization", "kv_cache_dtype", "tensor_parallel_size", "reload_rebind")
 ENGINE_CORES = ("process", "thread")  # --engine-core choices; the first is the default (runner.ENGINE_CORES)
 ENGINES = ("lab", "hf", "hf-cb")  # --engine choices (runner.ENGINES)
 # --engine hf-cb's flags: (flag, HFCBConfig field, help), dest hf_cb_<field>; each is one of transformers'
@@ -148,6 +148,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     engine.add_argument("--tensor-parallel-size", "-tp", type=int, metavar="N",
                         help="split the model over N GPUs, one worker process per extra rank (lab.engine.parallel; "
                         "default 1)")
+    engine.add_argument("--reload-rebind", choices=("auto", "pointer", "copy"),  # lab.engine.weight_rebind.REBINDS
+                        help="a hot reload's switch: pointer (the engine swaps to the new weights and CUDA graphs "
+                        "captured over them in the background), copy (the new weights copied into the live ones: "
+                        "a pause that grows with the weights; the plain path), auto (pointer where memory allows; "
+                        "the default)")
     faults = parser.add_argument_group("fault injection (chaos drills; off by default)")
     faults.add_argument("--enable-fault-injection", action="store_true",
                         help="add POST/GET/DELETE /admin/faults: CUDA out-of-memory, a hung step, a slow step, NaN "

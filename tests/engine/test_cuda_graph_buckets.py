@@ -57,3 +57,26 @@ def test_mixed_step_is_loaded_with_inert_padding() -> None:
     assert graphs.seq_lens.tolist() == [21, 20, 0, 0]  # padding sequences attend to nothing
     assert graphs.query_start_loc.tolist() == [0, 1, 18, 18, 18]  # ... over empty spans after the last
     assert graphs.block_tables[:2, :2].tolist() == [[5, 6], [2, 3]]
+
+
+def test_a_twin_has_the_same_shape_over_another_module_and_buffers_of_its_own() -> None:
+    """A hot reload's second graph set (`_StepGraphs.twin`): same buckets and KV cache, nothing live shared."""
+    import torch
+
+    from lab.engine.cuda_graphs import DecodeGraphs, MixedGraphs
+
+    cache = [(torch.zeros(4, 16, 2),)]
+    live = MixedGraphs("live", cache, block_size=16, max_num_seqs=4, max_num_batched_tokens=64, max_model_len=128,
+                       device=torch.device("cpu"))
+    live.seq_lens.fill_(7)  # a live step's contents: the twin must start from its own cleared buffers
+    live.run = lambda *args: "a test's counter"  # patched onto the live object: never the twin's
+    twin = live.twin("standby")
+    assert (twin.model, twin.kv_caches, twin.buckets, twin.max_num_seqs) == ("standby", cache, live.buckets, 4)
+    buffers = ("input_ids", "positions", "slot_mapping", "block_tables", "seq_lens", "query_start_loc")
+    for name in buffers:
+        mine, theirs = getattr(twin, name), getattr(live, name)
+        assert mine.data_ptr() != theirs.data_ptr() and mine.shape == theirs.shape and mine.dtype == theirs.dtype, name
+    assert twin.seq_lens.tolist() == [0, 0, 0, 0] and twin.graphs == {} and twin.graphs is not live.graphs
+    assert "run" not in vars(twin) and live.run() == "a test's counter"
+    decode = DecodeGraphs("live", cache, 16, 8, 128, torch.device("cpu"), sizes=[1, 2, 4, 8]).twin("standby")
+    assert decode.buckets == [1, 2, 4, 8] and decode.input_ids.shape == (8,) and decode.model == "standby"

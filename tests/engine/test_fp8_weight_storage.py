@@ -127,7 +127,7 @@ def test_a_hot_reload_keeps_an_8bit_engines_format(fp8_pair, tmp_path, quantizat
         assert llm.update_weights(str(source))["outcome"] == "switched"
         fresh = LLM(str(fresh_source), **kwargs)
         assert _tokens(llm, prompts) == _tokens(fresh, prompts), source
-        ours, ref = dense_weights(live), dense_weights(fresh.engine.model)
+        ours, ref = dense_weights(llm.engine.model), dense_weights(fresh.engine.model)  # a pointer switch: a new module
         for name in ref:
             assert torch.equal(ours[name], ref[name]), (source, name)
     llm.update_weights(start)
