@@ -139,6 +139,7 @@ def reload_rows(run: HotReloadRun) -> list[dict[str, Any]]:
             "outcome": call.outcome + (" -> promoted" if reload.promoted else ""),
             "version": record.get("version"), "generation": record.get("generation"),
             "pause_ms": None if reload.pause_ms is None else round(reload.pause_ms, 2),
+            "rebind": record.get("rebind"),  # pointer (a swap to the standby's own graphs) or copy
             "read_s": None if "read_s" not in record else round(record["read_s"], 3),
             "start_to_switch_s": (None if reload.switched_at is None
                                   else round(reload.switched_at - reload.started_at, 3)),
