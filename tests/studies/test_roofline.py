@@ -79,7 +79,9 @@ def test_lab_bench_offline_writes_a_record_and_logs_it(tmp_path, monkeypatch) ->
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     argv = ["bench", "offline", "--presets", "tiny", "--batches", "1,2", "--decode-prompt-len", "8",
             "--decode-steps", "2", "--num-requests", "2", "--min-len", "4", "--max-len", "6",
-            "--hf-time-cap-s", "30", "--max-model-len", "64", "--out", str(tmp_path / "out"), "--tracking-uri", uri]
+            "--hf-time-cap-s", "30", "--max-model-len", "64", "--out", str(tmp_path / "out"), "--tracking-uri", uri,
+            "--no-peer-compile", "--peer-warmup-calls", "1", "--peer-repeats", "2",
+            "--peer-cb-sizes", '{"num_blocks": 4, "block_size": 16, "max_batch_tokens": 32}']
     assert main(argv) == 0
     record = ResultRecord.load(tmp_path / "out" / "record.json")
     m = record.metrics
@@ -89,6 +91,12 @@ def test_lab_bench_offline_writes_a_record_and_logs_it(tmp_path, monkeypatch) ->
     assert m["tiny_decode_b2_tokens_per_s"] == pytest.approx(2 / m["tiny_decode_b2_step_s"], rel=1e-6)
     assert m["tiny_offline_speedup_vs_hf"] == pytest.approx(
         m["tiny_offline_output_tokens_per_s"] / m["tiny_hf_offline_output_tokens_per_s"], rel=1e-6)
+    # The peers ran on the same requests and the engine's batch-1 shape (eager here: compiling takes minutes on a CPU).
+    assert m["tiny_offline_speedup_vs_hf_cb"] == pytest.approx(
+        m["tiny_offline_output_tokens_per_s"] / m["tiny_hf_cb_offline_output_tokens_per_s"], rel=1e-6)
+    assert m["tiny_gptfast_agree_prefix_tokens"] == 3 and m["tiny_hf_static_compiled"] == 0.0
+    assert record.params["peer_failures"] == {} and record.params["peer_cb_sizes"] == {"num_blocks": 4, "block_size": 16,
+                                                                                      "max_batch_tokens": 32}
     # The record calibrates the scaler as it is: 2 x 8 prompt tokens prefilled at batch 2, 2 timed steps.
     profile = load_profile(tmp_path / "out" / "record.json")
     assert profile.batch_sizes == (1, 2) and profile.context_tokens == (10,)  # 8 + 1 + (2 - 1) / 2 = 9.5 -> 10

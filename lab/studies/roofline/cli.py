@@ -21,8 +21,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "offline", help="engine decode sweep, roofline and offline throughput against transformers' generate",
         description="Per preset: decode at each batch size (tokens/s, step time, MBU against the card's "
         "memory bandwidth, the roofline), offline throughput for requests with input and output lengths "
-        "uniform in [min-len, max-len] (ignore_eos), and transformers' generate on the same work on the same "
-        "card in the same run. Writes record.json (device name inside) and logs it to MLflow.")
+        "uniform in [min-len, max-len] (ignore_eos), transformers' generate on the same work, and the peers "
+        "(transformers' static-cache generate compiled, a gpt-fast-style compiled loop, transformers' continuous "
+        "batching) on the same card in the same run. Writes record.json (device name inside) and logs it to MLflow.")
     add_arguments(p)
     add_tracking_uri_option(p)
     p.add_argument("--no-track", action="store_true", help="write record.json but log nothing to MLflow")
@@ -50,6 +51,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--hf-time-cap-s", type=float, default=60.0, help="stop transformers' generate after this")
     ap.add_argument("--hf-batch-size", type=int, default=32, help="transformers' generate: static batch size")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers baseline")
+    ap.add_argument("--no-peers", action="store_true", help="skip the peers (compiled decode, continuous batching)")
+    ap.add_argument("--no-peer-compile", action="store_true",
+                    help="run the decode peers' code eager (a CPU check of the road; compiling takes minutes there)")
+    ap.add_argument("--peer-warmup-calls", type=int, default=2, help="decode peers: warm-up rounds (compile), untimed")
+    ap.add_argument("--peer-repeats", type=int, default=3, help="decode peers: timed rounds, the fastest counts")
+    ap.add_argument("--peer-cb-sizes", type=json.loads, default={}, metavar="JSON",
+                    help='continuous batching sizes, e.g. \'{"num_blocks": 1024}\' (default {}: transformers\' own)')
     ap.add_argument("--max-model-len", type=int, default=4096, help="engine context length")
     ap.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs (the reference path)")
     ap.add_argument("--no-fused-ops", action="store_true", help="unfused norm/rope/activation (the reference path)")
@@ -58,16 +66,19 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(a: argparse.Namespace):
-    from lab.studies.roofline.suite import benchmark_record, run_preset
+    from lab.studies.roofline.peers import PeerConfig
+    from lab.studies.roofline.suite import benchmark_record, peer_failures, run_preset
 
     params = {k: v for k, v in vars(a).items() if k in _PARAM_NAMES}
     engine_kwargs = dict(max_model_len=a.max_model_len, enforce_eager=a.enforce_eager, fused_ops=not a.no_fused_ops)
+    peers = None if a.no_peers else PeerConfig.from_params(not a.no_peer_compile, a.peer_warmup_calls,
+                                                            a.peer_repeats, a.peer_cb_sizes)
     results = []
     for preset in a.presets.split(","):
         r = run_preset(
             preset, [int(b) for b in a.batches.split(",")], a.decode_prompt_len, a.decode_steps, a.num_requests,
             a.min_len, a.max_len, run_hf=not a.no_hf, hf_batch_size=a.hf_batch_size, hf_time_cap_s=a.hf_time_cap_s,
-            engine_kwargs=engine_kwargs,
+            engine_kwargs=engine_kwargs, peers=peers,
         )
         results.append(r)
         print(json.dumps(asdict(r), default=str), flush=True)
@@ -81,6 +92,7 @@ def run(a: argparse.Namespace):
         artifacts = ("roofline.png",)
     except ImportError:  # no matplotlib on this machine: the record alone
         pass
+    params["peer_failures"] = peer_failures(results)
     record = benchmark_record(results, params, artifacts=artifacts, profile=a.profile)
     path = record.save(out / "record.json")
     print(f"record: {path}", flush=True)
@@ -91,4 +103,5 @@ def run(a: argparse.Namespace):
 _PARAM_NAMES = (
     "presets", "batches", "decode_prompt_len", "decode_steps", "num_requests", "min_len", "max_len",
     "hf_time_cap_s", "hf_batch_size", "no_hf", "max_model_len", "enforce_eager", "no_fused_ops",
+    "no_peers", "no_peer_compile", "peer_warmup_calls", "peer_repeats", "peer_cb_sizes",
 )

@@ -1,7 +1,8 @@
 """The baseline: transformers' `generate` on the same preset shapes, card and workload.
 
-`measure_hf(preset, requests, ...)` builds the preset's transformers model with random weights
-(bf16 on CUDA, SDPA attention), then measures
+`measure_hf(model, requests, ...)` runs on the preset's transformers model (`suite` loads it once for this
+floor and the peers: `lab.server.hf_model.load_hf_model`, our engine's dummy weights, bf16 on CUDA,
+transformers' default SDPA attention) and measures
   - batch-1 decode: N / t(N new tokens) after a warm-up, the prompt's prefill included (for a
     prompt of a few hundred tokens that is ~1% of the time on a GPU);
   - the offline set: requests in order, `batch_size` at a time, left-padded, greedy, exactly each
@@ -10,7 +11,7 @@
     length are HF's waste, not its output. The whole offline run is capped at `time_cap_s`
     (generate's `max_time`): throughput is the counted tokens over the time spent, so a capped
     run measures HF's steady rate on the first requests rather than the whole set (`capped`).
-HF runs after the engine has been freed: both never share the card's memory.
+HF runs after the engine has been freed: both never share the card's memory; the caller frees the model.
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from lab.studies.roofline.offline import OfflineRequest
-from lab.engine.presets import get_preset
 
 
 @dataclass(frozen=True)
@@ -32,17 +33,6 @@ class HFPoint:
     offline_wall_s: float
     capped: bool
     batch_size: int
-
-
-def build_hf_model(preset: str, device: torch.device, dtype: torch.dtype, hf_overrides: dict | None = None):
-    import transformers
-
-    cfg = {**get_preset(preset), **(hf_overrides or {})}
-    config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    config._attn_implementation = "sdpa"
-    with torch.device(device):
-        model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
-    return model.eval()
 
 
 @torch.inference_mode()
@@ -96,17 +86,12 @@ def hf_offline(model, requests: list[OfflineRequest], batch_size: int, time_cap_
 
 
 def measure_hf(
-    preset: str, requests: list[OfflineRequest], decode_prompt: list[int], decode_tokens: int, device: torch.device,
-    dtype: torch.dtype, batch_size: int = 32, time_cap_s: float = 60.0, hf_overrides: dict | None = None,
+    model: nn.Module, requests: list[OfflineRequest], decode_prompt: list[int], decode_tokens: int,
+    batch_size: int = 32, time_cap_s: float = 60.0,
 ) -> HFPoint:
-    model = build_hf_model(preset, device, dtype, hf_overrides)
-    try:
-        b1 = hf_decode_b1(model, decode_prompt, decode_tokens, device)
-        counted, done, spent, capped = hf_offline(model, requests, batch_size, time_cap_s, device)
-    finally:
-        del model
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    device = next(model.parameters()).device
+    b1 = hf_decode_b1(model, decode_prompt, decode_tokens, device)
+    counted, done, spent, capped = hf_offline(model, requests, batch_size, time_cap_s, device)
     return HFPoint(
         decode_b1_tokens_per_s=b1,
         offline_output_tokens_per_s=counted / spent,

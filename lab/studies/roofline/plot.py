@@ -1,8 +1,9 @@
 """Decode tokens/s against batch size, beside the HBM roofline, one panel per preset.
 
 `plot_roofline(results)` returns a matplotlib Figure: measured tokens/s (dots) and the roofline
-tokens/s = B / t_step_min (dashed) on log-log axes, MBU annotated at each point. On a card of
-unknown bandwidth (or a CPU) only the measured curve is drawn.
+tokens/s = B / t_step_min (dashed) on log-log axes, MBU annotated at each point, and at batch 1 the
+transformers floor and the compiled decode peers that ran. On a card of unknown bandwidth (or a CPU)
+only the measured curves are drawn.
 """
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ def plot_roofline(results: list[PresetResult]):
                 ax.annotate(f"MBU {d.mbu:.2f}", (d.batch, d.tokens_per_s), textcoords="offset points", xytext=(4, -12), fontsize=8)
         if r.hf is not None:
             ax.plot([1], [r.hf.decode_b1_tokens_per_s], "rx", markersize=9, label="transformers generate, batch 1")
+        for name, marker in (("hf_static", "m^"), ("gptfast", "gs")):
+            point = getattr(r.peers, name) if r.peers is not None else None
+            if point is not None:
+                compiled = "compiled" if point.compiled else "eager"
+                ax.plot([1], [point.tokens_per_s], marker, markersize=8, label=f"{name} ({compiled}), batch 1")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("decode batch size")
