@@ -120,7 +120,7 @@ def test_a_smoke_run_never_stands_for_a_claim(tmp_path: Path, tracking_uri: str)
     table = claims_table(markdown)
 
     scheduling = ResultRecord.load(committed / "02_priority_scheduling-cpu" / "record.json").metrics
-    scaling = ResultRecord.load(committed / "04_predictive_scaling-fullscale-cpu" / "record.json").metrics
+    scaling = ResultRecord.load(committed / "04_predictive_scaling-measured-h100-profile" / "record.json").metrics
     assert table["sched.vip"]["measured"] == (f"{format_value(scheduling['fcfs_vip_ttft_p99_ms'])} -> "
                                               f"{format_value(scheduling['tiers_vip_ttft_p99_ms'], 'ms')}")
     assert table["sched.vip"]["record"].startswith("[reports/records/02_priority_scheduling-cpu/record.json]")
@@ -232,7 +232,11 @@ def test_committed_records_name_their_device_and_carry_their_plots() -> None:
     for file in files:
         loaded = ResultRecord.load(file)
         assert loaded.device, f"{file}: a committed record names the device it ran on"
-        if loaded.profile == "gpu":  # CPU-only studies (the fleet simulator) may be committed from a CPU
+        engine_profile = loaded.params.get("ENGINE_PROFILE")  # the fleet simulator: its GPU numbers are that record's
+        if engine_profile:
+            source = ResultRecord.load(ProjectLayout.discover().root / engine_profile)
+            assert not source.device.startswith("cpu"), f"{file}: its engine profile {engine_profile} names a GPU"
+        elif loaded.profile == "gpu":
             assert not loaded.device.startswith("cpu"), f"{file}: a gpu-profile record names its GPU"
         artifacts = loaded.artifact_paths(file.parent)  # files, or folders such as a replica's logs
         assert all(p.exists() for p in artifacts), f"{file}: artifacts committed beside it"
