@@ -9,8 +9,6 @@ the greedy requests batched with it with the tokens they get without it; `AsyncL
 from __future__ import annotations
 
 import asyncio
-import copyreg
-import queue
 
 import pytest
 
@@ -20,39 +18,11 @@ from lab.engine.core_client import EngineCoreClient
 from lab.engine.core_messages import AddRequest
 from lab.engine.outputs import RequestFailedError
 from lab.engine.sampling_params import SamplingParams
+from tests.engine.core_requests import poison, run_core
 
 ARGS = EngineArgs(model="tiny", hf_overrides={"num_hidden_layers": 1}, max_model_len=128, num_gpu_blocks=64)
 GOOD = SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True)
 PROMPTS = [[101, 202, 303], [7, 8, 9, 10, 11]]
-
-
-def _poison() -> SamplingParams:
-    """A sampled request whose top_k no tensor can hold, built the way unpickling builds it: no checks."""
-    params = copyreg.__newobj__(SamplingParams)
-    for name, value in SamplingParams(temperature=1.0, max_tokens=6).__dict__.items():
-        object.__setattr__(params, name, value)
-    object.__setattr__(params, "top_k", 2**70)
-    return params
-
-
-def _run_core(client: EngineCoreClient, adds: list[AddRequest]) -> tuple[dict, dict]:
-    """(token ids by request, failure by request) once every request has ended."""
-    batches: queue.SimpleQueue = queue.SimpleQueue()
-    tokens: dict[str, list[int]] = {a.request_id: [] for a in adds}
-    failures, done = {}, set()
-    client.listen(batches.put, lambda reason, expected: None)
-    for add in adds:
-        client.send(add)
-    while len(done) < len(adds):
-        batch = batches.get(timeout=60)
-        for out in batch.outputs:
-            tokens[out.request_id] += out.new_token_ids
-            if out.finish_reason is not None:
-                done.add(out.request_id)
-        for failure in batch.failures:
-            failures[failure.request_id] = failure
-            done.add(failure.request_id)
-    return tokens, failures
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +51,11 @@ def core():
 
 def test_the_core_process_fails_the_poison_alone(core, alone):
     adds = [AddRequest(f"good-{i}", p, GOOD) for i, p in enumerate(PROMPTS)]
-    adds.insert(1, AddRequest("poison", [5, 6, 7], _poison()))  # crosses the pipe as pickles do: unchecked
-    tokens, failures = _run_core(core, adds)
+    adds.insert(1, AddRequest("poison", [5, 6, 7], poison()))  # crosses the pipe as pickles do: unchecked
+    tokens, failures = run_core(core, adds)
     assert set(failures) == {"poison"}
-    poison = failures["poison"]
-    assert poison.alone and not poison.refused and "Overflow" in poison.message, poison
+    failed = failures["poison"]
+    assert failed.alone and not failed.refused and "Overflow" in failed.message, failed
     assert [tokens[f"good-{i}"] for i in range(len(PROMPTS))] == alone
     assert all(len(t) == GOOD.max_tokens for t in alone)
 
@@ -93,9 +63,9 @@ def test_the_core_process_fails_the_poison_alone(core, alone):
 def test_async_llm_raises_in_the_poison_stream_only(thread_llm, alone):
     async def main():
         return await asyncio.gather(*(_tokens(thread_llm, p, GOOD) for p in PROMPTS),
-                                    _tokens(thread_llm, [5, 6, 7], _poison()), return_exceptions=True)
+                                    _tokens(thread_llm, [5, 6, 7], poison()), return_exceptions=True)
 
-    *good, poison = asyncio.run(main())
-    assert isinstance(poison, RequestFailedError) and "Overflow" in str(poison)
+    *good, failed = asyncio.run(main())
+    assert isinstance(failed, RequestFailedError) and "Overflow" in str(failed)
     assert good == alone
     assert not thread_llm.engine.has_unfinished_requests() and thread_llm.engine.kv_cache_usage == 0

@@ -101,43 +101,25 @@ def _children(pid: int) -> list[int]:
 def test_the_engine_core_process_leads_a_tp2_group_and_a_poison_request_fails_alone():
     """`lab serve`'s road: the daemonic core process starts its worker; a request that fails in sampling (after
     the step's last collective) fails alone, the others keep TP=1's tokens; no worker outlives the core."""
-    import copyreg
-    import queue
     import time
 
     from lab.engine.args import EngineArgs
     from lab.engine.core_client import EngineCoreClient
     from lab.engine.core_messages import AddRequest
+    from tests.engine.core_requests import poison, run_core
 
     overrides = {"num_hidden_layers": 2, "vocab_size": 512}
     prompts = _prompts()
     tp1 = LLM("tiny", hf_overrides=overrides, num_gpu_blocks=64)
     expected = [o.token_ids for o in tp1.generate(prompts, GREEDY)]
-    poison = copyreg.__newobj__(SamplingParams)  # unpickled without its checks: top_k no tensor can hold
-    for name, value in SamplingParams(temperature=1.0, max_tokens=4).__dict__.items():
-        object.__setattr__(poison, name, value)
-    object.__setattr__(poison, "top_k", 2**70)
-    adds = [AddRequest(f"good-{i}", p, GREEDY) for i, p in enumerate(prompts)] + [AddRequest("poison", [5, 6], poison)]
+    adds = [AddRequest(f"good-{i}", p, GREEDY) for i, p in enumerate(prompts)]
+    adds.append(AddRequest("poison", [5, 6], poison(max_tokens=4)))  # fails in sampling, after the collectives
 
     client = EngineCoreClient()
     client.start(EngineArgs(model="tiny", hf_overrides=overrides, num_gpu_blocks=64, tensor_parallel_size=2))
     workers = _children(client.pid)
-    batches: queue.SimpleQueue = queue.SimpleQueue()
-    tokens: dict[str, list[int]] = {a.request_id: [] for a in adds}
-    failures, done = {}, set()
     try:
-        client.listen(batches.put, lambda reason, expected: None)
-        for add in adds:
-            client.send(add)
-        while len(done) < len(adds):
-            batch = batches.get(timeout=60)
-            for out in batch.outputs:
-                tokens[out.request_id] += out.new_token_ids
-                if out.finish_reason is not None:
-                    done.add(out.request_id)
-            for failure in batch.failures:
-                failures[failure.request_id] = failure
-                done.add(failure.request_id)
+        tokens, failures = run_core(client, adds)
     finally:
         client.shutdown()
     assert set(failures) == {"poison"} and failures["poison"].alone

@@ -5,7 +5,8 @@ in place before each generation: its tensors (and its position counter) keep the
 step's CUDA graphs replay instead of being recorded again for a new cache. transformers 5.25 renamed the
 argument that carries a cache from `past_key_values` to `cache` (the old name still works there, with a
 deprecation warning); `cache_kwarg` reads the name from the model's own `forward`, so both the GPU image's
-5.17 and this workstation's 5.25 get the name they expect.
+5.17 and this workstation's 5.25 get the name they expect. `StaticCachePeer` is what both peers hold: the module,
+its cache and that keyword, whether the step is compiled, and whether it must be one graph (`fullgraph`).
 """
 from __future__ import annotations
 
@@ -27,3 +28,13 @@ def cache_kwarg(module: nn.Module) -> str:
     """The keyword that hands a cache to `module.forward` and `module.generate` in the installed transformers."""
     params = inspect.signature(module.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
+
+
+class StaticCachePeer:
+    def __init__(self, module: nn.Module, max_cache_len: int, compile: bool) -> None:
+        self.module = module
+        self.compiled = compile
+        self.fullgraph = True  # `allow_graph_breaks` clears it where the model breaks the graph
+        self._cache = static_cache(module, max_cache_len)
+        self._cache_kw = cache_kwarg(module)
+        self._device = next(module.parameters()).device

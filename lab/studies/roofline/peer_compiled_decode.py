@@ -17,17 +17,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lab.studies.roofline.peer_cache import cache_kwarg, static_cache
+from lab.studies.roofline.peer_cache import StaticCachePeer
 
 
-class CompiledDecodeLoop:
+class CompiledDecodeLoop(StaticCachePeer):
     def __init__(self, module: nn.Module, max_cache_len: int, compile: bool) -> None:
-        self.module = module
-        self.compiled = compile
-        self.fullgraph = True
-        self._cache = static_cache(module, max_cache_len)
-        self._cache_kw = cache_kwarg(module)
-        self._device = next(module.parameters()).device
+        super().__init__(module, max_cache_len, compile)
         self._step = self._compile() if compile else self._next_token
 
     def allow_graph_breaks(self) -> None:
