@@ -133,3 +133,55 @@ def test_anchor_error_is_signed_percent_per_node() -> None:
     assert gpu(decode.gpu) is H800_SXM
     with pytest.raises(ValueError, match="no anchor"):
         anchor("made-up")
+
+
+def test_node_deduplicated_dispatch_by_hand() -> None:
+    from lab.scale.cluster.comm import distinct_remote_nodes
+
+    # 8 destinations over 4 nodes of 8: each other node is missed by all 8 with probability (3/4)^8
+    assert distinct_remote_nodes(8, 32, 8) == pytest.approx(3 * (1 - 0.75 ** 8))
+    assert distinct_remote_nodes(8, 8, 8) == 0.0  # one node: nothing leaves it
+    assert all_to_all_s(1e6, 32, H100_SXM, FABRIC, inter_node_bytes=2e5) == pytest.approx(2e5 / 50e9)
+    layout = replace(Layout(tp=1, dp=32, ep=32), role="prefill")
+    plain = step_model(layout).prefill_throughput(1000, 1000).stages[0].communication_parts_s
+    dedup = replace(step_model(layout), node_dedup_phases=("prefill",)).prefill_throughput(1000, 1000)
+    # 58 MoE layers; a token's 7168 FP8 bytes cross the NIC once per other node it reaches (2.70 of 3), not per
+    # expert copy outside the node (8 x 24/32 = 6)
+    assert plain["ep_dispatch"] == pytest.approx(58 * 1000 * 7168 * 6 / 50e9)
+    assert dedup.stages[0].communication_parts_s["ep_dispatch"] == pytest.approx(
+        58 * 1000 * 7168 * 3 * (1 - 0.75 ** 8) / 50e9)
+    assert dedup.stages[0].communication_parts_s["ep_combine"] == pytest.approx(
+        58 * 1000 * 7168 * 2 * 3 * (1 - 0.75 ** 8) / 50e9)  # bf16 combine
+    decode = replace(step_model(layout), node_dedup_phases=("prefill",)).decode_step(32, 1000)
+    assert decode.stages[0].communication_parts_s["ep_dispatch"] == pytest.approx(58 * 1 * 7168 * 6 / 50e9)
+    with pytest.raises(ValueError, match="node_dedup_phases"):
+        replace(step_model(layout), node_dedup_phases=("train",))
+
+
+def test_a_step_carries_the_layer_sources_caveats() -> None:
+    line = lambda seconds: MeasuredComponent((8, 64), (0,), ((seconds,), (2 * seconds,)))  # noqa: E731
+    prompt = MeasuredComponent((512, 4096), (0,), ((1e-3,), (8e-3,)), per_prompt=True)
+    tables = {("dense", "prefill"): {"attention": prompt, "dense_mlp": line(1e-4)},
+              ("moe", "prefill"): {"attention": prompt, "routed_experts": MeasuredComponent((4096, 8192), (0,),
+                                                                                            ((1e-3,), (2e-3,)))},
+              ("moe", "decode"): {"routed_experts": line(1e-4)},
+              ("dense", "decode"): {"dense_mlp": MeasuredComponent((1, 1024), (0,), ((1e-4,), (1e-3,)))},
+              ("head", "prefill"): {"head": MeasuredComponent((1, 64), (0,), ((2e-4,), (4e-4,)))}}
+    source = MeasuredLayerTime(tables, shard=(8, 32, 1), source="test table")
+    # one 1024-token prompt on tp 8 / ep 8: 1024 x 8 / 8 = 1024 rows per GPU, below the prefill grid (4096..8192):
+    # the decode grid (8..64) does not reach it either, but their union does (64 .. 4096 interpolated)
+    step = step_model(Layout(tp=8, ep=8), source=source).prefill(1024)
+    assert any("routed_experts at 1024 rows" in c and "taken from the decode grid" in c for c in step.caveats)
+    assert any("dense_mlp at 1024 tokens" in c for c in step.caveats)
+
+
+def test_the_decode_step_a_published_throughput_implies() -> None:
+    from lab.scale.cluster.anchors import published_decode_step
+
+    deepseek = published_decode_step(anchor("deepseek-online-decode"))
+    # 14.8k tok/s per node of 8 = 1850 per GPU; at 20-22 tok/s per user that is 84-92 sequences, 1/21 s a token
+    assert deepseek.batch_per_gpu == pytest.approx(1850 / 21) and deepseek.step_s == pytest.approx(1 / 21)
+    assert "84-92 sequences per GPU" in deepseek.how
+    sglang = published_decode_step(anchor("sglang-96xh100-decode"))
+    assert sglang.batch_per_gpu == 256 and sglang.step_s == pytest.approx(256 / (22.3e3 / 8))  # ~92 ms
+    assert published_decode_step(anchor("sglang-96xh100-prefill")) is None

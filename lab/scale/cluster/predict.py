@@ -4,24 +4,29 @@ Contract: `StepModel` binds a model, a card, a fabric, a layout and a `LayerTime
 assumptions a prediction needs, all given: `expert_load_imbalance` (busiest GPU's expert rows over the
 mean, >= 1: routing skew after any balancing), `overlap_communication` (True: a layer takes
 max(compute, communication), as two-micro-batch overlap aims for; False: their sum, the plain path), the
-activation bytes per element sent in dispatch and combine.
+activation bytes per element sent in dispatch and combine, and `node_dedup_phases`: the phases whose dispatch
+and combine cross the NIC once per (token, destination node) rather than once per (token, expert) (DeepEP's
+normal kernels, which DeepSeek and SGLang run for prefill; empty, the plain path, counts every copy).
 - `decode_step(batch, context_tokens)`: `batch` sequences over the instance, split into `pp` micro-batches
   and each over `dp` groups; one round advances every sequence by a token: ITL = the round, tokens/s =
   batch / round;
 - `prefill(prompt_tokens)`: one prompt alone on one DP group (TTFT without queueing), mean causal context
   half the prompt;
 - `predict_workload(...)`: the above for a `Workload`, plus output tokens/s per GPU of a deployment.
+Each `StageTime` keeps its compute per component and its communication per part ("tp_all_reduce",
+"ep_dispatch", "ep_combine", "pp_hand_off"), summed over the stage's layers, and the layer-time source's
+caveats (e.g. a point borrowed from the other phase's grid); `StepPrediction.caveats` gathers them.
 Expected active experts assume uniform routing (each expert slot receives a token with probability
 k / routed experts); the skew enters only through `expert_load_imbalance`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from lab.scale.cluster.comm import all_reduce_s, all_to_all_s, point_to_point_s
+from lab.scale.cluster.comm import all_reduce_s, all_to_all_s, distinct_remote_nodes, point_to_point_s
 from lab.scale.cluster.hardware import GPU, Fabric
-from lab.scale.cluster.layer_time import LayerTimeSource, LayerWork
+from lab.scale.cluster.layer_time import PHASES, LayerTimeSource, LayerWork
 from lab.scale.cluster.layout import Layout
 from lab.scale.cluster.model import BF16_BYTES, ModelShape
 
@@ -31,6 +36,8 @@ class StageTime:
     compute_s: dict[str, float]  # per component, summed over the stage's layers
     communication_s: float
     total_s: float
+    communication_parts_s: dict[str, float] = field(default_factory=dict)  # per part, summed over the layers
+    caveats: tuple[str, ...] = ()  # what the layer times rest on besides their own measurement
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,10 @@ class StepPrediction:
     itl_s: float  # time between two tokens of one sequence
     tokens_per_s: float  # whole instance
     tokens_per_s_per_gpu: float
+
+    @property
+    def caveats(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c for stage in self.stages for c in stage.caveats))
 
 
 @dataclass(frozen=True)
@@ -52,9 +63,12 @@ class StepModel:
     overlap_communication: bool
     dispatch_bytes_per_element: float
     combine_bytes_per_element: float
+    node_dedup_phases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.layout.validate(self.model)
+        if not set(self.node_dedup_phases) <= set(PHASES):
+            raise ValueError(f"node_dedup_phases must be among {PHASES}, got {self.node_dedup_phases}")
         if self.expert_load_imbalance < 1:
             raise ValueError(f"expert_load_imbalance is the busiest GPU's load over the mean, so >= 1; got "
                              f"{self.expert_load_imbalance}")
@@ -72,31 +86,47 @@ class StepModel:
         activation = group_tokens * m.hidden_size * BF16_BYTES
         tp_comm = 2 * all_reduce_s(activation, lay.tp, self.gpu, self.fabric)  # after attention, after the MLP
         sending = group_tokens / lay.tp  # TP ranks hold the same tokens: each sends its share
-        copies = sending * m.experts_per_token * lay.expert_tp * m.hidden_size
-        ep_comm = (all_to_all_s(copies * self.dispatch_bytes_per_element, lay.stage_gpus, self.gpu, self.fabric)
-                   + all_to_all_s(copies * self.combine_bytes_per_element, lay.stage_gpus, self.gpu, self.fabric))
+        destinations = m.experts_per_token * lay.expert_tp
+        copies = sending * destinations * m.hidden_size
+        per_node = (sending * m.hidden_size * distinct_remote_nodes(destinations, lay.stage_gpus,
+                                                                    self.fabric.gpus_per_node)
+                    if phase in self.node_dedup_phases else None)
+        dispatch, combine = (all_to_all_s(copies * b, lay.stage_gpus, self.gpu, self.fabric,
+                                          None if per_node is None else per_node * b)
+                             for b in (self.dispatch_bytes_per_element, self.combine_bytes_per_element))
         compute: dict[str, float] = {}
+        parts = {"tp_all_reduce": 0.0, "ep_dispatch": 0.0, "ep_combine": 0.0, "pp_hand_off": 0.0}
+        caveats: list[str] = []
         total = comm = 0.0
-        for kind, count, layer_comm in (("dense", dense, tp_comm), ("moe", moe, tp_comm + ep_comm)):
+        for kind, count in (("dense", dense), ("moe", moe)):
             if count == 0:
                 continue
-            times = self.layer_time.component_times_s(self._work(kind, phase, group_tokens, stage_tokens, context))
+            work = self._work(kind, phase, group_tokens, stage_tokens, context)
+            times = self.layer_time.component_times_s(work)
+            caveats += self.layer_time.caveats(work)
             for name, s in times.items():
                 compute[name] = compute.get(name, 0.0) + count * s
-            layer_compute = sum(times.values())
+            layer_parts = {"tp_all_reduce": tp_comm} | ({"ep_dispatch": dispatch, "ep_combine": combine}
+                                                         if kind == "moe" else {})
+            for name, s in layer_parts.items():
+                parts[name] += count * s
+            layer_compute, layer_comm = sum(times.values()), sum(layer_parts.values())
             overlapped = max(layer_compute, layer_comm)
             total += count * (overlapped if self.overlap_communication else layer_compute + layer_comm)
             comm += count * layer_comm
         if last:
-            head = self.layer_time.component_times_s(self._work("head", phase, head_tokens, stage_tokens, context))
+            work = self._work("head", phase, head_tokens, stage_tokens, context)
+            head = self.layer_time.component_times_s(work)
+            caveats += self.layer_time.caveats(work)
             compute.update(head)
             total += sum(head.values())
         if lay.pp > 1 and not last:
             hand_off = point_to_point_s(activation, self.gpu, self.fabric,
                                         across_nodes=lay.stage_gpus >= self.fabric.gpus_per_node)
+            parts["pp_hand_off"] = hand_off
             comm += hand_off
             total += hand_off
-        return StageTime(compute, comm, total)
+        return StageTime(compute, comm, total, parts, tuple(dict.fromkeys(caveats)))
 
     def _stages(self, phase: str, group_tokens: int, stage_tokens: int, context: float, head_tokens: int):
         layers = self.layout.stage_layers(self.model)
