@@ -11,6 +11,8 @@ What `notebooks/10_deepseek_v3_full.ipynb` calls (re-exported lazily: `from lab.
   study.layer_profile(record_path, ...)                -> a record's layer metrics, or measured here
   study.cluster_profile(run, layer_time, ...)          -> the layer times the cluster model uses, and a label
   plan.anchor_settings / plan_metrics / anchor_metrics -> the notebook's settings and the record's metrics
+  anchor_split.anchor_splits / split_lines / miss_reasons / split_metrics -> each anchor's step by component and
+                                                        communication, against its bound and the published step
 Only `study.measure_profile` (and `layer`, `sweep`, `timer`) import torch.
 """
 from lab.studies.exports import lazy_exports
@@ -36,4 +38,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "anchor_metrics": "lab.studies.deepseek_v3_full.plan",
     "layer_profile": "lab.studies.deepseek_v3_full.study",
     "cluster_profile": "lab.studies.deepseek_v3_full.study",
+    "anchor_splits": "lab.studies.deepseek_v3_full.anchor_split",
+    "split_lines": "lab.studies.deepseek_v3_full.anchor_split",
+    "miss_reasons": "lab.studies.deepseek_v3_full.anchor_split",
+    "split_metrics": "lab.studies.deepseek_v3_full.anchor_split",
 })

@@ -11,13 +11,15 @@ bytes): nothing is tuned to an anchor.
 - `plan_cluster(cluster, workload, a, profile)`: one colocated instance over the whole cluster per candidate
   layout (tp in 1/2/4/8, pp 1 or 2, dp the rest, ep over the stage or over dp); the largest decode batch that fits
   at the workload's full context, capped at `a.max_batch_per_gpu` per GPU; decode ITL, TTFT of one prompt, output
-  tokens/s per GPU and GPU-hours per million output tokens (times `price_per_gpu_hour` when given).
+  tokens/s per GPU and GPU-hours per million output tokens (times `price_per_gpu_hour` when given); a row's note
+  carries the layer-time source's caveats (e.g. a point taken from the other phase's grid), or why it has no
+  prediction.
 - `anchor_rows(settings, a, profile)`: each published anchor (`cluster.anchors.ANCHORS`) predicted with the layout
   and workload of its `AnchorSetting` and compared (`anchors.compare`): the signed error in %, met when within 25 %.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lab.scale.cluster.anchors import ANCHORS, compare
 from lab.scale.cluster.hardware import IB_HDR_200_BYTES_PER_S, IB_NDR_400_BYTES_PER_S, GPU, Fabric, gpu
@@ -26,7 +28,7 @@ from lab.scale.cluster.layer_time import LayerTimeSource, MeasuredLayerTime, Roo
 from lab.scale.cluster.layout import Layout
 from lab.scale.cluster.memory import max_batch, memory_per_gpu
 from lab.scale.cluster.model import DEEPSEEK_V3 as V3
-from lab.scale.cluster.predict import StepModel
+from lab.scale.cluster.predict import StepModel, StepPrediction
 
 WEIGHTS = "fp8-block"  # the published V3/R1 checkpoint
 
@@ -59,6 +61,9 @@ class Assumptions:
     overlap_communication: bool = True
     dispatch_bytes_per_element: float = 1.0  # FP8 dispatch (DeepSeek-V3 report)
     combine_bytes_per_element: float = 2.0  # bf16 combine
+    # prefill dispatch/combine cross the NIC once per (token, node), forwarded over NVLink there (DeepEP's normal
+    # kernels, which both anchors' systems run for prefill); False, the plain path: once per (token, expert)
+    node_dedup_prefill: bool = False
     kv_dtype_bytes: int = 2
     max_batch_per_gpu: int = 256
     price_per_gpu_hour: float | None = None  # the user's price; None: GPU-hours only
@@ -92,7 +97,8 @@ def _fabric(gpus_per_node: int, nic: float, a: Assumptions) -> Fabric:
 
 def _step_model(card: GPU, fabric: Fabric, layout: Layout, a: Assumptions, profile) -> StepModel:
     return StepModel(V3, card, fabric, layout, layer_source(card, a, profile), a.expert_load_imbalance,
-                     a.overlap_communication, a.dispatch_bytes_per_element, a.combine_bytes_per_element)
+                     a.overlap_communication, a.dispatch_bytes_per_element, a.combine_bytes_per_element,
+                     ("prefill",) if a.node_dedup_prefill else ())
 
 
 def candidate_layouts(gpus: int) -> list[Layout]:
@@ -153,8 +159,9 @@ def plan_cluster(cluster: Cluster, prompt_tokens: int, output_tokens: int, a: As
             continue
         per_gpu = step.tokens_per_s_per_gpu
         hours = 1e6 / per_gpu / 3600
+        note = "; ".join(dict.fromkeys(step.caveats + model.prefill(prompt_tokens).caveats))
         rows.append(PlanRow(cluster.name, _describe(layout), weights_gb, batch, 1e3 * step.itl_s, 1e3 * ttft, per_gpu,
-                            hours, hours * a.price_per_gpu_hour if a.price_per_gpu_hour is not None else None, ""))
+                            hours, hours * a.price_per_gpu_hour if a.price_per_gpu_hour is not None else None, note))
     return sorted(rows, key=lambda r: -(r.output_tokens_per_s_per_gpu or 0))
 
 
@@ -177,20 +184,38 @@ class AnchorRow:
     error_pct: float
     met: bool  # within 25 %
     setting: str
+    caveats: tuple[str, ...] = ()  # what the prediction rests on besides the measurement (borrowed points, ...)
+    tokens_per_gpu: int = 0  # decode: the batch per GPU chosen; prefill: prompt tokens per DP group
 
 
-def _decode_per_gpu(model: StepModel, s: AnchorSetting) -> tuple[float, int]:
+def _decode_per_gpu(model: StepModel, s: AnchorSetting) -> tuple[StepPrediction, int]:
     lay = model.layout
-    best, best_batch = 0.0, 0
+    best, best_batch = None, 0
     for per_gpu in range(1, s.tokens_per_gpu + 1):
-        batch = per_gpu * lay.gpus
-        step = model.decode_step(batch, s.context_tokens)
+        step = model.decode_step(per_gpu * lay.gpus, s.context_tokens)
         if s.max_itl_s is not None and step.itl_s > s.max_itl_s:
             break
-        best, best_batch = step.tokens_per_s_per_gpu, per_gpu
-    if best_batch == 0:
+        best, best_batch = step, per_gpu
+    if best is None:
         raise ValueError(f"{s.anchor}: even one sequence per GPU misses the stated ITL of {s.max_itl_s} s")
     return best, best_batch
+
+
+def anchor_step(s: AnchorSetting, a: Assumptions, profile: MeasuredProfile | None = None,
+                roofline_bound: bool = False) -> tuple[StepPrediction, int]:
+    """The step an anchor is predicted from and its tokens per GPU (decode: the batch chosen under the ITL bound;
+    prefill: one round at `tokens_per_gpu` per DP group). `roofline_bound`: the same work on the roofline at
+    efficiency 1 (the physical bound) instead of the layer source."""
+    anchor = next((x for x in ANCHORS if x.name == s.anchor), None)
+    if anchor is None:
+        raise ValueError(f"no anchor {s.anchor!r}; known: {[x.name for x in ANCHORS]}")
+    if roofline_bound:
+        a, profile = replace(a, bandwidth_efficiency=1.0, compute_efficiency=1.0), None
+    card = gpu(anchor.gpu)
+    model = _step_model(card, _fabric(anchor.gpus_per_node, IB_NDR_400_BYTES_PER_S, a), s.layout, a, profile)
+    if anchor.phase == "decode":
+        return _decode_per_gpu(model, s)
+    return model.prefill_throughput(s.tokens_per_gpu, s.context_tokens / 2), s.tokens_per_gpu
 
 
 def anchor_rows(settings: list[AnchorSetting], a: Assumptions, profile: MeasuredProfile | None = None,
@@ -200,19 +225,18 @@ def anchor_rows(settings: list[AnchorSetting], a: Assumptions, profile: Measured
         anchor = next((x for x in ANCHORS if x.name == s.anchor), None)
         if anchor is None:
             raise ValueError(f"no anchor {s.anchor!r}; known: {[x.name for x in ANCHORS]}")
-        card = gpu(anchor.gpu)
-        model = _step_model(card, _fabric(anchor.gpus_per_node, IB_NDR_400_BYTES_PER_S, a), s.layout, a, profile)
+        step, chosen = anchor_step(s, a, profile)
         if anchor.phase == "decode":
-            per_gpu, chosen = _decode_per_gpu(model, s)
+            per_gpu = step.tokens_per_s_per_gpu
             how = f"{_describe(s.layout)}, {chosen} seqs/GPU at {s.context_tokens} context"
         else:
-            step = model.prefill_throughput(s.tokens_per_gpu, s.context_tokens / 2)
             per_gpu = step.tokens_per_s_per_gpu / s.computed_fraction
             how = (f"{_describe(s.layout)}, {s.tokens_per_gpu} tokens per DP group of {s.context_tokens}-token "
                    f"prompts, {s.computed_fraction:.1%} of input computed")
         c = compare(anchor, per_gpu)
         rows.append(AnchorRow(anchor.name, anchor.phase, anchor.tokens_per_s_per_node,
-                              c.predicted_tokens_per_s_per_node, c.error_pct, abs(c.error_pct) <= target_pct, how))
+                              c.predicted_tokens_per_s_per_node, c.error_pct, abs(c.error_pct) <= target_pct, how,
+                              step.caveats, chosen))
     return rows
 
 
