@@ -7,6 +7,9 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 TORCH_SPEC ?= $(if $(HAS_GPU),torch>=2.4$(comma)<2.15,torch==2.13.0)
 comma := ,
 PROFILE ?=
+# pytest-xdist workers for `make test`: more than the cores, since many tests wait on the servers they start;
+# a file (or a group of files, tests/scheduling.py) runs whole on one worker. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 3
 
 .PHONY: lab test venv clean
 venv: $(VENV)/.installed
@@ -27,7 +30,7 @@ lab: venv
 	@echo "Notebooks: $(VENV)/bin/lab notebooks   (JupyterLab on 127.0.0.1:8888; --allow-root added as root)"
 
 test: venv
-	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup,)
 
 clean:
 	rm -rf $(VENV) runs

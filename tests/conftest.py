@@ -5,6 +5,7 @@ Every test runs with MLflow telemetry off, no `LAB_*` variables from the outer s
 `tracking_uri` gives a test a ready sqlite store: a copy of one database migrated once per session,
 because creating an MLflow sqlite schema takes seconds and a copy takes milliseconds.
 Every test leaves the cyclic GC as it found it (`gc_unfrozen`): a command run in-process may `gc.freeze()`.
+Under pytest-xdist (`make test` runs `-n 3 --dist loadgroup`), `tests/scheduling.py` says what runs where.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import scheduling
+
 # Set before anything imports mlflow (session fixtures included), not only per test.
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
@@ -25,6 +28,19 @@ LAB_VARIABLES = ("LAB_RUN_DIR", "LAB_PROFILE", "LAB_PARENT_RUN_ID", "LAB_NOTEBOO
 def pytest_configure(config: pytest.Config) -> None:
     # MLflow's sqlite store triggers this SQLAlchemy deprecation itself; it is not ours to fix.
     config.addinivalue_line("filterwarnings", "ignore:The ``noload`` loader strategy is deprecated")
+    config.addinivalue_line("markers", f"{scheduling.LONG_RUNNING}(seconds): the file or group takes about that long "
+                                       "on 2 CPU cores; under xdist it is handed out first (tests/scheduling.py)")
+
+
+@pytest.hookimpl(trylast=True)  # after the conftests that add xdist_group and long_running marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if hasattr(config, "workerinput"):  # an xdist worker: every worker reorders the same way
+        scheduling.longest_units_first(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    return scheduling.make_scheduler(config, log) if config.getvalue("dist") == "loadgroup" else None
 
 
 def sqlite_uri(db: Path) -> str:

@@ -14,8 +14,11 @@ from lab.paths import ProjectLayout
 from lab.reproduce.plan import parse_overrides
 from lab.reproduce.profile import load_profile
 from lab.track.flatten import as_text, flatten
+from tests.scheduling import NETWORK_NAMESPACES
 
 LAYOUT = ProjectLayout.discover()
+# Notebook 09 runs a drill (network namespaces); the smoke profile takes about ten minutes on 2 cores.
+pytestmark = [NETWORK_NAMESPACES, pytest.mark.long_running(600)]
 
 
 def write_notebook(path: Path, *cells: str, parameters: str = "") -> Path:

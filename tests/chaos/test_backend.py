@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 
 from lab.chaos.backend import network_fault_backend
+from tests.scheduling import NETWORK_NAMESPACES
+
+pytestmark = NETWORK_NAMESPACES
 
 
 def namespaces() -> str:

@@ -19,12 +19,14 @@ from lab.chaos import network
 from lab.chaos.backend import network_fault_backend
 from lab.chaos.netns import NetworkNamespace, delete_namespace
 from lab.chaos.netns_faults import FaultUnavailable
+from tests.scheduling import NETWORK_NAMESPACES
 from lab.errors import LabError
 
 PROBE = network_fault_backend()
 CHECKS = PROBE["checks"]
-pytestmark = pytest.mark.skipif(not all(CHECKS.get(k) == "ok" for k in ("root", "netns", "veth", "iptables_rule")),
-                                reason=f"network namespaces with iptables do not work here: {PROBE['reason']}")
+pytestmark = [pytest.mark.skipif(not all(CHECKS.get(k) == "ok" for k in ("root", "netns", "veth", "iptables_rule")),
+                                 reason=f"network namespaces with iptables do not work here: {PROBE['reason']}"),
+              NETWORK_NAMESPACES]
 PORT = 18080
 
 

@@ -12,6 +12,8 @@ the shared replicas the collected tests use load in parallel;
 `base_flags=HF_CB_MODEL_FLAGS` transformers' continuous batching (`--engine hf-cb`).
 `engine_core_pids(srv)` are the pids of a replica's engine core processes.
 Replicas use a 2-layer tiny model and a small KV cache so the suite stays fast on 2 cores.
+Under pytest-xdist the package is one work unit (`xdist_group("server-replicas")`), so its shared replicas start
+once, on one worker (tests/scheduling.py).
 """
 from __future__ import annotations
 
@@ -94,6 +96,17 @@ def launch(*flags: str, tmp_dir: Path, base_flags: tuple[str, ...] = SMALL_MODEL
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
         )
     return ServerProcess(proc, port, log_path)
+
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist names each item's group after its xdist_group mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.xdist_group("server-replicas"))
+            item.add_marker(pytest.mark.long_running(420))
 
 
 HF_BATCH_SIZE = 2

@@ -24,7 +24,10 @@ from lab.service.load import parse_spec
 from lab.service.spec import ReplicaProcess
 from lab.service.state import read_state
 from lab.service.supervisor import Service
+from tests.scheduling import NETWORK_NAMESPACES
 from tests.service.helpers import AUTH, COMPLETION, UPSTREAM, alive, echo_spec, wait_for
+
+pytestmark = NETWORK_NAMESPACES
 
 HAS_PROMETHEUS = shutil.which("prometheus") is not None or Path("/usr/bin/prometheus").exists()
 ECHO_ON_HOST = (sys.executable, str(UPSTREAM), "--host", "{host}", "--port", "{port}")

@@ -21,9 +21,11 @@ import pytest
 from lab.studies.chaos.config import DrillStudyConfig
 from lab.studies.chaos.plots import drill_table
 from lab.studies.chaos.runner import DrillStudy, run_drills
+from tests.scheduling import NETWORK_NAMESPACES
 
-pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None and not Path("/usr/bin/prometheus").exists(),
-                                reason="prometheus absent (apt-get install -y prometheus)")
+pytestmark = [pytest.mark.skipif(shutil.which("prometheus") is None and not Path("/usr/bin/prometheus").exists(),
+                                 reason="prometheus absent (apt-get install -y prometheus)"),
+              NETWORK_NAMESPACES, pytest.mark.long_running(90)]
 pytest.importorskip("chaoslib")
 PROBE_INTERVAL_S = 2.0
 
