@@ -21,6 +21,11 @@ from tests import scheduling
 
 # Set before anything imports mlflow (session fixtures included), not only per test.
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Several workers on 2 cores: one intra-op thread per process, in the worker and in every process it starts
+    # (notebook kernels, replicas; tests/server's replicas already run so), set before torch is imported.
+    # Otherwise each process's OpenMP threads spin against the others' and the engine tests run several times slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 LAB_VARIABLES = ("LAB_RUN_DIR", "LAB_PROFILE", "LAB_PARENT_RUN_ID", "LAB_NOTEBOOK", "MLFLOW_ALLOW_FILE_STORE")
 
