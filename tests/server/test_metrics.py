@@ -64,7 +64,8 @@ def test_counters_move_by_what_the_requests_did(server, tokenizer):
     gaps = delta("lab:engine_step_gap_seconds_count")
     assert n * (max_tokens - 1) <= gaps <= n * max_tokens
     assert delta("lab:engine_step_gap_seconds_bucket", le="+Inf") == gaps
-    assert 0 < value(after, "lab:engine_step_gap_max_seconds") < 60
+    # The max is since the engine started (this replica is shared with other test files): at least this window's mean
+    assert value(after, "lab:engine_step_gap_max_seconds") >= delta("lab:engine_step_gap_seconds_sum") / gaps > 0
     assert delta("vllm:request_queue_time_seconds_count") == n
     # Latencies are real durations: the e2e sum covers at least the TTFT and ITL sums.
     e2e = delta("vllm:e2e_request_latency_seconds_sum")
