@@ -5,7 +5,7 @@ Every test runs with MLflow telemetry off, no `LAB_*` variables from the outer s
 `tracking_uri` gives a test a ready sqlite store: a copy of one database migrated once per session,
 because creating an MLflow sqlite schema takes seconds and a copy takes milliseconds.
 Every test leaves the cyclic GC as it found it (`gc_unfrozen`): a command run in-process may `gc.freeze()`.
-Under pytest-xdist (`make test` runs `-n 3 --dist loadgroup`), `tests/scheduling.py` says what runs where.
+Under pytest-xdist (`make test TEST_WORKERS=3` runs `-n 3 --dist loadgroup`), `tests/scheduling.py` says what runs where.
 """
 
 from __future__ import annotations

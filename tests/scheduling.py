@@ -1,4 +1,4 @@
-"""How `make test` spreads the suite over pytest-xdist workers (`-n N --dist loadgroup`), and why it is safe.
+"""How `make test TEST_WORKERS=N` spreads the suite over pytest-xdist workers (`-n N --dist loadgroup`), and why it is safe.
 
 A work unit is a test file, or a named group of files (`pytest.mark.xdist_group(name)`): a unit runs whole, in
 file order, on one worker, so module fixtures (a service, a replica, the smoke profile's run) start once and tests
